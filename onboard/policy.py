@@ -1,0 +1,357 @@
+"""ONNX policies on the robot: run one, and validate a new one off the loop thread before a swap.
+
+Why this shape: a policy arrives over the network while the loop runs at 200 Hz. Building an
+onnxruntime session and checking it takes milliseconds, so it happens on a loader thread; the
+loop only ever does `policy = slot.pending` at a tick boundary (one reference assignment), and
+keeps the previous policy to roll back to. Nothing reaches the loop that has not passed every
+check: sha256 of the bytes, metadata and I/O schema against the task, finite and in-bound
+outputs on recent observations, inference time under budget.
+
+The ONNX contract (docs/interfaces.md): input `obs` float32 [batch, obs_dim]; outputs `action`
+(tanh(mean)), `mean` (pre-tanh) and `log_std`, each float32 [batch, act_dim]; `h2o.*` metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import onnxruntime as ort
+
+log = logging.getLogger(__name__)
+
+LOG_2PI = math.log(2.0 * math.pi)
+LOG_2 = math.log(2.0)
+REQUIRED_OUTPUTS = ("action", "mean", "log_std")
+
+
+class PolicyRejected(Exception):
+    """A candidate policy failed a check; `reason` is a short machine-readable code."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass
+class PolicySpec:
+    """What a policy must match to drive this robot (from the task and the protocol)."""
+
+    task: str
+    obs_dim: int
+    act_dim: int
+    control_hz: float | None = None  # checked when the metadata carries it
+    schema_version: str | None = None  # checked when both sides have it
+
+
+@dataclass
+class ValidationConfig:
+    """Limits applied to every candidate policy before it may be activated."""
+
+    max_bytes: int = 32 * 1024 * 1024  # reject larger files before parsing them
+    inference_budget_ms: float = 1.0  # p90 single-observation inference time must be below this
+    timing_runs: int = 30  # single-observation runs timed for the budget check
+    action_tolerance: float = 1e-5  # |action| may exceed 1 by this much (float rounding)
+    intra_op_threads: int = 1  # onnxruntime threads per session (1: leave the cores to the loop)
+
+
+@dataclass
+class PolicyCandidate:
+    """A policy as received: bytes plus what the sender claims about them."""
+
+    version: int
+    sha256: str
+    onnx_bytes: bytes
+    received_t: float = field(default_factory=time.perf_counter)  # for swap-latency stats
+    source: str = "learner"
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def squashed_gaussian_logp(u: np.ndarray, mean: np.ndarray, log_std: np.ndarray) -> float:
+    """log pi(tanh(u)) for u ~ N(mean, exp(log_std)), with the tanh change-of-variables term.
+
+    log(1 - tanh(u)^2) = 2 * (log 2 - u - softplus(-2u)), the numerically stable form (SpinUp).
+    """
+    std = np.exp(log_std)
+    z = (u - mean) / std
+    gauss = -0.5 * z * z - log_std - 0.5 * LOG_2PI
+    correction = 2.0 * (LOG_2 - u - np.logaddexp(0.0, -2.0 * u))
+    return float(np.sum(gauss - correction))
+
+
+class OnnxPolicy:
+    """A validated, ready-to-run policy. `act` is what the loop calls each tick."""
+
+    def __init__(self, session: ort.InferenceSession, version: int, sha256: str, metadata: dict[str, str]) -> None:
+        self.session = session
+        self.version = version
+        self.sha256 = sha256
+        self.metadata = metadata
+        self._outputs = list(REQUIRED_OUTPUTS)
+
+    def run_batch(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        action, mean, log_std = self.session.run(self._outputs, {"obs": obs.astype(np.float32, copy=False)})
+        return action, mean, log_std
+
+    def act(self, obs: np.ndarray, rng: np.random.Generator | None = None) -> tuple[np.ndarray, float]:
+        """One observation -> (action in [-1, 1], log-prob). Deterministic when `rng` is None.
+
+        Exploring: a = tanh(mean + exp(log_std) * eps), eps ~ N(0, I) from the seeded `rng`.
+        Deterministic: a = tanh(mean); the log-prob is then that of u = mean (for provenance).
+        """
+        action, mean, log_std = self.run_batch(obs.reshape(1, -1))
+        mean, log_std = mean[0].astype(np.float64), log_std[0].astype(np.float64)
+        if rng is None:
+            u = mean
+            a = action[0]
+        else:
+            u = mean + np.exp(log_std) * rng.standard_normal(mean.shape)
+            a = np.tanh(u).astype(np.float32)
+        return a, squashed_gaussian_logp(u, mean, log_std)
+
+
+def build_policy(
+    cand: PolicyCandidate, spec: PolicySpec, cfg: ValidationConfig, recent_obs: np.ndarray | None
+) -> OnnxPolicy:
+    """Every check a policy must pass before the loop may use it; raises `PolicyRejected`."""
+    if len(cand.onnx_bytes) > cfg.max_bytes:
+        raise PolicyRejected("too_large", f"{len(cand.onnx_bytes)} bytes > {cfg.max_bytes}")
+    digest = sha256_hex(cand.onnx_bytes)
+    if digest != cand.sha256.lower():
+        raise PolicyRejected("sha256_mismatch", f"bytes hash to {digest[:16]}..., claimed {cand.sha256[:16]}...")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = cfg.intra_op_threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(cand.onnx_bytes, sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises several types for malformed models
+        raise PolicyRejected("unloadable", str(e).splitlines()[0][:200]) from None
+    metadata = dict(session.get_modelmeta().custom_metadata_map)
+    _check_metadata(metadata, cand, spec)
+    _check_io_schema(session, spec)
+    policy = OnnxPolicy(session, cand.version, digest, metadata)
+    _check_outputs(policy, spec, cfg, recent_obs)
+    _check_inference_time(policy, spec, cfg, recent_obs)
+    return policy
+
+
+def _check_metadata(meta: dict[str, str], cand: PolicyCandidate, spec: PolicySpec) -> None:
+    def need(key: str) -> str:
+        if key not in meta:
+            raise PolicyRejected("metadata_missing", f"no {key!r} in ONNX metadata")
+        return meta[key]
+
+    def need_int(key: str) -> int:
+        try:
+            return int(need(key))
+        except ValueError:
+            raise PolicyRejected("metadata_invalid", f"{key}={meta[key]!r} is not an integer") from None
+
+    if need("h2o.task") != spec.task:
+        raise PolicyRejected("task_mismatch", f"policy for {meta['h2o.task']!r}, robot runs {spec.task!r}")
+    if need_int("h2o.obs_dim") != spec.obs_dim or need_int("h2o.act_dim") != spec.act_dim:
+        raise PolicyRejected(
+            "dims_mismatch",
+            f"policy obs/act dims {meta['h2o.obs_dim']}/{meta['h2o.act_dim']}, task {spec.obs_dim}/{spec.act_dim}",
+        )
+    if need_int("h2o.version") != cand.version:
+        raise PolicyRejected("version_mismatch", f"metadata version {meta['h2o.version']}, message says {cand.version}")
+    if spec.control_hz is not None and "h2o.control_hz" in meta:
+        try:
+            hz = float(meta["h2o.control_hz"])
+        except ValueError:
+            raise PolicyRejected("metadata_invalid", f"h2o.control_hz={meta['h2o.control_hz']!r}") from None
+        if abs(hz - spec.control_hz) > 1e-6:
+            raise PolicyRejected("rate_mismatch", f"policy trained at {hz} Hz, loop runs {spec.control_hz} Hz")
+    if spec.schema_version is not None and meta.get("h2o.schema_version", spec.schema_version) != spec.schema_version:
+        raise PolicyRejected("schema_mismatch", f"schema {meta['h2o.schema_version']!r} != {spec.schema_version!r}")
+
+
+def _check_io_schema(session: ort.InferenceSession, spec: PolicySpec) -> None:
+    inputs = session.get_inputs()
+    if len(inputs) != 1 or inputs[0].name != "obs":
+        raise PolicyRejected("schema_mismatch", f"inputs {[i.name for i in inputs]}, expected ['obs']")
+    if inputs[0].type != "tensor(float)" or len(inputs[0].shape) != 2 or inputs[0].shape[1] != spec.obs_dim:
+        raise PolicyRejected("schema_mismatch", f"obs is {inputs[0].type}{inputs[0].shape}, expected float[*, {spec.obs_dim}]")
+    outputs = {o.name: o for o in session.get_outputs()}
+    for name in REQUIRED_OUTPUTS:
+        o = outputs.get(name)
+        if o is None:
+            raise PolicyRejected("schema_mismatch", f"missing output {name!r}")
+        if o.type != "tensor(float)" or len(o.shape) != 2 or o.shape[1] != spec.act_dim:
+            raise PolicyRejected("schema_mismatch", f"{name} is {o.type}{o.shape}, expected float[*, {spec.act_dim}]")
+
+
+def _probe_obs(spec: PolicySpec, recent_obs: np.ndarray | None) -> np.ndarray:
+    """Recent observations (what the robot sees now) plus zeros and small noise around them."""
+    rng = np.random.default_rng(0)
+    base = np.zeros((1, spec.obs_dim), np.float32)
+    if recent_obs is not None and len(recent_obs):
+        base = np.concatenate([base, np.asarray(recent_obs, np.float32).reshape(-1, spec.obs_dim)])
+    noisy = base[rng.integers(0, len(base), 16)] + rng.normal(0, 0.1, (16, spec.obs_dim)).astype(np.float32)
+    return np.concatenate([base, noisy]).astype(np.float32)
+
+
+def _check_outputs(policy: OnnxPolicy, spec: PolicySpec, cfg: ValidationConfig, recent_obs: np.ndarray | None) -> None:
+    obs = _probe_obs(spec, recent_obs)
+    try:
+        action, mean, log_std = policy.run_batch(obs)
+    except Exception as e:
+        raise PolicyRejected("inference_failed", str(e).splitlines()[0][:200]) from None
+    for name, arr in (("action", action), ("mean", mean), ("log_std", log_std)):
+        if arr.shape != (len(obs), spec.act_dim):
+            raise PolicyRejected("schema_mismatch", f"{name} has shape {arr.shape}, expected {(len(obs), spec.act_dim)}")
+        if not np.all(np.isfinite(arr)):
+            raise PolicyRejected("non_finite", f"{name} has non-finite values on probe observations")
+    if np.max(np.abs(action)) > 1.0 + cfg.action_tolerance:
+        raise PolicyRejected("out_of_bounds", f"|action| up to {np.max(np.abs(action)):.4g} > 1")
+
+
+def _check_inference_time(policy: OnnxPolicy, spec: PolicySpec, cfg: ValidationConfig, recent_obs: np.ndarray | None) -> None:
+    one = _probe_obs(spec, recent_obs)[:1]
+    times = []
+    for _ in range(max(cfg.timing_runs, 1)):
+        t0 = time.perf_counter()
+        policy.run_batch(one)
+        times.append(time.perf_counter() - t0)
+    p90_ms = float(np.percentile(times, 90)) * 1e3
+    if p90_ms > cfg.inference_budget_ms:
+        raise PolicyRejected("too_slow", f"p90 inference {p90_ms:.3f} ms > budget {cfg.inference_budget_ms} ms")
+
+
+ResultCallback = Callable[[int, bool, str], None]  # (version, accepted, reason) -> None
+
+
+class PolicyLoader:
+    """Validates candidates on its own thread and leaves the winner for the loop to pick up.
+
+    The loop calls `take_pending()` once per tick (a reference read and a reference write), so
+    the swap happens at a tick boundary and never waits on validation. Only the newest candidate
+    matters: a full inbox drops the oldest, answered as "superseded".
+    """
+
+    def __init__(
+        self,
+        spec: PolicySpec,
+        cfg: ValidationConfig,
+        recent_obs: Callable[[], np.ndarray | None] = lambda: None,
+        on_result: ResultCallback | None = None,
+        inbox_size: int = 2,
+    ) -> None:
+        self.spec = spec
+        self.cfg = cfg
+        self._recent_obs = recent_obs
+        self._on_result = on_result
+        self._inbox: queue.Queue[PolicyCandidate | None] = queue.Queue(maxsize=inbox_size)
+        self._pending: tuple[OnnxPolicy, PolicyCandidate] | None = None
+        self.accepted = 0
+        self.rejected: dict[str, int] = {}
+        self.last_result: tuple[int, bool, str] | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="policy-loader", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 2.0) -> None:
+        if self._thread is None:
+            return
+        while True:
+            try:
+                self._inbox.put_nowait(None)
+                break
+            except queue.Full:
+                self._drop_oldest()
+        self._thread.join(timeout_s)
+        self._thread = None
+
+    def submit(self, cand: PolicyCandidate) -> None:
+        """Queue a candidate; never blocks (drops the oldest waiting one if full)."""
+        while True:
+            try:
+                self._inbox.put_nowait(cand)
+                return
+            except queue.Full:
+                self._drop_oldest()
+
+    def _drop_oldest(self) -> None:
+        try:
+            old = self._inbox.get_nowait()
+        except queue.Empty:
+            return
+        if old is not None:
+            self._report(old.version, False, "superseded")
+
+    def take_pending(self) -> tuple[OnnxPolicy, PolicyCandidate] | None:
+        """For the loop, at a tick boundary: the newest validated policy, once."""
+        p = self._pending
+        if p is not None:
+            self._pending = None
+        return p
+
+    def validate_now(self, cand: PolicyCandidate) -> OnnxPolicy:
+        """Synchronous validation (start-up policy file); raises `PolicyRejected`."""
+        return build_policy(cand, self.spec, self.cfg, self._recent_obs())
+
+    def _run(self) -> None:
+        while True:
+            cand = self._inbox.get()
+            if cand is None:
+                return
+            try:
+                policy = build_policy(cand, self.spec, self.cfg, self._recent_obs())
+            except PolicyRejected as e:
+                log.warning("policy v%d rejected: %s", cand.version, e)
+                self._report(cand.version, False, f"{e.reason}: {e.detail}")
+                continue
+            except Exception as e:  # never let a bad policy kill the loader
+                log.exception("policy v%d: unexpected validation error", cand.version)
+                self._report(cand.version, False, f"internal_error: {e}")
+                continue
+            self._pending = (policy, cand)
+            log.info("policy v%d validated (sha256 %s...), swapping at the next tick", cand.version, policy.sha256[:12])
+            self._report(cand.version, True, "ok")
+
+    def _report(self, version: int, ok: bool, reason: str) -> None:
+        if ok:
+            self.accepted += 1
+        else:
+            code = reason.split(":")[0]
+            self.rejected[code] = self.rejected.get(code, 0) + 1
+        self.last_result = (version, ok, reason)
+        if self._on_result is not None:
+            try:
+                self._on_result(version, ok, reason)
+            except Exception:
+                log.exception("policy result callback failed")
+
+
+def load_policy_file(path: str, sha256: str | None = None) -> PolicyCandidate:
+    """A start-up policy from disk; the hash comes from `<path>.sha256` unless given."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if sha256 is None:
+        with open(path + ".sha256") as f:
+            sha256 = f.read().split()[0]
+    version = -1
+    try:
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        meta = ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"]).get_modelmeta()
+        version = int(meta.custom_metadata_map.get("h2o.version", -1))
+    except Exception:
+        pass  # build_policy reports the real reason
+    return PolicyCandidate(version=version, sha256=sha256, onnx_bytes=data, source="file")

@@ -1,0 +1,103 @@
+"""Safety FSM transitions (each fault -> its safe mode, with a logged reason) and the action filter."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from onboard.safety import ActionFilter, Mode, Operator, SafetyConfig, SafetyFSM, SafetyInputs, tilt_from_quat
+
+
+def inputs(**kw) -> SafetyInputs:
+    base = dict(now_s=0.0, state_age_s=0.001, tilt_rad=0.0, policy_ready=False, learner_connected=True)
+    base.update(kw)
+    return SafetyInputs(**base)
+
+
+def fsm_in(mode: Mode, **cfg) -> SafetyFSM:
+    f = SafetyFSM(SafetyConfig(**cfg))
+    f.update(inputs())
+    if mode is Mode.POLICY:
+        f.update(inputs(policy_ready=True))
+    assert f.mode is mode
+    return f
+
+
+def test_passive_waits_for_fresh_upright_state_then_stands_then_policy():
+    f = SafetyFSM(SafetyConfig())
+    assert f.update(inputs(state_age_s=math.inf)) is Mode.PASSIVE
+    assert f.update(inputs(tilt_rad=0.4)) is Mode.PASSIVE
+    assert f.update(inputs()) is Mode.STAND
+    assert f.update(inputs(policy_ready=True)) is Mode.POLICY
+    assert [h["to"] for h in f.history] == ["STAND", "POLICY"]
+
+
+@pytest.mark.parametrize(
+    "fault, reason",
+    [
+        (dict(tilt_rad=0.7), "tilt"),
+        (dict(tilt_rad=math.nan), "tilt"),
+        (dict(state_age_s=0.2), "stale"),
+        (dict(state_age_s=math.inf), "no state"),
+        (dict(action_finite=False), "non-finite"),
+        (dict(missed_recent=5), "missed deadlines"),
+    ],
+)
+@pytest.mark.parametrize("mode", [Mode.STAND, Mode.POLICY])
+def test_faults_lead_to_damping_with_reason(mode, fault, reason):
+    f = fsm_in(mode)
+    assert f.update(inputs(policy_ready=True, **fault)) is Mode.DAMPING
+    assert reason in f.history[-1]["reason"]
+    # latched: a good tick does not leave DAMPING
+    assert f.update(inputs(policy_ready=True)) is Mode.DAMPING
+
+
+def test_damping_recovers_by_itself_only_when_configured():
+    f = fsm_in(Mode.STAND, damping_recover_s=1.0)
+    f.update(inputs(now_s=1.0, tilt_rad=1.0))
+    assert f.update(inputs(now_s=1.5)) is Mode.DAMPING
+    assert f.update(inputs(now_s=2.0)) is Mode.PASSIVE
+
+
+@pytest.mark.parametrize("choice, expect", [("keep", Mode.POLICY), ("stand", Mode.STAND), ("damping", Mode.DAMPING)])
+def test_learner_unreachable_follows_configured_choice(choice, expect):
+    f = fsm_in(Mode.POLICY, learner_lost=choice)
+    assert f.update(inputs(policy_ready=True, learner_connected=False)) is expect
+
+
+def test_operator_estop_latches_until_reset_and_stand_holds_controller():
+    f = fsm_in(Mode.POLICY)
+    assert f.update(inputs(policy_ready=True, operator=Operator.STAND)) is Mode.STAND
+    assert f.update(inputs(policy_ready=True)) is Mode.STAND  # operator hold: no auto POLICY
+    f.update(inputs(policy_ready=True, operator=Operator.POLICY))
+    assert f.update(inputs(policy_ready=True)) is Mode.POLICY
+    assert f.update(inputs(operator=Operator.ESTOP)) is Mode.ESTOP
+    assert f.update(inputs(operator=Operator.DAMP)) is Mode.ESTOP
+    assert f.update(inputs()) is Mode.ESTOP
+    assert f.update(inputs(operator=Operator.RESET)) is Mode.PASSIVE
+    assert f.update(inputs()) is Mode.STAND
+
+
+def test_bad_config_is_a_clear_error():
+    with pytest.raises(ValueError, match="learner_lost"):
+        SafetyConfig(learner_lost="pray")
+
+
+def test_tilt_from_quaternion():
+    assert tilt_from_quat(np.array([1, 0, 0, 0])) == pytest.approx(0.0)
+    th = 0.4
+    assert tilt_from_quat(np.array([math.cos(th / 2), 0, math.sin(th / 2), 0])) == pytest.approx(th)
+    assert tilt_from_quat(np.array([math.cos(th / 2), 0, 0, math.sin(th / 2)])) == pytest.approx(0.0)  # yaw only
+    assert tilt_from_quat(np.array([np.nan, 0, 0, 0])) == math.inf
+
+
+def test_action_filter_clips_and_rate_limits():
+    flt = ActionFilter(2, clip=1.0, max_delta=0.25)
+    np.testing.assert_allclose(flt.apply(np.array([5.0, -0.1], np.float32)), [0.25, -0.1])
+    np.testing.assert_allclose(flt.apply(np.array([5.0, -0.1], np.float32)), [0.5, -0.1])
+    assert flt.clipped == 2
+    flt.reset()
+    np.testing.assert_allclose(flt.apply(np.array([0.1, 0.2], np.float32)), [0.1, 0.2])
+    assert flt.clipped == 2

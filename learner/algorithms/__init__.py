@@ -1,0 +1,49 @@
+"""Algorithm registry: `make(name, obs_dim, act_dim, cfg, device)`.
+
+Names: h2o, sac (sim only), cql (real only), darc (sim only, reward correction), darc_plus
+(DARC + real data). All share networks, buffers and the interface in learner/algorithms/base.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from learner.algorithms.base import OffPolicyAlgorithm, SACCoreConfig
+from learner.algorithms.cql import CQL, CQLConfig
+from learner.algorithms.darc import DARC, DARCConfig, DARCPlus
+from learner.algorithms.h2o import H2O, H2OConfig
+from learner.algorithms.sac import SAC
+
+REGISTRY: dict[str, type[OffPolicyAlgorithm]] = {
+    "h2o": H2O,
+    "sac": SAC,
+    "cql": CQL,
+    "darc": DARC,
+    "darc_plus": DARCPlus,
+}
+
+
+class UnknownAlgorithmError(ValueError):
+    """An algorithm name that is not in the registry."""
+
+
+def config_class(name: str) -> type:
+    return _lookup(name).config_cls
+
+
+def _lookup(name: str) -> type[OffPolicyAlgorithm]:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise UnknownAlgorithmError(f"unknown algorithm {name!r}; choices: {', '.join(sorted(REGISTRY))}") from None
+
+
+def make(name: str, obs_dim: int, act_dim: int, cfg: Any = None, device: str | torch.device = "cpu") -> OffPolicyAlgorithm:
+    """Build an algorithm by name. cfg: None, its config dataclass, or a dict of overrides."""
+    return _lookup(name)(obs_dim, act_dim, cfg, device)
+
+
+__all__ = ["make", "REGISTRY", "UnknownAlgorithmError", "config_class", "OffPolicyAlgorithm", "SACCoreConfig",
+           "H2O", "H2OConfig", "SAC", "CQL", "CQLConfig", "DARC", "DARCConfig", "DARCPlus"]

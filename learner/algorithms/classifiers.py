@@ -1,0 +1,91 @@
+"""Real-vs-sim dynamics classifiers D_sa(s,a) and D_sas(s,a,s'), shared by H2O and DARC.
+
+Reference (h2o_algorithm.md, "Networks" and step 1): class 0 = real, 1 = sim;
+p(.|s,a) = softmax(D_sa), p(.|s,a,s') = softmax(D_sas + D_sa); both trained with cross-entropy on
+inputs with Gaussian noise; D_sa receives the gradients of both losses.
+
+The dynamics log-ratio the algorithms need,
+    log P_real(s'|s,a) / P_sim(s'|s,a)
+      = log p(real|s,a,s') - log p(sim|s,a,s') - log p(real|s,a) + log p(sim|s,a)
+      = (D_sas[0] + D_sa[0]) - (D_sas[1] + D_sa[1]) - (D_sa[0] - D_sa[1])
+      = D_sas[0] - D_sas[1]                      (bounded to [-4, 4] by the 2*tanh logits),
+does not depend on D_sa at all, so inference evaluates D_sas only, straight from the logits
+(no softmax round trip; tests/learner check it equals the probability form).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+from learner.buffers import Batch
+from learner.networks import Discriminator
+
+
+class DynamicsClassifiers:
+    """D_sa, D_sas and their (one) Adam optimiser."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...], lr: float, noise_std: float,
+                 device: torch.device):
+        self.obs_dim, self.act_dim = obs_dim, act_dim
+        self.noise_std = noise_std
+        self.d_sa = Discriminator(obs_dim + act_dim, hidden).to(device)
+        self.d_sas = Discriminator(2 * obs_dim + act_dim, hidden).to(device)
+        # One Adam over both networks = the reference's two Adams (Adam is per-parameter).
+        self.opt = torch.optim.Adam([*self.d_sa.parameters(), *self.d_sas.parameters()], lr=lr, foreach=True)
+        self._labels: dict[tuple[int, int], torch.Tensor] = {}
+
+    def labels(self, n_real: int, n_sim: int, device: torch.device) -> torch.Tensor:
+        key = (n_real, n_sim)
+        if key not in self._labels:
+            self._labels[key] = torch.cat([torch.zeros(n_real), torch.ones(n_sim)]).long().to(device)
+        return self._labels[key]
+
+    def losses(self, real: Batch, sim: Batch, gen: torch.Generator | None) -> tuple[torch.Tensor, dict]:
+        """L_sa + L_sas on noisy (s, a, s') rows of real (label 0) and sim (label 1)."""
+        x = torch.cat([torch.cat([real.obs, real.act, real.next_obs], 1),
+                       torch.cat([sim.obs, sim.act, sim.next_obs], 1)], 0)
+        x = x + self.noise_std * torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
+        y = self.labels(len(real), len(sim), x.device)
+        sa_logits = self.d_sa(x[:, : self.obs_dim + self.act_dim])
+        sas_logits = self.d_sas(x) + sa_logits  # D_sa gets L_sas's gradient too (reference)
+        loss_sa = F.cross_entropy(sa_logits, y)
+        loss_sas = F.cross_entropy(sas_logits, y)
+        stats = {
+            "losses/d_sa": loss_sa,
+            "losses/d_sas": loss_sas,
+            "charts/d_sa_accuracy": (sa_logits.detach().argmax(1) == y).float().mean(),
+            "charts/d_sas_accuracy": (sas_logits.detach().argmax(1) == y).float().mean(),
+        }
+        return loss_sa + loss_sas, stats
+
+    def update(self, real: Batch, sim: Batch, gen: torch.Generator | None = None) -> dict:
+        loss, stats = self.losses(real, sim, gen)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return stats
+
+    @torch.no_grad()
+    def log_dynamics_ratio(self, obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
+        """log P_real(s'|s,a) - log P_sim(s'|s,a) = D_sas[0] - D_sas[1], any leading shape."""
+        logits = self.d_sas(obs, act, next_obs)
+        return logits[..., 0] - logits[..., 1]
+
+    def modules(self) -> dict:
+        return {"d_sa": self.d_sa, "d_sas": self.d_sas}
+
+
+def attach_classifiers(algo) -> DynamicsClassifiers:
+    """Build the classifiers from algo.cfg.disc_* (seeded apart from the actor-critic) and register
+    them with the algorithm's checkpointed modules and optimisers."""
+    from learner.algorithms.base import seeded_init
+    from learner.networks import parse_hidden
+
+    cfg = algo.cfg
+    with seeded_init(cfg.seed + 1):
+        clf = DynamicsClassifiers(algo.obs_dim, algo.act_dim, parse_hidden(cfg.disc_hidden), cfg.disc_lr,
+                                  cfg.disc_noise_std, algo.device)
+    algo._modules.update(clf.modules())
+    algo._optims["disc_opt"] = clf.opt
+    return clf

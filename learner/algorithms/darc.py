@@ -1,0 +1,82 @@
+"""DARC and DARC+: reward correction from the same real/sim classifiers as H2O.
+
+Eysenbach et al., "Off-Dynamics RL: Training for Transfer with Domain Classifiers", ICLR 2021,
+https://arxiv.org/abs/2006.13916. As the H2O authors ran it as a baseline: Q trained on sim data
+with r + clamp(dr, -10, 10), dr = log P_real(s'|s,a) - log P_sim(s'|s,a) from classifiers fitted
+on the offline real data vs the sim buffer. DARC+ ("darc_plus") also fits the Q on the real data.
+Departures: classifiers share H2O's architecture (the DARC paper used 32 hidden units); dr uses
+the exact cancellation D_sas[0] - D_sas[1] (learner/algorithms/classifiers.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from learner.algorithms.base import OffPolicyAlgorithm, SACCoreConfig, cat_batches
+from learner.algorithms.classifiers import attach_classifiers
+from learner.buffers import Batch
+
+DR_CLIP = 10.0  # H2O authors' DARC baseline: clamp(dr, -10, 10)
+
+
+@dataclass
+class DARCConfig(SACCoreConfig):
+    disc_hidden: str = "256-256"
+    disc_lr: float = 3e-4
+    disc_noise_std: float = 1.0  # DARC paper: input noise std 1.0
+    dr_warmup_updates: int = 0  # updates before dr is added (DARC paper: 1e5)
+    train_on_real: bool = False  # True = DARC+
+
+
+class DARC(OffPolicyAlgorithm):
+    name = "darc"
+    config_cls = DARCConfig
+    uses_real = True  # the classifiers need real data even when the Q does not
+    uses_sim = True
+    uses_classifiers = True
+
+    def __init__(self, obs_dim: int, act_dim: int, cfg=None, device="cpu"):
+        super().__init__(obs_dim, act_dim, cfg, device)
+        self.classifiers = attach_classifiers(self)
+
+    def reward_correction(self, sim: Batch) -> torch.Tensor:
+        """dr = clamp(log P_real(s'|s,a) - log P_sim(s'|s,a), -10, 10), no grad."""
+        return self.classifiers.log_dynamics_ratio(sim.obs, sim.act, sim.next_obs).clamp(-DR_CLIP, DR_CLIP)
+
+    def update(self, real_batch: Batch, sim_batch: Batch, disc_real: Batch | None = None,
+               disc_sim: Batch | None = None) -> dict[str, float]:
+        stats = self.classifiers.update(real_batch if disc_real is None else disc_real,
+                                        sim_batch if disc_sim is None else disc_sim, self.gen)
+        dr = self.reward_correction(sim_batch)
+        if self.step < self.cfg.dr_warmup_updates:
+            dr = torch.zeros_like(dr)
+        y_sim = self.td_target(sim_batch, extra_reward=dr)
+        if self.cfg.train_on_real:
+            both = cat_batches(real_batch, sim_batch)
+            y = torch.cat([self.td_target(real_batch), y_sim])
+            q = self.critic(both.obs, both.act)
+            actor_obs = both.obs
+        else:
+            y, q, actor_obs = y_sim, self.critic(sim_batch.obs, sim_batch.act), sim_batch.obs
+        bellman = ((q - y) ** 2).mean(1)
+        policy_loss, alpha_loss, actor_stats = self.actor_and_alpha_losses(actor_obs)
+        self.optimise(bellman.sum(), policy_loss, alpha_loss)
+        for i in range(q.shape[0]):
+            stats[f"losses/qf{i + 1}"] = bellman[i]
+        stats.update(actor_stats)
+        stats.update({"charts/darc_dr_mean": dr.mean(), "charts/darc_dr_min": dr.min(),
+                      "charts/darc_dr_max": dr.max(), "charts/q_mean": q.detach().mean(),
+                      "charts/target_q_mean": y.mean()})
+        return self.to_floats(stats)
+
+
+class DARCPlus(DARC):
+    """DARC that also trains its critics (and actor) on the real data."""
+
+    name = "darc_plus"
+
+    def __init__(self, obs_dim: int, act_dim: int, cfg=None, device="cpu"):
+        super().__init__(obs_dim, act_dim, cfg, device)
+        self.cfg.train_on_real = True

@@ -1,0 +1,155 @@
+"""H2O: dynamics-aware hybrid offline-and-online RL.
+
+Paper: Niu et al., "When to Trust Your Simulator: Dynamics-Aware Hybrid Offline-and-Online
+Reinforcement Learning", NeurIPS 2022, https://arxiv.org/abs/2206.13464
+Reference code: github.com/t6-thu/H2O, SimpleSAC/sim2real_sac.py, class Sim2realSAC (behaviour
+as written down in /work/shared/reference/h2o_algorithm.md; no code copied).
+
+Symbols (code = metric keys = docs/learner.md):
+    D_sa, D_sas   real(0)/sim(1) classifiers        w       importance weight P_real/P_sim(s'|s,a)
+    y             TD target (no entropy backup)      u       dynamics-gap estimate per sim (s,a)
+    omega         u / sum_batch(u)                   beta    penalty weight (cql_min_q_weight)
+    alpha         SAC temperature                    sigma   std of the real states (s' noise)
+
+Departures from the reference (each deliberate):
+ 1. sigma for the s' perturbation is the per-dimension std of the REAL states (the buffer's real
+    part), not of the zero-padded whole buffer (reference: `s_prime_std` over the padded buffer,
+    ~0.3x too small). If the trainer never calls set_real_state_std, the real batch's std is used.
+ 2. omega is computed in log space in float64: log omega = log u - logsumexp(log u). The floor
+    u >= 1e-45 is a float32 denormal (reference clamp(min=1e-45)); with flush-to-zero it becomes 0
+    and omega = 0/0. In float64 the floor is a normal number, so all-at-floor gives omega = 1/N
+    and sum(u) = 0 cannot occur.
+ 3. Discriminator inference runs under no_grad (reference builds and discards autograd graphs).
+ 4. D_sa is not evaluated for the gap/IS terms: it cancels exactly from log P_real/P_sim(s'|s,a)
+    (see learner/algorithms/classifiers.py); the reference evaluates it 10x per (s,a).
+ 5. Q(sim batch, buffer actions) is computed once and used for both the sim Bellman error and the
+    penalty; the twin critics are one batched module; real and sim rows go through the networks
+    together.
+ 6. Actor, temperature and critic losses are back-propagated once (disjoint parameters), then the
+    optimisers step in the reference order alpha, pi, Q. Same gradients as the reference.
+ 7. float32 throughout (reference float64 arrays); per-instance seeded noise generator.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from learner.algorithms.base import OffPolicyAlgorithm, SACCoreConfig, cat_batches
+from learner.algorithms.classifiers import attach_classifiers
+from learner.buffers import Batch
+
+IS_WEIGHT_MIN = 1e-5  # importance weight clip: sim samples are never up-weighted (reference)
+IS_WEIGHT_MAX = 1.0
+U_FLOOR = 1e-45  # reference clamp(min=1e-45) on u (a float32 denormal; handled in float64 here)
+LOG_U_FLOOR = math.log(U_FLOOR)
+U_MAX = 10.0  # reference clamp(max=10) on u
+PENALTY_CLIP = 1000.0  # reference clips the penalty's difference term to +-1000
+
+
+@dataclass
+class H2OConfig(SACCoreConfig):
+    """H2O hyper-parameters on top of the SAC core (reference defaults)."""
+
+    beta: float = 0.01  # penalty weight (reference cql_min_q_weight)
+    penalty_temperature: float = 1.0  # temperature of the omega-weighted logsumexp
+    n_next_state_samples: int = 10  # perturbed s' per sim (s,a) for u (reference sampling_n_next_states)
+    s_prime_std_ratio: float = 1.0  # s'_k = s' + N(0, (ratio * sigma)^2)
+    disc_hidden: str = "256-256"  # D_sa, D_sas hidden sizes
+    disc_lr: float = 3e-4
+    disc_noise_std: float = 0.1  # Gaussian noise on every classifier input during training
+
+
+class H2O(OffPolicyAlgorithm):
+    name = "h2o"
+    config_cls = H2OConfig
+    uses_real = True
+    uses_sim = True
+    uses_classifiers = True
+
+    def __init__(self, obs_dim: int, act_dim: int, cfg=None, device="cpu"):
+        super().__init__(obs_dim, act_dim, cfg, device)
+        self.classifiers = attach_classifiers(self)
+        self.real_state_std: torch.Tensor | None = None
+
+    def set_real_state_std(self, std: torch.Tensor) -> None:
+        """sigma for the s' perturbation: per-dimension std of the real states (departure 1)."""
+        self.real_state_std = torch.as_tensor(std, dtype=torch.float32, device=self.device).clone()
+
+    # ---- the update, in paper order -----------------------------------------------------------
+    def update(self, real_batch: Batch, sim_batch: Batch, disc_real: Batch | None = None,
+               disc_sim: Batch | None = None) -> dict[str, float]:
+        """One H2O step. disc_real/disc_sim: fresh batches for the classifiers (reference: 256 each);
+        the Q batches are reused when they are not given."""
+        stats = self.classifiers.update(real_batch if disc_real is None else disc_real,  # 1
+                                        sim_batch if disc_sim is None else disc_sim, self.gen)
+        w = self.importance_weight(sim_batch)  # 2
+        both = cat_batches(real_batch, sim_batch)
+        n_real = len(real_batch)
+        y = self.td_target(both)  # 3 (real and sim rows in one pass)
+        log_omega, u = self.gap_weight(sim_batch, real_batch)  # 4
+        q = self.critic(both.obs, both.act)  # [n_critics, B]; Q(sim) computed once
+        q_real, q_sim = q[:, :n_real], q[:, n_real:]
+        real_bellman = ((q_real - y[:n_real]) ** 2).mean(1)
+        sim_bellman = (w * (q_sim - y[n_real:]) ** 2).mean(1)
+        penalty = self.penalty(q_real, q_sim, log_omega)  # 5
+        critic_loss = (real_bellman + sim_bellman + penalty).sum()
+        policy_loss, alpha_loss, actor_stats = self.actor_and_alpha_losses(both.obs)  # 6
+        self.optimise(critic_loss, policy_loss, alpha_loss)  # 7: alpha, pi, Q steps + Polyak
+        for i in range(q.shape[0]):
+            stats[f"losses/qf{i + 1}"] = real_bellman[i] + sim_bellman[i] + penalty[i]
+            stats[f"losses/qf{i + 1}_real_bellman"] = real_bellman[i]
+            stats[f"losses/qf{i + 1}_sim_bellman"] = sim_bellman[i]
+            stats[f"losses/qf{i + 1}_penalty"] = penalty[i]
+        omega = log_omega.exp()
+        stats.update(actor_stats)
+        stats.update({
+            "charts/q_real_mean": q_real.detach().mean(),
+            "charts/q_sim_mean": q_sim.detach().mean(),
+            "charts/target_q_mean": y.mean(),
+            "charts/is_weight_min": w.min(),
+            "charts/is_weight_mean": w.mean(),
+            "charts/is_weight_max": w.max(),
+            "charts/u_mean": u.mean(),
+            "charts/u_at_floor_fraction": (u <= U_FLOOR).float().mean(),
+            "charts/omega_min": omega.min(),
+            "charts/omega_max": omega.max(),
+            "charts/omega_effective_n": 1.0 / (omega * omega).sum(),
+        })
+        return self.to_floats(stats)
+
+    # ---- named terms --------------------------------------------------------------------------
+    def importance_weight(self, sim: Batch) -> torch.Tensor:
+        """w = clip(P_real(s'|s,a) / P_sim(s'|s,a), 1e-5, 1) on the sim batch (no grad)."""
+        log_ratio = self.classifiers.log_dynamics_ratio(sim.obs, sim.act, sim.next_obs)
+        return log_ratio.exp().clamp(IS_WEIGHT_MIN, IS_WEIGHT_MAX)
+
+    @torch.no_grad()
+    def gap_weight(self, sim: Batch, real: Batch | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log omega, u) for the sim batch.
+
+        u(s,a) = clamp(mean_k log P_sim/P_real(s'_k|s,a), 1e-45, 10), s'_k = s' + N(0, sigma^2),
+        k = 1..n_next_state_samples; omega = u / sum_batch(u), in log space (departure 2).
+        """
+        n, b = self.cfg.n_next_state_samples, len(sim)
+        sigma = self.real_state_std if self.real_state_std is not None else real.obs.std(0)
+        noise = torch.randn((n, b, self.obs_dim), generator=self.gen, device=self.device)
+        next_k = sim.next_obs.unsqueeze(0) + self.cfg.s_prime_std_ratio * sigma * noise
+        log_sim_over_real = -self.classifiers.log_dynamics_ratio(
+            sim.obs.unsqueeze(0).expand(n, -1, -1), sim.act.unsqueeze(0).expand(n, -1, -1), next_k)
+        u = log_sim_over_real.mean(0).clamp(max=U_MAX)
+        return log_omega_from_u(u), u
+
+    def penalty(self, q_real: torch.Tensor, q_sim: torch.Tensor, log_omega: torch.Tensor) -> torch.Tensor:
+        """beta * clip(T logsumexp_sim(Q_i/T + log omega) - mean_real Q_i, +-1000), per critic."""
+        temp = self.cfg.penalty_temperature
+        soft_max_sim = temp * torch.logsumexp(q_sim / temp + log_omega, dim=1)
+        return self.cfg.beta * (soft_max_sim - q_real.mean(1)).clamp(-PENALTY_CLIP, PENALTY_CLIP)
+
+
+def log_omega_from_u(u: torch.Tensor) -> torch.Tensor:
+    """log(u / sum u) with u floored at 1e-45, computed in float64 (no denormals, no 0/0)."""
+    log_u = u.double().clamp(min=U_FLOOR).log()
+    return (log_u - torch.logsumexp(log_u, 0)).to(u.dtype)

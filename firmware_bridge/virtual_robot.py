@@ -1,0 +1,409 @@
+"""The virtual robot: motor firmware behind a pty, driving MuJoCo with a hidden "real" profile.
+
+Why: every host program (link, onboard loop, console) can be run and tested against something
+that speaks the exact serial protocol of the real board, with the real board's rules (enable,
+e-stop latch, watchdog, torque limits; firmware.py), and dynamics the host does not know
+(a `sim_models` profile such as "moderate").
+
+Two clocks:
+- real time: a fixed firmware rate (1 / control_dt, 200 Hz) paced by absolute deadlines; the
+  latest accepted COMMAND is applied at each tick and one STATE is streamed per tick.
+- lock-step: the physics advances one control period per COMMAND received and the firmware
+  answers it with exactly one STATE; ENABLE/DISABLE/ESTOP/ESTOP_CLEAR are answered with a STATE
+  without stepping. Firmware time is simulated time, so the watchdog counts simulated time and a
+  run is deterministic: same seed and same host bytes -> bit-identical bytes back.
+
+Both clocks answer a host HEARTBEAT with a HEARTBEAT carrying the host's clock value unchanged
+(the echo the link times round trips with) and send a FAULT frame when a fault bit rises.
+
+CLI: python -m firmware_bridge.virtual_robot --profile moderate --device /tmp/ttyRobot [--lockstep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from firmware_bridge.faults import ChannelFaults, FaultConfig, SensorFaults
+from firmware_bridge.firmware import DEFAULT_TORQUE_LIMIT_NM, FirmwareConfig, FirmwareLogic
+from firmware_bridge.pty_port import PtyPort
+from protocol.frames import (
+    FaultReport,
+    Frame,
+    FrameDecoder,
+    FrameType,
+    SeqTracker,
+    encode_fault,
+    encode_heartbeat,
+    encode_state,
+    unpack_command,
+    unpack_heartbeat,
+)
+from protocol.robot_types import FaultFlags, MotorCommand, RobotState
+
+log = logging.getLogger(__name__)
+
+HOST_TO_FW = "serial/host_to_fw"
+FW_TO_HOST = "serial/fw_to_host"
+# Fault bits worth an immediate FAULT frame when they rise (the rest are per-tick conditions).
+REPORTED_FAULTS = FaultFlags.WATCHDOG | FaultFlags.ESTOP_LATCHED | FaultFlags.MOTOR_STUCK | FaultFlags.BAD_COMMAND
+MAX_CATCH_UP_TICKS = 2  # real time: after a stall, skip missed ticks beyond this instead of bursting
+
+
+class Plant(Protocol):
+    """What the firmware drives: sim_models.robot.WheelLeggedSim fits."""
+
+    control_dt: float
+
+    def reset(self) -> RobotState: ...
+
+    def step(self, cmd: MotorCommand) -> RobotState: ...
+
+
+class ByteRecorder(Protocol):
+    """Where raw serial bytes go (protocol.recording's writer, adapted in recorder.py)."""
+
+    def record(self, channel: str, t_s: float, data: bytes) -> None: ...
+
+
+@dataclass
+class VirtualRobotConfig:
+    profile: str = "moderate"  # sim_models profile name or TOML path: the hidden "real" dynamics
+    variant: str = "legs_locked"  # model variant: legs_locked (the paper's tasks) | full
+    device_link: str | None = "/tmp/ttyRobot"  # stable symlink to the pty (None: none)
+    lockstep: bool = False  # one physics step per COMMAND instead of wall-clock ticks
+    seed: int = 0  # plant noise and fault injection
+    watchdog_ms: float = 100.0
+    faults: FaultConfig = field(default_factory=FaultConfig)
+
+
+@dataclass
+class VirtualRobotCounters:
+    ticks: int = 0
+    overruns: int = 0  # real time: ticks that started late by more than a period
+    ticks_skipped: int = 0
+    states_sent: int = 0
+    fault_frames_sent: int = 0
+    heartbeats_echoed: int = 0
+    frames_in: dict[str, int] = field(default_factory=dict)
+    host_seq_lost: int = 0
+
+
+def make_plant(config: VirtualRobotConfig) -> Plant:
+    """The MuJoCo robot with the chosen profile (imports mujoco; only this module may)."""
+    from sim_models.profiles import load_profile
+    from sim_models.robot import WheelLeggedSim
+
+    return WheelLeggedSim(variant=config.variant, profile=load_profile(config.profile), seed=config.seed)
+
+
+def plant_torque_limits(plant: Plant) -> tuple[float, ...]:
+    limits = getattr(plant, "torque_limits", None)
+    if limits is None:
+        return DEFAULT_TORQUE_LIMIT_NM
+    return tuple(float(x) for x in np.asarray(limits, dtype=np.float64).reshape(-1))
+
+
+class VirtualRobot:
+    """One virtual motor board on one pty. `run(stop)` blocks; `start()` runs it on a thread."""
+
+    def __init__(
+        self,
+        config: VirtualRobotConfig | None = None,
+        plant: Plant | None = None,
+        recorder: ByteRecorder | None = None,
+    ) -> None:
+        self.config = config or VirtualRobotConfig()
+        self.config.faults.validate()
+        self.plant = plant if plant is not None else make_plant(self.config)
+        self.dt = float(self.plant.control_dt)
+        self.recorder = recorder
+        self.firmware = FirmwareLogic(
+            FirmwareConfig(watchdog_ms=self.config.watchdog_ms, torque_limit_nm=plant_torque_limits(self.plant))
+        )
+        faults = self.config.faults
+        self._line_out = ChannelFaults(faults, stream_id=1) if faults.applies_to("fw_to_host") else None
+        self._line_in = ChannelFaults(faults, stream_id=2) if faults.applies_to("host_to_fw") else None
+        self._sensors = SensorFaults(faults)
+        self.decoder = FrameDecoder()
+        self._host_seq = SeqTracker()
+        self.counters = VirtualRobotCounters()
+        self._seq = 0
+        self._steps = 0
+        self._measured = self.plant.reset()
+        self._last_sent: RobotState | None = None
+        self._reported_faults = FaultFlags.NONE
+        self._t0 = time.monotonic()
+        self.pty = PtyPort(self.config.device_link)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def device(self) -> str:
+        """The path a host opens (the pty slave)."""
+        return self.pty.device
+
+    # ------------------------------------------------------------------ running
+    def start(self) -> "VirtualRobot":
+        self._thread = threading.Thread(target=self.run, name="virtual-robot", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5.0)
+        self.pty.close()
+
+    def __enter__(self) -> "VirtualRobot":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        stop = stop or self._stop
+        mode = "lock-step" if self.config.lockstep else f"real time {1 / self.dt:.0f} Hz"
+        log.info("virtual robot on %s (%s, profile %s)", self.device, mode, self.config.profile)
+        try:
+            if self.config.lockstep:
+                self._run_lockstep(stop)
+            else:
+                self._run_realtime(stop)
+        finally:
+            log.info("virtual robot stopped: %s", self.counters)
+
+    def _run_lockstep(self, stop: threading.Event) -> None:
+        while not (stop.is_set() or self._stop.is_set()):
+            data = self.pty.read(timeout_s=0.05)
+            if data:
+                self._receive(data, self.firmware_time_s())
+
+    def _run_realtime(self, stop: threading.Event) -> None:
+        self._t0 = time.monotonic()
+        next_tick = self._t0 + self.dt
+        while not (stop.is_set() or self._stop.is_set()):
+            left = next_tick - time.monotonic()
+            if left > 0:
+                data = self.pty.read(timeout_s=min(left, 0.05))
+                if data:
+                    self._receive(data, self.firmware_time_s())
+                continue
+            self._tick(self.firmware_time_s())
+            next_tick += self.dt
+            behind = time.monotonic() - next_tick
+            if behind > self.dt:
+                self.counters.overruns += 1
+                missed = int(behind / self.dt)
+                if missed > MAX_CATCH_UP_TICKS:
+                    self.counters.ticks_skipped += missed
+                    next_tick += missed * self.dt
+
+    def firmware_time_s(self) -> float:
+        """Simulated time in lock-step; wall-clock time since start in real time."""
+        if self.config.lockstep:
+            return self._steps * self.dt
+        return time.monotonic() - self._t0
+
+    # ------------------------------------------------------------------ frames in
+    def _receive(self, data: bytes, now_s: float) -> None:
+        self._record(HOST_TO_FW, data)
+        if self._line_in is not None:
+            data = self._line_in.feed(data, now_s)
+        for frame in self.decoder.feed(data):
+            self._dispatch(frame)
+
+    def _dispatch(self, frame: Frame) -> None:
+        fw = self.firmware
+        name = frame.type.name
+        self.counters.frames_in[name] = self.counters.frames_in.get(name, 0) + 1
+        self.counters.host_seq_lost += self._host_seq.update(frame.seq)
+        now = self.firmware_time_s()
+        t = frame.type
+        if t == FrameType.COMMAND:
+            fw.on_command(unpack_command(frame.payload), now)
+            if self.config.lockstep:
+                self._tick(now)
+            return
+        if t == FrameType.HEARTBEAT:
+            self._send(encode_heartbeat(unpack_heartbeat(frame.payload), self._next_seq()))
+            self.counters.heartbeats_echoed += 1
+            return
+        handler = {
+            FrameType.ENABLE: fw.on_enable,
+            FrameType.DISABLE: fw.on_disable,
+            FrameType.ESTOP: fw.on_estop,
+            FrameType.ESTOP_CLEAR: fw.on_estop_clear,
+        }.get(t)
+        if handler is None:
+            return  # firmware-bound types only; a STATE/FAULT from the host is just counted
+        handler(now)
+        if self.config.lockstep:  # answer with the new mode, no physics step
+            self._send_state(fw.stamp(self._copy_state(self._last_sent or self._measured)), now)
+
+    # ------------------------------------------------------------------ one firmware tick
+    def _tick(self, now_s: float) -> None:
+        fw = self.firmware
+        stuck = self._sensors.stuck_motor_at(now_s)
+        cmd = fw.output(now_s, self._measured, stuck_index=stuck)
+        self._measured = self.plant.step(cmd)
+        self._steps += 1
+        self.counters.ticks += 1
+        state = self._copy_state(self._measured)
+        plant_faults = state.faults  # e.g. the simulator's own BAD_COMMAND; kept beside ours
+        if self._sensors.dropout_now() and self._last_sent is not None:
+            held = self._last_sent
+            state.joint_pos, state.joint_vel = held.joint_pos.copy(), held.joint_vel.copy()
+            state.imu_quat, state.imu_gyro = held.imu_quat.copy(), held.imu_gyro.copy()
+            state.imu_acc = held.imu_acc.copy()
+            fw.stamp(state)
+            state.faults |= int(FaultFlags.SENSOR_DROPOUT)
+        else:
+            fw.stamp(state)
+        state.faults |= int(plant_faults)
+        self._send_state(state, self.firmware_time_s())
+
+    def _send_state(self, state: RobotState, now_s: float) -> None:
+        risen = FaultFlags(state.faults) & REPORTED_FAULTS & ~self._reported_faults
+        self._reported_faults = FaultFlags(state.faults) & REPORTED_FAULTS
+        if risen:
+            report = FaultReport(t_us=int(state.t_us), faults=int(risen), detail=0)
+            self._send(encode_fault(report, self._next_seq()), now_s)
+            self.counters.fault_frames_sent += 1
+        self._send(encode_state(state, self._next_seq()), now_s)
+        self._last_sent = state
+        self.counters.states_sent += 1
+
+    # ------------------------------------------------------------------ bytes out
+    def _send(self, frame: bytes, now_s: float | None = None) -> None:
+        now_s = self.firmware_time_s() if now_s is None else now_s
+        if self._line_out is not None:
+            frame = self._line_out.frame(frame, now_s)
+        if frame:
+            self._record(FW_TO_HOST, frame)
+            self.pty.write(frame)
+
+    def _record(self, channel: str, data: bytes) -> None:
+        if self.recorder is not None:
+            self.recorder.record(channel, self.firmware_time_s(), data)
+
+    def _next_seq(self) -> int:
+        seq = self._seq
+        self._seq = (self._seq + 1) & 0xFFFF
+        return seq
+
+    @staticmethod
+    def _copy_state(s: RobotState) -> RobotState:
+        return RobotState(
+            t_us=int(s.t_us),
+            joint_pos=np.array(s.joint_pos, np.float32),
+            joint_vel=np.array(s.joint_vel, np.float32),
+            joint_torque=np.array(s.joint_torque, np.float32),
+            imu_quat=np.array(s.imu_quat, np.float32),
+            imu_gyro=np.array(s.imu_gyro, np.float32),
+            imu_acc=np.array(s.imu_acc, np.float32),
+            mode=int(s.mode),
+            faults=int(s.faults),
+        )
+
+
+# ---------------------------------------------------------------------------- CLI
+
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m firmware_bridge.virtual_robot",
+        description="Virtual motor firmware: MuJoCo with a hidden dynamics profile behind a pty.",
+    )
+    p.add_argument("--profile", default="moderate", help="sim_models profile name or TOML path (the 'real' robot)")
+    p.add_argument("--variant", default="legs_locked", choices=("legs_locked", "full"), help="model variant")
+    p.add_argument("--device", default="/tmp/ttyRobot", help="symlink to create to the pty ('' for none)")
+    p.add_argument("--lockstep", action="store_true", help="one physics step per COMMAND (deterministic)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the plant noise and of the fault injection")
+    p.add_argument("--watchdog-ms", type=float, default=100.0, help="motors off after this long without COMMAND")
+    p.add_argument("--corrupt-bytes", type=float, default=0.0, help="probability a byte gets a bit flipped")
+    p.add_argument("--drop-bytes", type=float, default=0.0, help="probability a byte is lost")
+    p.add_argument("--drop-frames", type=float, default=0.0, help="probability a frame is lost")
+    p.add_argument("--duplicate-frames", type=float, default=0.0, help="probability a frame is sent twice")
+    p.add_argument("--delay-frames", type=float, default=0.0, help="probability a frame is held back")
+    p.add_argument("--delay-ms", type=float, default=20.0, help="how long a delayed frame is held back")
+    p.add_argument(
+        "--fault-directions", default="fw_to_host", choices=("fw_to_host", "host_to_fw", "both"),
+        help="which direction of the line the byte/frame faults hit",
+    )
+    p.add_argument("--sensor-dropout", type=float, default=0.0, help="probability a STATE holds stale sensors")
+    p.add_argument("--stuck-motor", type=int, default=-1, help="actuator index that jams (-1: none)")
+    p.add_argument("--stuck-after-s", type=float, default=0.0, help="firmware time at which it jams")
+    p.add_argument("--record", default=None, help="write both directions' bytes to this recording file")
+    p.add_argument("--log-level", default="INFO", help="logging level")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> VirtualRobotConfig:
+    faults = FaultConfig(
+        corrupt_byte_prob=args.corrupt_bytes,
+        drop_byte_prob=args.drop_bytes,
+        drop_frame_prob=args.drop_frames,
+        duplicate_frame_prob=args.duplicate_frames,
+        delay_frame_prob=args.delay_frames,
+        delay_ms=args.delay_ms,
+        directions=args.fault_directions,
+        sensor_dropout_prob=args.sensor_dropout,
+        stuck_motor=args.stuck_motor,
+        stuck_after_s=args.stuck_after_s,
+        seed=args.seed,
+    )
+    return VirtualRobotConfig(
+        profile=args.profile,
+        variant=args.variant,
+        device_link=args.device or None,
+        lockstep=args.lockstep,
+        seed=args.seed,
+        watchdog_ms=args.watchdog_ms,
+        faults=faults,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_arg_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = config_from_args(args)
+        config.faults.validate()
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    recorder = None
+    if args.record:
+        from firmware_bridge.recorder import open_byte_recorder
+
+        recorder = open_byte_recorder(args.record)
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: object) -> None:
+        log.info("signal %d: shutting down", signum)
+        stop.set()
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    robot = VirtualRobot(config, recorder=recorder)
+    print(robot.device, flush=True)  # the first line of output is the device path, for scripts
+    try:
+        robot.run(stop)
+    finally:
+        robot.stop()
+        if recorder is not None:
+            recorder.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

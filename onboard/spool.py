@@ -1,0 +1,210 @@
+"""A bounded, crash-safe disk spool of encoded TRANSITIONS batches, deleted once acknowledged.
+
+Why: the learner may be away for a minute or the robot process may be restarted; no transition
+may be lost (at-least-once delivery; the learner dedups on (robot, stream, seq)). Every batch is
+appended to a segment file and fsync'd before it is sent, so what was handed to the spool
+survives kill -9. A segment is deleted when every record in it is acknowledged. On start-up the
+spool re-reads its segments (a torn last record is ignored) and everything in them is resent.
+
+Record layout: u32 body length, u32 crc32(body), body = msgpack [stream_id, first_seq,
+last_seq, message bytes]. Segments are named seg-<n>.spool, n increasing.
+
+Bounded: past `max_bytes` the oldest segment is deleted and its rows counted as dropped (the
+newest data is the most useful to an on-policy learner, and the disk must not fill).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import zlib
+from dataclasses import dataclass
+
+import msgpack
+
+log = logging.getLogger(__name__)
+
+HEADER = struct.Struct("<II")
+SEGMENT_PREFIX = "seg-"
+SEGMENT_SUFFIX = ".spool"
+
+
+class SpoolError(RuntimeError):
+    """The spool directory cannot be used (not writable, not a directory)."""
+
+
+@dataclass
+class SpoolRecord:
+    """Where one batch lives on disk."""
+
+    stream_id: str
+    first_seq: int
+    last_seq: int
+    segment: int
+    offset: int  # of the message bytes inside the segment file
+    length: int
+
+
+class Spool:
+    """Append, read back, acknowledge. Single-threaded: the streamer thread owns it."""
+
+    def __init__(self, directory: str, max_bytes: int = 256 * 1024 * 1024, segment_bytes: int = 1024 * 1024, fsync: bool = True) -> None:
+        self.dir = directory
+        self.max_bytes = max_bytes
+        self.segment_bytes = segment_bytes
+        self.fsync = fsync
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as e:
+            raise SpoolError(f"cannot create spool directory {directory!r}: {e}") from None
+        if not os.access(directory, os.W_OK):
+            raise SpoolError(f"spool directory {directory!r} is not writable")
+        self.records: list[SpoolRecord] = []  # unacknowledged, in append order
+        self.acked: dict[str, int] = {}
+        self.rows_dropped = 0  # rows lost to the size bound
+        self.torn_records = 0  # bad tails found at recovery
+        self._seg_sizes: dict[int, int] = {}
+        self._cur: int | None = None
+        self._cur_file = None
+        self._recover()
+
+    # ------------------------------------------------------------------ paths and recovery
+    def _path(self, seg: int) -> str:
+        return os.path.join(self.dir, f"{SEGMENT_PREFIX}{seg:08d}{SEGMENT_SUFFIX}")
+
+    def _segments_on_disk(self) -> list[int]:
+        segs = []
+        for name in os.listdir(self.dir):
+            if name.startswith(SEGMENT_PREFIX) and name.endswith(SEGMENT_SUFFIX):
+                try:
+                    segs.append(int(name[len(SEGMENT_PREFIX) : -len(SEGMENT_SUFFIX)]))
+                except ValueError:
+                    continue
+        return sorted(segs)
+
+    def _recover(self) -> None:
+        for seg in self._segments_on_disk():
+            with open(self._path(seg), "rb") as f:
+                data = f.read()
+            pos, n_ok = 0, 0
+            while pos + HEADER.size <= len(data):
+                length, crc = HEADER.unpack_from(data, pos)
+                body = data[pos + HEADER.size : pos + HEADER.size + length]
+                if len(body) != length or zlib.crc32(body) != crc:
+                    self.torn_records += 1
+                    log.warning("spool segment %d: torn record at byte %d ignored", seg, pos)
+                    break
+                try:
+                    stream_id, first, last, msg = msgpack.unpackb(body, raw=False)
+                except Exception:
+                    self.torn_records += 1
+                    break
+                msg_offset = pos + HEADER.size + (length - len(msg))
+                self.records.append(SpoolRecord(stream_id, first, last, seg, msg_offset, len(msg)))
+                pos += HEADER.size + length
+                n_ok += 1
+            self._seg_sizes[seg] = pos
+            if n_ok == 0:
+                os.unlink(self._path(seg))
+                del self._seg_sizes[seg]
+        if self.records:
+            log.info("spool: recovered %d unacknowledged batch(es) (%d rows) from %s", len(self.records), self.pending_rows, self.dir)
+
+    # ------------------------------------------------------------------ append / read / ack
+    def append(self, stream_id: str, first_seq: int, last_seq: int, msg: bytes) -> SpoolRecord:
+        """Write one encoded batch durably (fsync) before it may be sent."""
+        body = msgpack.packb([stream_id, first_seq, last_seq, msg], use_bin_type=True)
+        if self._cur is None or self._seg_sizes.get(self._cur, 0) + len(body) + HEADER.size > self.segment_bytes:
+            self._open_new_segment()
+        assert self._cur_file is not None and self._cur is not None
+        pos = self._seg_sizes[self._cur]
+        self._cur_file.write(HEADER.pack(len(body), zlib.crc32(body)) + body)
+        self._cur_file.flush()
+        if self.fsync:
+            os.fsync(self._cur_file.fileno())
+        self._seg_sizes[self._cur] = pos + HEADER.size + len(body)
+        rec = SpoolRecord(stream_id, first_seq, last_seq, self._cur, pos + HEADER.size + len(body) - len(msg), len(msg))
+        self.records.append(rec)
+        self._enforce_bound()
+        return rec
+
+    def read(self, rec: SpoolRecord) -> bytes:
+        if rec.segment == self._cur and self._cur_file is not None:
+            self._cur_file.flush()
+        with open(self._path(rec.segment), "rb") as f:
+            f.seek(rec.offset)
+            return f.read(rec.length)
+
+    def ack(self, stream_id: str, acked_seq: int) -> int:
+        """Everything of `stream_id` up to `acked_seq` is stored; returns rows newly released."""
+        if acked_seq <= self.acked.get(stream_id, -1):
+            return 0
+        self.acked[stream_id] = acked_seq
+        keep, released = [], 0
+        for r in self.records:
+            if r.stream_id == stream_id and r.last_seq <= acked_seq:
+                released += r.last_seq - r.first_seq + 1
+            else:
+                keep.append(r)
+        self.records = keep
+        self._delete_done_segments()
+        return released
+
+    @property
+    def pending_rows(self) -> int:
+        return sum(r.last_seq - r.first_seq + 1 for r in self.records)
+
+    @property
+    def bytes_on_disk(self) -> int:
+        return sum(self._seg_sizes.values())
+
+    def close(self) -> None:
+        if self._cur_file is not None:
+            self._cur_file.close()
+            self._cur_file = None
+            self._cur = None
+
+    # ------------------------------------------------------------------ internals
+    def _open_new_segment(self) -> None:
+        if self._cur_file is not None:
+            self._cur_file.close()
+        existing = self._segments_on_disk()
+        self._cur = (max(existing) + 1) if existing else 1
+        self._cur_file = open(self._path(self._cur), "ab")
+        self._seg_sizes[self._cur] = 0
+        if self.fsync:
+            dfd = os.open(self.dir, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+
+    def _delete_done_segments(self) -> None:
+        live = {r.segment for r in self.records}
+        for seg in list(self._seg_sizes):
+            if seg in live:
+                continue
+            if seg == self._cur:
+                self._cur_file.close()  # type: ignore[union-attr]
+                self._cur_file, self._cur = None, None
+            self._unlink(seg)
+
+    def _unlink(self, seg: int) -> None:
+        try:
+            os.unlink(self._path(seg))
+        except FileNotFoundError:
+            pass
+        self._seg_sizes.pop(seg, None)
+
+    def _enforce_bound(self) -> None:
+        while self.bytes_on_disk > self.max_bytes and len(self._seg_sizes) > 1:
+            oldest = min(self._seg_sizes)
+            if oldest == self._cur:
+                break
+            lost = [r for r in self.records if r.segment == oldest]
+            n = sum(r.last_seq - r.first_seq + 1 for r in lost)
+            self.rows_dropped += n
+            self.records = [r for r in self.records if r.segment != oldest]
+            self._unlink(oldest)
+            log.warning("spool over %d bytes: dropped oldest segment %d (%d rows)", self.max_bytes, oldest, n)

@@ -1,0 +1,286 @@
+"""WheelLeggedSim: the MuJoCo robot behind the robot I/O contract (MotorCommand in, RobotState out).
+
+Why one class: the gymnasium envs and the virtual robot firmware both drive this, so a policy
+trained in the env and the "real" virtual robot see the same code path, differing only in the
+DynamicsProfile.
+
+How the impedance law runs at physics rate: the file's `motor` actuators are turned, on the fresh
+model, into MuJoCo affine actuators with
+    force = s * ctrl - s * kp * q - s * kd * qd,   ctrl = kp * q_des + kd * qd_des + tau_ff
+(s = the profile's motor strength), clipped to s * forcerange. MuJoCo evaluates it at every
+physics substep (and integrates the kd term implicitly with `implicitfast`), so there is no
+per-substep Python and the env stays close to raw `mj_step` cost.
+
+Per control step, in order: reject non-finite commands (keep the previous one, count, flag
+BAD_COMMAND); delay by `latency_steps`; add action noise to tau_ff; start/continue pushes;
+`mj_step` x n_substeps; read sensors; add sensor noise and bias.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+
+import mujoco
+import numpy as np
+
+from protocol.robot_types import (
+    ACTUATOR_NAMES,
+    N_ACTUATORS,
+    FaultFlags,
+    MotorCommand,
+    MotorMode,
+    RobotState,
+)
+from sim_models.model import BASE_BODY, WHEEL_BODIES, load_model
+from sim_models.profiles import DynamicsProfile, load_profile
+
+log = logging.getLogger(__name__)
+
+CONTROL_DT_S = 0.005  # 200 Hz, the H2O robot's rate
+DEFAULT_INIT_PITCH_RAD = 0.05  # reset draws pitch uniformly in +-this (about the wheel axle)
+# Layout of the per-step float32 buffer whose slices become the RobotState arrays.
+_POS, _VEL, _TORQUE, _QUAT, _GYRO, _ACC = 0, 6, 12, 18, 22, 25
+_STATE_LEN = 28
+
+
+class CommandShapeError(ValueError):
+    """A MotorCommand field does not have one value per actuator."""
+
+
+class WheelLeggedSim:
+    """MuJoCo wheel-legged robot with a dynamics-gap profile, stepped one control period at a time.
+
+    Usage:
+        sim = WheelLeggedSim("legs_locked", profile="moderate", seed=0)
+        state = sim.reset()
+        state = sim.step(MotorCommand.torque([0, 0, 1.0, 0, 0, 1.0]))
+    Actuators missing from the variant (legs when locked) read as joint zero, zero velocity and
+    zero torque, and ignore their command fields.
+    """
+
+    control_dt: float = CONTROL_DT_S
+
+    def __init__(
+        self,
+        variant: str = "legs_locked",
+        profile: "str | DynamicsProfile | None" = None,
+        seed: int | None = None,
+        init_pitch_rad: float = DEFAULT_INIT_PITCH_RAD,
+    ) -> None:
+        self.variant = variant
+        self.profile = load_profile(profile)
+        self.init_pitch_rad = float(init_pitch_rad)
+        self.model = load_model(variant)
+        self.profile.apply_to_model(self.model)
+        self.data = mujoco.MjData(self.model)
+        self.n_substeps = int(round(self.control_dt / self.model.opt.timestep))
+        if not math.isclose(self.n_substeps * self.model.opt.timestep, self.control_dt):
+            raise ValueError("control_dt must be a whole number of physics timesteps")
+        self._index_model()
+        self._make_impedance_actuators()
+        self._rng = np.random.default_rng(seed)
+        self.bad_commands = 0
+        self._faults = int(FaultFlags.NONE)
+        self._push_steps_left = 0
+        self._state = RobotState()
+        self.reset()
+
+    # ----------------------------------------------------------------------------- set-up
+    def _index_model(self) -> None:
+        m = self.model
+        names = [m.actuator(i).name for i in range(m.nu)]
+        # For each contract actuator: its index in this model, or absent (locked legs).
+        self._present = np.array([n in names for n in ACTUATOR_NAMES])
+        self._act_slots = np.flatnonzero(self._present)  # contract indices that exist here
+        self._act_ids = np.array([names.index(ACTUATOR_NAMES[i]) for i in self._act_slots])
+        if not np.array_equal(self._act_ids, np.arange(m.nu)):
+            raise ValueError("model actuators must follow ACTUATOR_NAMES order")
+        adr = lambda name: int(m.sensor_adr[m.sensor(name).id])  # noqa: E731
+        self._pos_adr = np.array([adr(f"{ACTUATOR_NAMES[i]}_pos") for i in self._act_slots])
+        self._vel_adr = np.array([adr(f"{ACTUATOR_NAMES[i]}_vel") for i in self._act_slots])
+        self._quat_adr = adr("imu_quat")
+        self._gyro_adr = adr("imu_gyro")
+        self._acc_adr = adr("imu_acc")
+        src = [*self._pos_adr, *self._vel_adr, *range(self._quat_adr, self._quat_adr + 4),
+               *range(self._gyro_adr, self._gyro_adr + 3), *range(self._acc_adr, self._acc_adr + 3)]
+        dest = [*(_POS + self._act_slots), *(_VEL + self._act_slots), *range(_QUAT, _STATE_LEN)]
+        self._src, self._dest = np.array(src), np.array(dest)
+        self._base_id = m.body(BASE_BODY).id
+        self._wheel_qadr = [int(m.joint(w).qposadr[0]) for w in WHEEL_BODIES]
+        self._home = m.key("home").id
+        mujoco.mj_resetDataKeyframe(m, self.data, self._home)
+        mujoco.mj_forward(m, self.data)
+        axle = np.mean([self.data.xpos[m.body(w).id] for w in WHEEL_BODIES], axis=0)
+        self._base_above_axle = self.data.xpos[self._base_id] - axle  # world frame at home
+
+    def _make_impedance_actuators(self) -> None:
+        m = self.model
+        s = self.profile.motor_strength_scale
+        ids = self._act_ids
+        m.actuator_gaintype[ids] = mujoco.mjtGain.mjGAIN_FIXED
+        m.actuator_biastype[ids] = mujoco.mjtBias.mjBIAS_AFFINE
+        m.actuator_gainprm[ids, :] = 0.0
+        m.actuator_gainprm[ids, 0] = s
+        m.actuator_biasprm[ids, :] = 0.0
+        m.actuator_ctrllimited[ids] = 0
+        m.actuator_forcelimited[ids] = 1
+        m.actuator_forcerange[ids] *= s
+        self._strength = s
+        self._clip_level = m.actuator_forcerange[ids, 1] * (1 - 1e-6)
+        self._gear_ok = np.allclose(m.actuator_gear[ids, 0], 1.0)
+        if not self._gear_ok:
+            raise ValueError("impedance actuators assume gear 1")
+
+    # ----------------------------------------------------------------------------- API
+    def reset(self, seed: int | None = None, pitch_rad: float | None = None) -> RobotState:
+        """Home keyframe, tilted by `pitch_rad` about the wheel axle (random if None)."""
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        m, d = self.model, self.data
+        mujoco.mj_resetDataKeyframe(m, d, self._home)
+        if pitch_rad is None:
+            pitch_rad = float(self._rng.uniform(-self.init_pitch_rad, self.init_pitch_rad))
+        c, s = math.cos(pitch_rad), math.sin(pitch_rad)
+        ox, oy, oz = self._base_above_axle
+        axle = d.qpos[0:3] - self._base_above_axle
+        d.qpos[0:3] = axle + np.array([c * ox + s * oz, oy, -s * ox + c * oz])
+        d.qpos[3:7] = (math.cos(pitch_rad / 2), 0.0, math.sin(pitch_rad / 2), 0.0)
+        d.qpos[self._wheel_qadr] = -pitch_rad  # wheels keep their world angle: odometry starts at 0
+        d.ctrl[:] = 0.0
+        d.xfrc_applied[:] = 0.0
+        mujoco.mj_forward(m, d)
+        self._queue: collections.deque[MotorCommand] = collections.deque(
+            [MotorCommand()] * self.profile.latency_steps
+        )
+        self._last_valid = MotorCommand()
+        self._push_steps_left = 0
+        self._faults = int(FaultFlags.NONE)
+        self._state = self._read_state()
+        return self._copy_state()
+
+    def step(self, cmd: MotorCommand) -> RobotState:
+        """Advance one control period under `cmd` (after the profile's latency) and read sensors.
+
+        The returned state is the simulator's own reading: treat it as read-only (state() copies).
+        """
+        self._faults = int(FaultFlags.NONE)
+        cmd = self._accept(cmd)
+        if self.profile.latency_steps:
+            self._queue.append(cmd)
+            cmd = self._queue.popleft()
+        self._apply(cmd)
+        self._push()
+        mujoco.mj_step(self.model, self.data, nstep=self.n_substeps)
+        self._state = self._read_state()
+        return self._state
+
+    def state(self) -> RobotState:
+        """The last sensor reading (the same noise sample as step/reset returned)."""
+        return self._copy_state()
+
+    # ----------------------------------------------------------------------------- internals
+    def _accept(self, cmd: MotorCommand) -> MotorCommand:
+        fields = (cmd.q_des, cmd.qd_des, cmd.kp, cmd.kd, cmd.tau_ff)
+        if any(getattr(v, "shape", None) != (N_ACTUATORS,) for v in fields):
+            for name, value in zip(("q_des", "qd_des", "kp", "kd", "tau_ff"), fields):
+                if getattr(value, "shape", None) != (N_ACTUATORS,):
+                    raise CommandShapeError(f"MotorCommand.{name} has shape {np.shape(value)}, "
+                                            f"expected a numpy array of shape ({N_ACTUATORS},)")
+        # One float64 sum is finite iff every value is (and cheaper than five isfinite passes).
+        if not math.isfinite(np.concatenate(fields).sum(dtype=np.float64)):
+            self.bad_commands += 1
+            self._faults |= FaultFlags.BAD_COMMAND
+            log.warning("non-finite MotorCommand rejected (%d so far); keeping the previous one",
+                        self.bad_commands)
+            return self._last_valid
+        self._last_valid = cmd
+        return cmd
+
+    def _apply(self, cmd: MotorCommand) -> None:
+        slots = self._act_slots
+        kp = cmd.kp[slots]
+        kd = cmd.kd[slots]
+        tau = cmd.tau_ff[slots]
+        if self.profile.action_noise_std:
+            tau = tau + self._rng.normal(0.0, self.profile.action_noise_std, tau.shape)
+        # The model's actuators are exactly the present contract slots, in order: whole-array writes.
+        bias = self.model.actuator_biasprm
+        bias[:, 1] = kp
+        bias[:, 2] = kd
+        bias[:, 1:3] *= -self._strength
+        self.data.ctrl[:] = kp * cmd.q_des[slots] + kd * cmd.qd_des[slots] + tau
+
+    def _push(self) -> None:
+        p = self.profile
+        if not p.push_prob:
+            return
+        if self._push_steps_left == 0 and self._rng.random() < p.push_prob:
+            angle = self._rng.uniform(0.0, 2.0 * math.pi)
+            self.data.xfrc_applied[self._base_id, :3] = (
+                p.push_force_n * math.cos(angle), p.push_force_n * math.sin(angle), 0.0)
+            self._push_steps_left = p.push_duration_steps
+        if self._push_steps_left:
+            self._push_steps_left -= 1
+            if self._push_steps_left == 0:
+                self.data.xfrc_applied[self._base_id, :3] = 0.0
+
+    def _read_state(self) -> RobotState:
+        d = self.data
+        p = self.profile
+        # One gather from sensordata into a fresh float32 buffer; the state's arrays are views of it.
+        buf = np.zeros(_STATE_LEN, np.float32)
+        buf[self._dest] = d.sensordata[self._src]
+        force = d.actuator_force
+        buf[_TORQUE + self._act_slots] = force
+        pos, vel, torque = buf[_POS:_POS + 6], buf[_VEL:_VEL + 6], buf[_TORQUE:_TORQUE + 6]
+        quat, gyro, acc = buf[_QUAT:_QUAT + 4], buf[_GYRO:_GYRO + 3], buf[_ACC:_ACC + 3]
+        faults = self._faults
+        if (np.abs(force) >= self._clip_level).any():
+            faults |= FaultFlags.TORQUE_LIMITED
+        if p.sensor_noise_std or p.sensor_bias:
+            pos, vel, quat, gyro, acc = self._corrupt(pos, vel, quat, gyro, acc)
+        return RobotState(
+            t_us=int(round(d.time * 1e6)),
+            joint_pos=pos,
+            joint_vel=vel,
+            joint_torque=torque,
+            imu_quat=quat,
+            imu_gyro=gyro,
+            imu_acc=acc,
+            mode=int(MotorMode.ENABLED),
+            faults=int(faults),
+        )
+
+    def _corrupt(self, pos, vel, quat, gyro, acc):  # noqa: ANN001, ANN202 - arrays in, arrays out
+        p, rng = self.profile, self._rng
+        std, slots = p.sensor_noise_std, self._act_slots
+        if std:
+            pos[slots] += rng.normal(0.0, std, len(slots)).astype(np.float32)
+            vel[slots] += rng.normal(0.0, std, len(slots)).astype(np.float32)
+            acc = acc + rng.normal(0.0, std, 3).astype(np.float32)
+            gyro = gyro + rng.normal(0.0, std, 3).astype(np.float32)
+        gyro = gyro + np.float32(p.sensor_bias)
+        # Orientation: a mounting pitch error (bias) plus a small random rotation (noise).
+        rotvec = rng.normal(0.0, std, 3) if std else np.zeros(3)
+        rotvec[1] += p.sensor_bias
+        err = np.zeros(4)
+        mujoco.mju_axisAngle2Quat(err, rotvec / (np.linalg.norm(rotvec) or 1.0), np.linalg.norm(rotvec))
+        out = np.zeros(4)
+        mujoco.mju_mulQuat(out, quat.astype(np.float64), err)
+        return pos, vel, out.astype(np.float32), gyro, acc
+
+    def _copy_state(self) -> RobotState:
+        s = self._state
+        return RobotState(
+            t_us=s.t_us,
+            joint_pos=s.joint_pos.copy(),
+            joint_vel=s.joint_vel.copy(),
+            joint_torque=s.joint_torque.copy(),
+            imu_quat=s.imu_quat.copy(),
+            imu_gyro=s.imu_gyro.copy(),
+            imu_acc=s.imu_acc.copy(),
+            mode=s.mode,
+            faults=s.faults,
+        )

@@ -48,7 +48,7 @@ def mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int) -> nn.Sequential:
     layers: list[nn.Module] = []
     last = in_dim
     for h in hidden:
-        layers += [nn.Linear(last, h), nn.ReLU()]
+        layers += [nn.Linear(last, h), nn.ReLU(inplace=True)]
         last = h
     layers.append(nn.Linear(last, out_dim))
     return nn.Sequential(*layers)
@@ -89,7 +89,7 @@ class TanhGaussianPolicy(nn.Module):
 
     def distribution_params(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, log_std) of the pre-tanh Gaussian."""
-        h = F.relu(self.trunk((obs - self.obs_mean) / self.obs_std))
+        h = torch.relu_(self.trunk((obs - self.obs_mean) / self.obs_std))
         mean, raw = self.head(h).chunk(2, dim=-1)
         log_std = (self.log_std_scale * raw + self.log_std_offset).clamp(LOG_STD_MIN, LOG_STD_MAX)
         return mean, log_std
@@ -155,7 +155,7 @@ class TwinQ(nn.Module):
     def forward(self, obs: torch.Tensor, act: torch.Tensor, detach_params: bool = False) -> torch.Tensor:
         x = torch.cat([obs, act], dim=-1)
         for layer in self.layers[:-1]:
-            x = F.relu(layer(x, detach_params))
+            x = layer(x, detach_params).relu_()
         return self.layers[-1](x, detach_params).squeeze(-1)
 
 

@@ -83,7 +83,7 @@ def seeded_init(seed: int):
 
 
 def _adam(params, lr: float) -> torch.optim.Adam:
-    return torch.optim.Adam(params, lr=lr, foreach=True)
+    return torch.optim.Adam(params, lr=lr, fused=True)
 
 
 def cat_batches(a: Batch, b: Batch) -> Batch:

@@ -32,7 +32,7 @@ class DynamicsClassifiers:
         self.d_sa = Discriminator(obs_dim + act_dim, hidden).to(device)
         self.d_sas = Discriminator(2 * obs_dim + act_dim, hidden).to(device)
         # One Adam over both networks = the reference's two Adams (Adam is per-parameter).
-        self.opt = torch.optim.Adam([*self.d_sa.parameters(), *self.d_sas.parameters()], lr=lr, foreach=True)
+        self.opt = torch.optim.Adam([*self.d_sa.parameters(), *self.d_sas.parameters()], lr=lr, fused=True)
         self._labels: dict[tuple[int, int], torch.Tensor] = {}
 
     def labels(self, n_real: int, n_sim: int, device: torch.device) -> torch.Tensor:

@@ -1,0 +1,55 @@
+"""Fixtures: a virtual robot on a real pty (in a thread) and a host link opened on its device."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import pytest
+
+from firmware_bridge.faults import FaultConfig
+from firmware_bridge.link import SerialLink, SerialLinkConfig
+from firmware_bridge.virtual_robot import VirtualRobot, VirtualRobotConfig
+
+
+class ListRecorder:
+    """Collects recorded bytes per channel in memory (a real ByteRecorder, not a mock)."""
+
+    def __init__(self) -> None:
+        self.chunks: dict[str, list[tuple[float, bytes]]] = defaultdict(list)
+
+    def record(self, channel: str, t_s: float, data: bytes) -> None:
+        self.chunks[channel].append((t_s, bytes(data)))
+
+    def joined(self, channel: str) -> bytes:
+        return b"".join(d for _, d in self.chunks[channel])
+
+
+@pytest.fixture
+def start_robot():
+    """start_robot(lockstep=..., watchdog_ms=..., faults=FaultConfig(...), recorder=...) -> VirtualRobot."""
+    robots: list[VirtualRobot] = []
+
+    def _start(recorder=None, faults: FaultConfig | None = None, **kw) -> VirtualRobot:
+        cfg = VirtualRobotConfig(device_link=None, faults=faults or FaultConfig(), **kw)
+        robot = VirtualRobot(cfg, recorder=recorder).start()
+        robots.append(robot)
+        return robot
+
+    yield _start
+    for robot in robots:
+        robot.stop()
+
+
+@pytest.fixture
+def open_link():
+    links: list[SerialLink] = []
+
+    def _open(url: str, **kw) -> SerialLink:
+        link = SerialLink(SerialLinkConfig(url=url, **kw))
+        link.configure()
+        links.append(link)
+        return link
+
+    yield _open
+    for link in links:
+        link.close()

@@ -1,0 +1,184 @@
+"""Host link <-> virtual robot firmware over a real pty, real MuJoCo, both clocks."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from firmware_bridge.faults import FaultConfig
+from firmware_bridge.link import LinkState, WriteStatus
+from firmware_bridge.virtual_robot import FW_TO_HOST, HOST_TO_FW
+from protocol.frames import FrameType, encode_command
+from protocol.robot_types import FaultFlags, MotorCommand, MotorMode
+
+from .conftest import ListRecorder
+
+WHEEL_TORQUE = MotorCommand.torque([0, 0, 2.0, 0, 0, 2.0])
+
+
+def drive_lockstep(link, cmd: MotorCommand, n: int):
+    """Send n COMMANDs, one at a time, each answered by exactly one STATE."""
+    sample = None
+    for _ in range(n):
+        index = link.states_received
+        assert link.send_command(cmd) == WriteStatus.OK
+        sample = link.wait_for_state(timeout_s=2.0, after_index=index)
+        assert sample is not None, "lock-step firmware did not answer a COMMAND"
+    return sample
+
+
+def test_enable_command_state_reflects_wheel_motion_real_time(start_robot, open_link):
+    robot = start_robot(lockstep=False, profile="nominal")
+    link = open_link(robot.device)
+    first = link.wait_for_state(timeout_s=2.0)
+    assert first is not None and first.state.mode == MotorMode.DISABLED
+    assert link.send_command(WHEEL_TORQUE) == WriteStatus.NOT_ACTIVE  # not before activate()
+    assert link.activate() and link.lifecycle == LinkState.ACTIVE
+    for _ in range(60):  # keep commanding (watchdog) until the wheels clearly spin
+        link.send_command(WHEEL_TORQUE)
+        sample = link.wait_for_state(timeout_s=2.0)
+        assert sample is not None
+        if np.all(sample.state.joint_vel[[2, 5]] > 1.0):
+            break
+    state = link.latest_state().state
+    assert state.mode == MotorMode.ENABLED
+    assert np.all(state.joint_vel[[2, 5]] > 1.0), state.joint_vel
+    assert np.allclose(state.joint_torque[[2, 5]], 2.0, atol=0.5)
+    stats = link.stats()
+    assert stats["counters"].frames_in["STATE"] >= 2 and stats["counters"].seq_lost == 0
+    assert stats["command_to_state"]["count"] > 0
+    assert link.send_heartbeat() == WriteStatus.OK
+    link.wait_for_state(timeout_s=1.0)
+    link.wait_for_state(timeout_s=1.0)
+    assert link.stats()["heartbeat_rtt"]["count"] == 1
+
+
+def test_watchdog_disables_motors_when_host_stops_commanding(start_robot, open_link):
+    robot = start_robot(lockstep=False, watchdog_ms=40.0)
+    link = open_link(robot.device)
+    assert link.activate()
+    for _ in range(5):
+        link.send_command(WHEEL_TORQUE)
+        link.wait_for_state(timeout_s=2.0)
+    # Host goes quiet.
+    tripped = link.wait_for_state(lambda s: bool(s.state.faults & FaultFlags.WATCHDOG), timeout_s=3.0)
+    assert tripped is not None
+    assert tripped.state.mode == MotorMode.DISABLED
+    after = link.wait_for_state(timeout_s=2.0)
+    assert np.allclose(after.state.joint_torque, 0.0)  # motors off
+    assert robot.firmware.counters.watchdog_trips == 1
+    assert link.last_fault is not None and link.last_fault.faults & FaultFlags.WATCHDOG
+
+
+def test_estop_latches_until_cleared_lockstep(start_robot, open_link):
+    robot = start_robot(lockstep=True)
+    link = open_link(robot.device)
+    assert link.activate()
+    drive_lockstep(link, WHEEL_TORQUE, 3)
+    index = link.states_received
+    assert link.estop() == WriteStatus.OK
+    s = link.wait_for_state(timeout_s=2.0, after_index=index)
+    assert s.state.mode == MotorMode.ESTOP and s.state.faults & FaultFlags.ESTOP_LATCHED
+    assert not link.activate()  # ENABLE refused while latched
+    assert robot.firmware.counters.enables_refused == 1
+    index = link.states_received
+    link.clear_estop()
+    s = link.wait_for_state(timeout_s=2.0, after_index=index)
+    assert s.state.mode == MotorMode.DISABLED and not s.state.faults & FaultFlags.ESTOP_LATCHED
+    assert link.activate()
+    s = drive_lockstep(link, WHEEL_TORQUE, 1)
+    assert s.state.mode == MotorMode.ENABLED
+
+
+def test_one_percent_corrupt_bytes_no_bad_frame_accepted_link_keeps_up(start_robot, open_link):
+    faults = FaultConfig(corrupt_byte_prob=0.01, directions="both", seed=11)
+    robot = start_robot(lockstep=False, faults=faults)
+    link = open_link(robot.device, state_queue_size=4096)
+    # ENABLE itself may be corrupted on the way in: retry like a host would (bounded).
+    assert any(link.activate() for _ in range(5))
+    accepted = []
+    for _ in range(150):  # ~0.75 s of commanding through a damaged line
+        link.send_command(MotorCommand.torque([0, 0, 0.2, 0, 0, 0.2]))
+        s = link.wait_for_state(timeout_s=2.0)
+        assert s is not None, "link stopped delivering states"
+    while not link.states.empty():
+        accepted.append(link.states.get_nowait())
+    counters = link.stats()["counters"]
+    assert sum(counters.bad_frames.values()) > 0, "corruption never reached the decoder"
+    assert robot.decoder.dropped_total > 0, "host->firmware corruption never reached the firmware"
+    assert link.lifecycle in (LinkState.ACTIVE, LinkState.INACTIVE)
+    # Every accepted frame is one the firmware sent: t_us on the 5 ms grid, finite values,
+    # mode/faults from the known sets, unit quaternion.
+    assert len(accepted) > 30
+    for s in accepted:
+        st = s.state
+        assert st.t_us % 5000 == 0 and st.t_us > 0
+        for arr in (st.joint_pos, st.joint_vel, st.joint_torque, st.imu_quat, st.imu_gyro, st.imu_acc):
+            assert np.all(np.isfinite(arr))
+        assert abs(float(np.linalg.norm(st.imu_quat)) - 1.0) < 1e-3
+        assert st.mode in (0, 1, 2) and st.faults < (1 << 6)
+    t = [s.state.t_us for s in accepted]
+    assert t == sorted(t)
+
+
+def lockstep_bytes(start_robot, open_link, seed: int) -> dict[str, bytes]:
+    recorder = ListRecorder()
+    faults = FaultConfig(sensor_dropout_prob=0.2, duplicate_frame_prob=0.05, seed=seed)
+    robot = start_robot(lockstep=True, seed=seed, profile="moderate", faults=faults, recorder=recorder)
+    link = open_link(robot.device)
+    assert link.activate()
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        drive_lockstep(link, MotorCommand.torque(rng.uniform(-1, 1, 6)), 1)
+    link.close()
+    robot.stop()
+    return {ch: recorder.joined(ch) for ch in (HOST_TO_FW, FW_TO_HOST)}
+
+
+def test_lockstep_byte_streams_bit_identical_for_same_seed(start_robot, open_link):
+    a = lockstep_bytes(start_robot, open_link, seed=7)
+    b = lockstep_bytes(start_robot, open_link, seed=7)
+    c = lockstep_bytes(start_robot, open_link, seed=8)
+    assert len(a[FW_TO_HOST]) > 40 * 130
+    assert a[HOST_TO_FW] == b[HOST_TO_FW] == c[HOST_TO_FW]
+    assert a[FW_TO_HOST] == b[FW_TO_HOST]
+    assert a[FW_TO_HOST] != c[FW_TO_HOST]
+
+
+def test_sensor_dropout_holds_values_and_flags_it(start_robot, open_link):
+    robot = start_robot(lockstep=True, faults=FaultConfig(sensor_dropout_prob=0.5, seed=1))
+    link = open_link(robot.device)
+    assert link.activate()
+    prev = link.latest_state().state
+    held = 0
+    for _ in range(20):
+        s = drive_lockstep(link, WHEEL_TORQUE, 1).state
+        if s.faults & FaultFlags.SENSOR_DROPOUT:
+            held += 1
+            assert np.array_equal(s.joint_vel, prev.joint_vel) and np.array_equal(s.imu_quat, prev.imu_quat)
+            assert s.t_us > prev.t_us  # the clock still moves
+        prev = s
+    assert held > 0 and robot._sensors.dropouts == held
+
+
+def test_stuck_motor_is_flagged_and_does_not_follow_commands(start_robot, open_link):
+    robot = start_robot(lockstep=True, variant="full", faults=FaultConfig(stuck_motor=2, stuck_after_s=0.0))
+    link = open_link(robot.device)
+    assert link.activate()
+    s = drive_lockstep(link, WHEEL_TORQUE, 40).state
+    assert s.faults & FaultFlags.MOTOR_STUCK
+    assert abs(float(s.joint_vel[2])) < 0.5 < float(s.joint_vel[5])  # left wheel jammed, right spins
+
+
+def test_non_finite_command_rejected_by_link_and_by_firmware(start_robot, open_link):
+    robot = start_robot(lockstep=True)
+    link = open_link(robot.device)
+    assert link.activate()
+    assert link.send_command(MotorCommand.torque([np.nan] * 6)) == WriteStatus.INVALID
+    bad = MotorCommand.torque([np.inf, 0, 0, 0, 0, 0])
+    index = link.states_received
+    link.send_raw(encode_command(bad, seq=1))  # bypass the host check: the firmware must refuse
+    s = link.wait_for_state(timeout_s=2.0, after_index=index)
+    assert s.state.faults & FaultFlags.BAD_COMMAND
+    assert robot.firmware.counters.commands_rejected == 1
+    assert link.stats()["counters"].writes_rejected_invalid == 1
+    assert link.stats()["counters"].frames_out.get(FrameType.COMMAND.name, 0) == 0

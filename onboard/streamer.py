@@ -1,0 +1,404 @@
+"""The robot's side of the learner link: stream transitions, heartbeat, receive policies.
+
+Runs on its own thread beside the control loop; the loop only calls `offer(batch)` (a
+non-blocking put on a bounded queue: full -> refused and counted by the recorder). Everything
+that may wait (fsync, sockets, reconnect back-off) happens here.
+
+Delivery (at-least-once): each batch gets sequence numbers of this run's stream, is appended to
+the disk spool (fsync'd) and then sent; the learner's cumulative ACK deletes it from the spool.
+After a reconnect (or a restart of this process: the spool is re-read) every unacknowledged
+batch is sent again; the learner dedups on (robot, stream, seq). At most `max_inflight` batches
+are unacknowledged on the wire (credit, zguide fileio3); the rest waits in the spool.
+
+Liveness (zguide ppworker): any inbound message resets `liveness`; each heartbeat interval with
+nothing inbound decrements it; at zero the socket is closed with linger 0 and a fresh one is
+opened after an exponential back-off. The session starts with HELLO; nothing else is sent before
+WELCOME(accepted). A POLICY is decoded (sha256 checked by the decoder), handed to the policy
+loader, and answered with POLICY_RESULT when the loader is done.
+
+Security: CURVE by default (our key pair, the learner's public key: only the learner can send us
+POLICY); plain text only on loopback and only when asked.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+from urllib.parse import urlparse
+
+import numpy as np
+import zmq
+import zmq.auth
+
+from onboard.policy import PolicyCandidate
+from onboard.spool import Spool
+from protocol.messages import (
+    Ack,
+    Error,
+    Heartbeat,
+    Hello,
+    Message,
+    MessageDecoder,
+    Policy,
+    PolicyResult,
+    ProtocolError,
+    Transitions,
+    Welcome,
+    encode,
+    error_for,
+)
+
+log = logging.getLogger(__name__)
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+class LinkConfigError(ValueError):
+    """The learner link is configured in a way that would be unsafe or cannot work."""
+
+
+@dataclass
+class StreamerConfig:
+    """Where the learner is, how we prove who we are, and the link's timing."""
+
+    endpoint: str = "tcp://127.0.0.1:5555"  # the learner's ROUTER
+    robot_id: str = "robot0"
+    plaintext: bool = False  # no CURVE: only allowed for a loopback endpoint
+    client_secret_key_file: str = ""  # our key pair (zmq.auth .key_secret file)
+    server_public_key_file: str = ""  # the learner's public key (.key file)
+    spool_dir: str = "runs/spool"
+    spool_max_mb: float = 256.0
+    queue_batches: int = 64  # batches waiting between the loop and this thread
+    max_inflight: int = 8  # unacknowledged batches on the wire
+    heartbeat_interval_s: float = 0.5
+    liveness: int = 4  # missed heartbeat intervals before the socket is reset
+    reconnect_initial_s: float = 0.25
+    reconnect_max_s: float = 8.0
+    poll_ms: int = 10  # how often the thread wakes to drain the loop's queue
+    resend_after_s: float = 5.0  # no ACK progress this long with batches in flight -> resend them
+
+    def __post_init__(self) -> None:
+        if self.plaintext and not is_loopback(self.endpoint):
+            raise LinkConfigError(f"plaintext is only allowed on loopback, not {self.endpoint!r}")
+        if not self.plaintext and not (self.client_secret_key_file and self.server_public_key_file):
+            raise LinkConfigError("CURVE needs client_secret_key_file and server_public_key_file (or plaintext on loopback)")
+
+
+def is_loopback(endpoint: str) -> bool:
+    if endpoint.startswith(("ipc://", "inproc://")):
+        return True
+    host = urlparse(endpoint).hostname or ""
+    return host in LOOPBACK_HOSTS or host.startswith("127.")
+
+
+@dataclass
+class StreamerCounters:
+    batches_spooled: int = 0
+    batches_sent: int = 0
+    batches_resent: int = 0
+    rows_acked: int = 0
+    reconnects: int = 0
+    hello_refused: int = 0
+    policies_received: int = 0
+    bad_messages: dict[str, int] = field(default_factory=dict)
+    send_dropped: int = 0  # outbound control messages dropped (queue full)
+
+
+class Streamer:
+    """See the module docstring. Start with `start()`, stop with `stop()`."""
+
+    def __init__(
+        self,
+        cfg: StreamerConfig,
+        hello: Callable[[], Hello],
+        stats: Callable[[], dict[str, float]] = dict,
+        policy_version: Callable[[], int] = lambda: -1,
+        on_policy: Callable[[PolicyCandidate], None] | None = None,
+        stream_id: str | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self._hello = hello
+        self._stats = stats
+        self._policy_version = policy_version
+        self._on_policy = on_policy
+        self.stream_id = stream_id or f"{cfg.robot_id}-{time.time_ns() // 1_000_000}"[:64]
+        self.spool = Spool(cfg.spool_dir, max_bytes=int(cfg.spool_max_mb * 1024 * 1024))
+        self.counters = StreamerCounters()
+        self.decoder = MessageDecoder()
+        self._batches: queue.Queue[dict[str, np.ndarray]] = queue.Queue(maxsize=cfg.queue_batches)
+        self._outbox: queue.Queue[Message] = queue.Queue(maxsize=64)
+        self._next_seq = 0
+        self._ctx = zmq.Context.instance()
+        self._sock: zmq.Socket | None = None
+        self._welcomed = False
+        self._liveness = 0
+        self._backoff_s = cfg.reconnect_initial_s
+        self._send_idx = 0  # index into spool.records of the next batch to send
+        self._last_ack_progress = time.monotonic()
+        self._hb_seq = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._policy_outcomes: dict[int, tuple[bool, str] | None] = {}  # version -> outcome; None: validating
+        self._keys = self._load_keys() if not cfg.plaintext else None
+
+    # ------------------------------------------------------------------ loop-facing API
+    def offer(self, batch: dict[str, np.ndarray]) -> bool:
+        """Non-blocking hand-off from the loop; False when the queue is full (caller counts)."""
+        try:
+            self._batches.put_nowait(batch)
+            return True
+        except queue.Full:
+            return False
+
+    def policy_result(self, version: int, accepted: bool, reason: str) -> None:
+        """From the policy loader's thread: queue a POLICY_RESULT for the learner."""
+        self._policy_outcomes[version] = (accepted, reason)
+        while len(self._policy_outcomes) > 32:
+            self._policy_outcomes.pop(next(iter(self._policy_outcomes)))
+        self._post(PolicyResult(version=version, accepted=accepted, reason=reason[:200], t_us=time.time_ns() // 1000))
+
+    @property
+    def connected(self) -> bool:
+        return self._welcomed and self._liveness > 0
+
+    def status(self) -> dict[str, Any]:
+        c = self.counters
+        return {
+            "connected": self.connected,
+            "stream_id": self.stream_id,
+            "spool_rows": self.spool.pending_rows,
+            "spool_batches": len(self.spool.records),
+            "spool_rows_dropped": self.spool.rows_dropped,
+            "queue_batches": self._batches.qsize(),
+            "batches_sent": c.batches_sent,
+            "batches_resent": c.batches_resent,
+            "rows_acked": c.rows_acked,
+            "reconnects": c.reconnects,
+            "bad_messages": dict(c.bad_messages),
+        }
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="streamer", daemon=True)
+        self._thread.start()
+
+    def stop(self, drain_s: float = 0.0) -> None:
+        """Stop the thread; with `drain_s`, first wait up to that long for the spool to empty."""
+        deadline = time.monotonic() + drain_s
+        while drain_s > 0 and time.monotonic() < deadline and (self._batches.qsize() or self.spool.records):
+            time.sleep(0.02)
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5.0)
+            self._thread = None
+
+    # ------------------------------------------------------------------ thread
+    def _run(self) -> None:
+        try:
+            self._connect()
+            next_hb = time.monotonic()
+            while not self._stop.is_set():
+                self._spool_new_batches()
+                self._flush_outbox()
+                self._send_window()
+                now = time.monotonic()
+                if now >= next_hb:
+                    next_hb = now + self.cfg.heartbeat_interval_s
+                    self._heartbeat_tick()
+                    if self._sock is None:
+                        continue
+                self._poll(min(self.cfg.poll_ms, max(0, int((next_hb - time.monotonic()) * 1000))))
+        except Exception:
+            log.exception("streamer thread crashed")
+        finally:
+            self._close_socket()
+            self.spool.close()
+
+    def _connect(self) -> None:
+        s = self._ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.SNDHWM, 1000)
+        s.setsockopt(zmq.RCVHWM, 1000)
+        s.setsockopt(zmq.IMMEDIATE, 1)  # queue nothing on a half-open connection
+        s.setsockopt(zmq.MAXMSGSIZE, 64 * 1024 * 1024)
+        s.setsockopt_string(zmq.IDENTITY, f"{self.cfg.robot_id}.{os.getpid()}.{self.counters.reconnects}")
+        if self._keys is not None:
+            pub, sec, server = self._keys
+            s.curve_publickey, s.curve_secretkey, s.curve_serverkey = pub, sec, server
+        s.connect(self.cfg.endpoint)
+        self._sock = s
+        self._welcomed = False
+        self._liveness = self.cfg.liveness
+        self._send_idx = 0  # resend everything unacknowledged on the new session
+        self._send(self._hello())
+        log.info("learner link: connecting to %s (stream %s)", self.cfg.endpoint, self.stream_id)
+
+    def _close_socket(self) -> None:
+        if self._sock is not None:
+            self._sock.close(linger=0)
+            self._sock = None
+        self._welcomed = False
+
+    def _load_keys(self) -> tuple[bytes, bytes, bytes]:
+        try:
+            pub, sec = zmq.auth.load_certificate(self.cfg.client_secret_key_file)
+            server, _ = zmq.auth.load_certificate(self.cfg.server_public_key_file)
+        except (OSError, ValueError) as e:
+            raise LinkConfigError(f"cannot load CURVE keys: {e}") from None
+        if sec is None:
+            raise LinkConfigError(f"{self.cfg.client_secret_key_file} holds no secret key")
+        return pub, sec, server
+
+    def _heartbeat_tick(self) -> None:
+        if self._sock is None:
+            return
+        self._liveness -= 1
+        if self._liveness <= 0:
+            was = self._welcomed
+            self._close_socket()
+            if was:
+                log.warning("learner link lost (no message for %d heartbeats)", self.cfg.liveness)
+            log.info("learner link: reconnecting in %.2f s", self._backoff_s)
+            if self._stop.wait(self._backoff_s):
+                return
+            self._backoff_s = min(self._backoff_s * 2, self.cfg.reconnect_max_s)
+            self.counters.reconnects += 1
+            self._connect()
+            return
+        if self._welcomed:
+            self._hb_seq += 1
+            stats = {k: float(v) for k, v in self._stats().items() if isinstance(v, (int, float)) and np.isfinite(v)}
+            self._send(Heartbeat(seq=self._hb_seq, t_us=time.time_ns() // 1000, policy_version=self._policy_version(), stats=stats))
+        else:
+            self._send(self._hello())  # the HELLO may have been lost (or refused): ask again
+
+    def _spool_new_batches(self) -> None:
+        while True:
+            try:
+                b = self._batches.get_nowait()
+            except queue.Empty:
+                return
+            n = int(b["obs"].shape[0])
+            msg = Transitions(stream_id=self.stream_id, first_seq=self._next_seq, **b)
+            try:
+                data = encode(msg)
+            except ProtocolError as e:
+                log.error("transition batch not encodable, dropped: %s", e)
+                continue
+            self.spool.append(self.stream_id, self._next_seq, self._next_seq + n - 1, data)
+            self._next_seq += n
+            self.counters.batches_spooled += 1
+
+    def _send_window(self) -> None:
+        if not self.connected:
+            return
+        recs = self.spool.records
+        if self._send_idx > 0 and time.monotonic() - self._last_ack_progress > self.cfg.resend_after_s:
+            self.counters.batches_resent += self._send_idx
+            self._send_idx = 0  # acks stalled: send the window again
+            self._last_ack_progress = time.monotonic()
+        while self._send_idx < len(recs) and self._send_idx < self.cfg.max_inflight:
+            if not self._send_raw(self.spool.read(recs[self._send_idx])):
+                return
+            self._send_idx += 1
+            self.counters.batches_sent += 1
+
+    def _flush_outbox(self) -> None:
+        while self._sock is not None:
+            try:
+                m = self._outbox.get_nowait()
+            except queue.Empty:
+                return
+            self._send(m)
+
+    def _post(self, m: Message) -> None:
+        try:
+            self._outbox.put_nowait(m)
+        except queue.Full:
+            self.counters.send_dropped += 1
+
+    def _send(self, m: Message) -> bool:
+        return self._send_raw(encode(m))
+
+    def _send_raw(self, data: bytes) -> bool:
+        if self._sock is None:
+            return False
+        try:
+            self._sock.send(data, zmq.NOBLOCK)
+            return True
+        except zmq.Again:
+            return False
+
+    def _poll(self, timeout_ms: int) -> None:
+        if self._sock is None:
+            return
+        if not self._sock.poll(timeout_ms, zmq.POLLIN):
+            return
+        for _ in range(100):  # bounded per wake-up
+            try:
+                data = self._sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._liveness = self.cfg.liveness
+            self._handle(data)
+
+    def _handle(self, data: bytes) -> None:
+        try:
+            m = self.decoder.decode(data)
+        except ProtocolError as e:
+            self.counters.bad_messages[e.code] = self.counters.bad_messages.get(e.code, 0) + 1
+            log.warning("bad message from learner (%s): %s", e.code, e)
+            self._send(error_for(e))
+            return
+        if isinstance(m, Welcome):
+            self._on_welcome(m)
+        elif isinstance(m, Ack):
+            self._on_ack(m.stream_id, m.acked_seq)
+        elif isinstance(m, Policy):
+            self._on_policy_msg(m)
+        elif isinstance(m, Error):
+            log.warning("learner error %s: %s%s", m.code, m.message, " (fatal: new session)" if m.fatal else "")
+            if m.fatal:
+                self._welcomed = False
+                self._send(self._hello())
+        # HEARTBEAT from the learner: liveness was already reset.
+
+    def _on_welcome(self, m: Welcome) -> None:
+        if not m.accepted:
+            self.counters.hello_refused += 1
+            log.error("learner refused HELLO: %s", m.reason)
+            self._welcomed = False
+            return
+        if not self._welcomed:
+            log.info("learner link up (%s), %d batch(es) to (re)send", self.cfg.endpoint, len(self.spool.records))
+        self._welcomed = True
+        self._backoff_s = self.cfg.reconnect_initial_s
+        self._send_idx = 0
+        for stream, seq in m.acked.items():
+            self._on_ack(stream, seq)
+
+    def _on_ack(self, stream_id: str, acked_seq: int) -> None:
+        before = len(self.spool.records)
+        rows = self.spool.ack(stream_id, acked_seq)
+        removed = before - len(self.spool.records)
+        if removed:
+            self.counters.rows_acked += rows
+            self._send_idx = max(0, self._send_idx - removed)
+            self._last_ack_progress = time.monotonic()
+
+    def _on_policy_msg(self, m: Policy) -> None:
+        self.counters.policies_received += 1
+        if m.version in self._policy_outcomes:  # asked again (heartbeat pull): same answer, once known
+            done = self._policy_outcomes[m.version]
+            if done is not None:
+                self._send(PolicyResult(version=m.version, accepted=done[0], reason=done[1][:200], t_us=time.time_ns() // 1000))
+            return
+        self._policy_outcomes[m.version] = None
+        if self._on_policy is None:
+            self.policy_result(m.version, False, "no_loader: this robot does not accept policies")
+            return
+        self._on_policy(PolicyCandidate(version=m.version, sha256=m.sha256, onnx_bytes=m.onnx, received_t=time.perf_counter()))

@@ -1,0 +1,172 @@
+"""Streamer against a real ROUTER on 127.0.0.1: delivery, outage + spool, restart, CURVE, policies."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import numpy as np
+import pytest
+import zmq.auth
+
+from onboard.dev_learner import DevLearner
+from onboard.dev_policies import mlp_policy_bytes
+from onboard.policy import PolicyCandidate
+from onboard.recorder import empty_batch
+from onboard.streamer import LinkConfigError, Streamer, StreamerConfig
+from protocol.messages import Hello, schema_hash
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def hello() -> Hello:
+    return Hello(robot_id="r1", schema_hash=schema_hash(), task="stand_still", obs_dim=4, act_dim=1)
+
+
+def batch(n: int, start: float) -> dict:
+    b = empty_batch(n, 4, 1)
+    b["obs"][:, 0] = start + np.arange(n)
+    b["source"][:] = 1
+    return b
+
+
+def fast_cfg(endpoint: str, spool: str, **kw) -> StreamerConfig:
+    base = dict(endpoint=endpoint, plaintext=True, spool_dir=spool, heartbeat_interval_s=0.1, liveness=3,
+                reconnect_initial_s=0.05, reconnect_max_s=0.2)
+    base.update(kw)
+    return StreamerConfig(**base)
+
+
+def wait_for(cond, timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_batches_are_delivered_acked_and_removed_from_spool(tmp_path):
+    ep = f"tcp://127.0.0.1:{free_port()}"
+    learner = DevLearner(ep)
+    st = Streamer(fast_cfg(ep, str(tmp_path)), hello, stats=lambda: {"period_err_p99_ms": 0.1})
+    st.start()
+    try:
+        for i in range(5):
+            assert st.offer(batch(10, i * 10))
+        assert wait_for(lambda: len(learner.rows_of(st.stream_id)) == 50 and not st.spool.records)
+        assert wait_for(lambda: st.connected and learner.log.heartbeats)
+        assert learner.log.heartbeats[-1].stats["period_err_p99_ms"] == pytest.approx(0.1)
+    finally:
+        st.stop()
+        learner.close()
+    assert learner.rows_of(st.stream_id) == list(range(50))
+    assert learner.log.rows[(st.stream_id, 17)][0][0] == 17.0
+    assert learner.log.duplicates == 0
+
+
+def test_learner_absent_then_back_everything_delivered_exactly_once(tmp_path):
+    ep = f"tcp://127.0.0.1:{free_port()}"
+    st = Streamer(fast_cfg(ep, str(tmp_path)), hello)
+    st.start()
+    try:
+        for i in range(8):
+            st.offer(batch(10, i * 10))
+        assert wait_for(lambda: st.spool.pending_rows == 80)  # spooled while nobody listens
+        assert not st.connected
+        learner = DevLearner(ep)
+        try:
+            assert wait_for(lambda: not st.spool.records, 15)
+            assert learner.rows_of(st.stream_id) == list(range(80))
+            assert learner.log.duplicates == 0
+        finally:
+            learner.close()
+    finally:
+        st.stop()
+
+
+def test_spooled_batches_survive_a_robot_process_restart(tmp_path):
+    ep = f"tcp://127.0.0.1:{free_port()}"
+    st1 = Streamer(fast_cfg(ep, str(tmp_path)), hello)
+    st1.start()
+    for i in range(3):
+        st1.offer(batch(10, i * 10))
+    assert wait_for(lambda: st1.spool.pending_rows == 30)
+    st1.stop()  # "crash": nothing was acked
+    first_stream = st1.stream_id
+    learner = DevLearner(ep)
+    st2 = Streamer(fast_cfg(ep, str(tmp_path)), hello, stream_id="r1-second")
+    st2.start()
+    try:
+        st2.offer(batch(5, 100))
+        assert wait_for(lambda: not st2.spool.records, 15)
+    finally:
+        st2.stop()
+        learner.close()
+    assert learner.rows_of(first_stream) == list(range(30))
+    assert learner.rows_of("r1-second") == list(range(5))
+
+
+def test_curve_link_and_policy_push_reaches_the_loader(tmp_path):
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    srv_pub, srv_sec = zmq.auth.create_certificates(str(keys), "server")
+    cli_pub, cli_sec = zmq.auth.create_certificates(str(keys), "robot")
+    authorised = tmp_path / "authorised"
+    authorised.mkdir()
+    (authorised / "robot.key").write_bytes(open(cli_pub, "rb").read())
+    ep = f"tcp://127.0.0.1:{free_port()}"
+    learner = DevLearner(ep, server_secret_key_file=srv_sec, client_keys_dir=str(authorised))
+    got: list[PolicyCandidate] = []
+    cfg = fast_cfg(ep, str(tmp_path / "spool"), plaintext=False, client_secret_key_file=cli_sec, server_public_key_file=srv_pub)
+    st = Streamer(cfg, hello, on_policy=got.append)
+    st.start()
+    try:
+        assert wait_for(lambda: st.connected)
+        data = mlp_policy_bytes(4, 1, version=3)
+        learner.push_policy(3, data)
+        assert wait_for(lambda: got)
+        assert got[0].version == 3 and got[0].onnx_bytes == data
+        st.policy_result(3, True, "ok")
+        assert wait_for(lambda: learner.log.policy_results)
+        assert learner.log.policy_results[0].accepted
+        # A wrong-hash POLICY is refused by the decoder and never reaches the loader.
+        learner.push_policy(4, data, sha256="0" * 64)
+        assert wait_for(lambda: st.counters.bad_messages.get("bad_hash", 0) == 1)
+        assert len(got) == 1
+    finally:
+        st.stop()
+        learner.close()
+
+
+def test_unauthorised_robot_key_gets_no_session(tmp_path):
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    srv_pub, srv_sec = zmq.auth.create_certificates(str(keys), "server")
+    _, cli_sec = zmq.auth.create_certificates(str(keys), "intruder")
+    empty = tmp_path / "authorised"
+    empty.mkdir()
+    ep = f"tcp://127.0.0.1:{free_port()}"
+    learner = DevLearner(ep, server_secret_key_file=srv_sec, client_keys_dir=str(empty))
+    cfg = fast_cfg(ep, str(tmp_path / "spool"), plaintext=False, client_secret_key_file=cli_sec, server_public_key_file=srv_pub)
+    st = Streamer(cfg, hello)
+    st.start()
+    try:
+        time.sleep(0.6)
+        assert not st.connected and learner.log.hellos == 0
+    finally:
+        st.stop()
+        learner.close()
+
+
+def test_plaintext_refused_off_loopback_and_curve_needs_keys(tmp_path):
+    with pytest.raises(LinkConfigError, match="loopback"):
+        StreamerConfig(endpoint="tcp://10.0.0.5:5555", plaintext=True)
+    with pytest.raises(LinkConfigError, match="CURVE"):
+        StreamerConfig(endpoint="tcp://10.0.0.5:5555")

@@ -1,0 +1,59 @@
+"""The two programs through their real CLIs: virtual robot (subprocess, SIGTERM) and console."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_virtual_robot_cli_serves_console_and_shuts_down_on_sigterm(tmp_path):
+    link_path = tmp_path / "ttyRobot"
+    robot = subprocess.Popen(
+        [sys.executable, "-m", "firmware_bridge.virtual_robot", "--profile", "mild",
+         "--device", str(link_path), "--watchdog-ms", "200", "--log-level", "WARNING"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        device = robot.stdout.readline().strip()
+        assert device.startswith("/dev/pts/"), device
+        assert os.path.realpath(link_path) == device
+        console = subprocess.run(
+            [sys.executable, "-m", "firmware_bridge.console", "--device", str(link_path), "--enable",
+             "--torque", "0,0,1,0,0,1", "--duration", "0.5", "--watch-hz", "0"],
+            cwd=REPO, capture_output=True, text=True, timeout=60,
+        )
+        assert console.returncode == 0, console.stderr
+        assert "mode=ENABLED" in console.stdout.splitlines()[-1]
+        assert "'COMMAND'" in console.stderr  # frames-out summary
+    finally:
+        robot.send_signal(signal.SIGTERM)
+        _, err = robot.communicate(timeout=30)
+    assert robot.returncode == 0, err
+    assert not os.path.lexists(link_path)  # symlink removed on shutdown
+
+
+def test_console_rejects_bad_torque_and_missing_device(tmp_path):
+    bad = subprocess.run(
+        [sys.executable, "-m", "firmware_bridge.console", "--device", str(tmp_path / "x"), "--torque", "1,2"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )
+    assert bad.returncode == 2 and "6 finite" in bad.stderr
+    missing = subprocess.run(
+        [sys.executable, "-m", "firmware_bridge.console", "--device", str(tmp_path / "nope"), "--open-timeout-s", "0.1"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )
+    assert missing.returncode == 1 and "cannot open" in missing.stderr
+
+
+def test_virtual_robot_cli_help_and_bad_probability():
+    helptext = subprocess.run([sys.executable, "-m", "firmware_bridge.virtual_robot", "--help"],
+                              cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert helptext.returncode == 0 and "--lockstep" in helptext.stdout and "--corrupt-bytes" in helptext.stdout
+    bad = subprocess.run([sys.executable, "-m", "firmware_bridge.virtual_robot", "--corrupt-bytes", "2"],
+                         cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "corrupt_byte_prob" in bad.stderr

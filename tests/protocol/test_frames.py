@@ -286,3 +286,8 @@ def test_seq_tracker_counts_gaps_and_wraps() -> None:
     for seq in [65533, 65534, 1, 2, 2, 10]:
         tracker.update(seq)
     assert tracker.lost == 2 + 7 and tracker.resets == 1
+
+
+def test_heartbeat_wire_vector_of_the_spec() -> None:
+    wire = encode_heartbeat(1_000_000, 7)
+    assert wire.hex(" ") == "04 01 07 07 02 08 04 40 42 0f 01 01 01 01 05 fa 23 d7 5d 00"

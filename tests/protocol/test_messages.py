@@ -256,3 +256,11 @@ def test_counters_count_accepted_types() -> None:
 def test_policy_sha256_is_of_the_onnx_bytes() -> None:
     policy = Policy.from_onnx(4, b"\x08\x01model")
     assert policy.sha256 == hashlib.sha256(b"\x08\x01model").hexdigest()
+
+
+def test_spec_states_the_current_schema_hash() -> None:
+    """docs/protocol.md quotes the hash; a schema change must update the spec too."""
+    from pathlib import Path
+
+    spec = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text()
+    assert schema_hash() in spec

@@ -31,6 +31,7 @@ def mlp_policy_bytes(
     linear_gain: np.ndarray | None = None,
     log_std: float = -1.0,
     control_hz: float = 200.0,
+    mean_bias: float = 0.0,
     nan_output: bool = False,
     out_act_dim: int | None = None,
     unsquashed: bool = False,
@@ -40,7 +41,7 @@ def mlp_policy_bytes(
     """An MLP (or, with `linear_gain` [act_dim, obs_dim], a linear law) as a contract ONNX model.
 
     mean = W2 tanh(W1 obs + b1) + b2 (or linear_gain @ obs); action = tanh(mean);
-    log_std = a constant per dimension. Fault knobs: `nan_output` (a NaN bias), `out_act_dim`
+    log_std = a constant per dimension; `mean_bias` is added to mean. Fault knobs: `nan_output` (a NaN bias), `out_act_dim`
     (wrong output width), `unsquashed` (action = 10 * mean, out of [-1, 1]).
     """
     rng = np.random.default_rng(seed)
@@ -62,7 +63,7 @@ def mlp_policy_bytes(
             helper.make_node("Tanh", ["h1"], ["h1t"]),
             helper.make_node("Gemm", ["h1t", "W2", "b2"], ["mean_raw"]),
         ]
-    bias = np.full(out_dim, np.nan if nan_output else 0.0)
+    bias = np.full(out_dim, np.nan if nan_output else mean_bias)
     inits += [_init("bias", bias), _init("log_std_c", np.full(out_dim, log_std)), _init("zero_w", np.zeros((obs_dim, out_dim)))]
     nodes += [
         helper.make_node("Add", ["mean_raw", "bias"], ["mean"]),

@@ -1,0 +1,147 @@
+"""Wires the onboard parts together from an `OnboardConfig` (used by run.py, tests, benchmarks).
+
+Threads: the loop runs on the caller's thread (it asks for real-time priority); the serial
+link's reader/writer, the streamer, the policy loader and the status reporter each have their
+own. They meet only through bounded queues and single references (see loop.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Callable
+
+import numpy as np
+
+from firmware_bridge.link import SerialLink
+from onboard.config import OnboardConfig
+from onboard.loop import ControlLoop, LoopOptions
+from onboard.policy import PolicyLoader, PolicyRejected, PolicySpec, load_policy_file
+from onboard.realtime import apply_realtime
+from onboard.recorder import TransitionRecorder
+from onboard.safety import ActionFilter, SafetyFSM
+from onboard.scheduler import DeadlineScheduler, LockStepClock, MonotonicClock
+from onboard.status import StatusReporter
+from onboard.streamer import Streamer
+from protocol.messages import SCHEMA_VERSION, Hello, schema_hash
+
+log = logging.getLogger(__name__)
+
+SOFTWARE_VERSION = "onboard-0.1"
+
+
+def make_controller(task_name: str) -> Callable[[np.ndarray], np.ndarray]:
+    """The classical balance controller of sim_models (numpy only): the STAND driver."""
+    from sim_models.controller import BalanceController
+
+    return BalanceController(task_name).act
+
+
+class OnboardApp:
+    """Everything the robot runs. `start()` then `run(stop)`; `close()` always."""
+
+    def __init__(self, cfg: OnboardConfig, controller: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+        from sim_models.tasks import get_task
+
+        self.cfg = cfg
+        r = cfg.run
+        self.task = get_task(r.task)
+        rate = r.rate_hz or self.task.control_hz
+        self.virtual_robot = None
+        if r.virtual_robot:
+            self.virtual_robot = self._start_virtual_robot()
+        self.link = SerialLink(cfg.link)
+        clock = LockStepClock() if r.lockstep else MonotonicClock(spin_s=r.spin_us * 1e-6)
+        self.scheduler = DeadlineScheduler(1.0 / rate, clock)
+        self.fsm = SafetyFSM(cfg.safety)
+        spec = PolicySpec(task=self.task.name, obs_dim=self.task.obs_dim, act_dim=self.task.act_dim,
+                          control_hz=rate, schema_version=str(SCHEMA_VERSION))
+        self.streamer: Streamer | None = None
+        self.loader = PolicyLoader(spec, cfg.policy, recent_obs=lambda: self.loop.recent_observations(),
+                                   on_result=self._policy_result)
+        if r.stream:
+            self.streamer = Streamer(cfg.learner, self._hello, stats=self._heartbeat_stats,
+                                     policy_version=lambda: self.loop.policy_version, on_policy=self.loader.submit)
+        self.recorder = TransitionRecorder(self.task.obs_dim, self.task.act_dim,
+                                           sink=self.streamer.offer if self.streamer else (lambda b: True))
+        command = np.asarray(self.task.default_command, np.float32) if self.task.default_command else None
+        self.loop = ControlLoop(
+            self.link, self.task, controller or make_controller(self.task.name), self.scheduler, self.fsm,
+            ActionFilter(self.task.act_dim, cfg.safety.action_clip, cfg.safety.max_action_delta),
+            loader=self.loader, recorder=self.recorder,
+            learner_connected=(lambda: self.streamer.connected) if self.streamer else (lambda: False),
+            options=LoopOptions(explore=r.explore, seed=r.seed, lockstep=r.lockstep), task_command=command,
+        )
+        self.status = StatusReporter(self.stats, r.stats_file, r.status_interval_s)
+
+    def _start_virtual_robot(self):
+        from firmware_bridge.virtual_robot import VirtualRobot, VirtualRobotConfig  # imports mujoco
+
+        vr = VirtualRobot(VirtualRobotConfig(profile=self.cfg.run.virtual_robot, variant=self.task.variant,
+                                             device_link=None, lockstep=self.cfg.run.lockstep)).start()
+        self.cfg.link.url = vr.device
+        return vr
+
+    def _hello(self) -> Hello:
+        return Hello(robot_id=self.cfg.learner.robot_id, schema_hash=schema_hash(), task=self.task.name,
+                     obs_dim=self.task.obs_dim, act_dim=self.task.act_dim, control_hz=1.0 / self.scheduler.period_s,
+                     software_version=SOFTWARE_VERSION, policy_version=self.loop.policy_version)
+
+    def _policy_result(self, version: int, ok: bool, reason: str) -> None:
+        if self.streamer is not None:
+            self.streamer.policy_result(version, ok, reason)
+
+    def _heartbeat_stats(self) -> dict[str, float]:
+        s = self.scheduler.stats()
+        return {
+            "rate_hz": s["rate_hz"],
+            "period_err_p99_ms": s["period_error_ms"]["p99"],
+            "tick_p99_ms": s["compute_ms"]["p99"],
+            "missed_deadlines": s["missed_deadlines"],
+            "mode": float(list(type(self.fsm.mode)).index(self.fsm.mode)),
+            "spool_rows": self.streamer.spool.pending_rows if self.streamer else 0,
+        }
+
+    def stats(self) -> dict[str, Any]:
+        s = self.loop.stats()
+        s["task"] = self.task.name
+        s["learner"] = self.streamer.status() if self.streamer else {}
+        link = self.link.stats()
+        c = link["counters"]
+        s["link"] = {"lifecycle": link["lifecycle"], "bad_frames": c.bad_frames, "seq_lost": c.seq_lost,
+                     "writes_dropped_queue_full": c.writes_dropped_queue_full}
+        return s
+
+    def start(self) -> None:
+        """Open the link, enable the firmware, load the start-up policy, start the helper threads."""
+        self.link.configure()
+        if not self.link.activate():
+            log.error("firmware did not confirm ENABLE; the loop starts PASSIVE and will retry")
+        if self.cfg.run.policy_path:
+            try:
+                cand = load_policy_file(self.cfg.run.policy_path)
+                self.loop.activate_policy(self.loader.validate_now(cand))
+            except (OSError, PolicyRejected) as e:
+                log.error("start-up policy %s not used: %s", self.cfg.run.policy_path, e)
+        self.loader.start()
+        if self.streamer is not None:
+            self.streamer.start()
+        self.status.start()
+        r = self.cfg.run
+        cpus = tuple(int(c) for c in r.cpus.split(",") if c.strip())
+        apply_realtime(r.fifo_priority, cpus, r.lock_memory)
+
+    def run(self, stop: threading.Event, max_ticks: int | None = None) -> None:
+        self.loop.run(stop, max_ticks)
+
+    def close(self, drain_s: float = 1.0) -> None:
+        """Motors off (DISABLE), then stop the helpers; the stream gets `drain_s` to empty."""
+        try:
+            self.link.close()
+        finally:
+            self.loader.stop()
+            if self.streamer is not None:
+                self.streamer.stop(drain_s)
+            self.status.stop()
+            if self.virtual_robot is not None:
+                self.virtual_robot.stop()

@@ -1,0 +1,319 @@
+"""The fixed-rate control loop: read -> observe -> decide -> filter -> write -> record.
+
+Per tick (the only work on the loop thread):
+    1. take a freshly validated policy if the loader left one (swap at the tick boundary)
+    2. the link's latest STATE and its age -> observation (sim_models.tasks)
+    3. safety FSM on (age, tilt, policy, learner link, missed deadlines, operator)
+    4. action from the mode's driver (controller / policy), non-finite check, clip + rate limit
+    5. COMMAND to the link (a non-blocking queue put), ENABLE/DISABLE/ESTOP on mode changes
+    6. the previous tick's transition (reward, termination) to the recorder (non-blocking)
+Nothing here waits on the network or the disk. In lock-step (against a lock-step virtual robot)
+step 2 first waits, bounded, for the STATE that answers the previous COMMAND.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from firmware_bridge.link import SerialLink, WriteStatus
+from onboard.policy import OnnxPolicy, PolicyCandidate, PolicyLoader
+from onboard.recorder import Row, TransitionRecorder
+from onboard.safety import ActionFilter, Mode, Operator, SafetyFSM, SafetyInputs, tilt_from_quat
+from onboard.scheduler import DeadlineScheduler, RollingStats
+from protocol.messages import Source
+from protocol.robot_types import N_ACTUATORS, MotorCommand, MotorMode
+
+log = logging.getLogger(__name__)
+
+RECENT_OBS = 64  # observations kept for validating new policies on what the robot sees now
+ENABLE_RETRY_TICKS = 20  # resend ENABLE this often while the firmware is not yet enabled
+
+
+@dataclass
+class LoopOptions:
+    """How the loop runs (the rest of the configuration lives in its parts)."""
+
+    explore: bool = False  # sample from the policy's Gaussian head (seeded) instead of tanh(mean)
+    seed: int = 0
+    lockstep: bool = False  # wait for the STATE answering each COMMAND (lock-step virtual robot)
+    lockstep_state_timeout_s: float = 0.2
+    record: bool = True  # emit transitions while STAND or POLICY drives the robot
+
+
+@dataclass
+class Driver:
+    """Who chose the current action."""
+
+    source: Source
+    version: int
+    logp: float
+
+
+class ControlLoop:
+    """Owns the tick; see the module docstring. `run(stop)` blocks; `step()` runs one tick."""
+
+    def __init__(
+        self,
+        link: SerialLink,
+        task,  # sim_models.tasks.TaskSpec
+        controller: Callable[[np.ndarray], np.ndarray],
+        scheduler: DeadlineScheduler,
+        fsm: SafetyFSM,
+        action_filter: ActionFilter,
+        loader: PolicyLoader | None = None,
+        recorder: TransitionRecorder | None = None,
+        learner_connected: Callable[[], bool] = lambda: False,
+        options: LoopOptions | None = None,
+        task_command: np.ndarray | None = None,
+    ) -> None:
+        self.link = link
+        self.task = task
+        self.controller = controller
+        self.sched = scheduler
+        self.fsm = fsm
+        self.filter = action_filter
+        self.loader = loader
+        self.recorder = recorder
+        self.learner_connected = learner_connected
+        self.opt = options or LoopOptions()
+        self.task_command = task_command
+        self.rng = np.random.default_rng(self.opt.seed) if self.opt.explore else None
+        self.policy: OnnxPolicy | None = None  # the active policy (one reference)
+        self.previous_policy: OnnxPolicy | None = None
+        self.swap_latency = RollingStats(100)  # policy received -> first action, seconds
+        self.swaps = 0
+        self.rollbacks = 0
+        self._awaiting_first_action: PolicyCandidate | None = None
+        self._operator: queue.SimpleQueue[Operator] = queue.SimpleQueue()
+        self._recent_obs = np.zeros((RECENT_OBS, task.obs_dim), np.float32)
+        self._n_obs = 0
+        self._last_index = 0
+        self._prev: tuple | None = None  # (obs, action, driver, t_us) awaiting its next_obs
+        self._episode_steps = 0
+        self._ticks_since_enable = ENABLE_RETRY_TICKS
+        self.write_status: dict[str, int] = {}
+        self.non_finite_actions = 0
+        self.no_new_state = 0
+        self.last_state_age_s = math.inf
+        self._damping_cmd = MotorCommand(kd=np.full(N_ACTUATORS, fsm.cfg.damping_kd, np.float32))
+        self._zero_cmd = MotorCommand()
+
+    # ------------------------------------------------------------------ API for other threads
+    def request(self, op: Operator) -> None:
+        """Operator command; applied at the next tick."""
+        self._operator.put(op)
+
+    def recent_observations(self) -> np.ndarray | None:
+        """A copy of the last observations (for the policy loader's output checks)."""
+        n = min(self._n_obs, RECENT_OBS)
+        return self._recent_obs[:n].copy() if n else None
+
+    def activate_policy(self, policy: OnnxPolicy, cand: PolicyCandidate | None = None) -> None:
+        """Swap in a validated policy (loop thread, tick boundary; or before the loop starts)."""
+        self.previous_policy, self.policy = self.policy, policy
+        self.swaps += 1
+        self._awaiting_first_action = cand
+        log.info("policy v%d active (previous: %s)", policy.version,
+                 "none" if self.previous_policy is None else f"v{self.previous_policy.version}")
+
+    def rollback(self) -> bool:
+        """Back to the previous policy (or to none: the controller). Loop thread only."""
+        if self.policy is None:
+            return False
+        self.policy, self.previous_policy = self.previous_policy, None
+        self.rollbacks += 1
+        log.warning("policy rolled back to %s", "controller" if self.policy is None else f"v{self.policy.version}")
+        return True
+
+    @property
+    def policy_version(self) -> int:
+        p = self.policy
+        return -1 if p is None else p.version
+
+    # ------------------------------------------------------------------ the loop
+    def run(self, stop: threading.Event, max_ticks: int | None = None) -> None:
+        self.sched.start()
+        n = 0
+        while not stop.is_set() and (max_ticks is None or n < max_ticks):
+            self.sched.wait_next()
+            self.step()
+            self.sched.tick_done()
+            n += 1
+
+    def step(self) -> Mode:
+        if self.loader is not None:
+            pending = self.loader.take_pending()
+            if pending is not None:
+                self.activate_policy(*pending)
+        sample = self._read_state()
+        now = self.sched.clock.now()
+        state = sample.state if sample is not None else None
+        age = sample.age_s if sample is not None else math.inf
+        self.last_state_age_s = age
+        new_state = sample is not None and sample.index > self._last_index
+        if sample is not None:
+            self._last_index = sample.index
+        obs = None
+        if state is not None:
+            obs = np.asarray(self.task.observe(state, self.task_command), np.float32)
+            self._recent_obs[self._n_obs % RECENT_OBS] = obs
+            self._n_obs += 1
+        tilt = tilt_from_quat(state.imu_quat) if state is not None else math.inf
+        try:
+            op = self._operator.get_nowait()
+        except queue.Empty:
+            op = None
+        before = self.fsm.mode
+        inputs = SafetyInputs(
+            now_s=now,
+            state_age_s=age,
+            tilt_rad=tilt,
+            policy_ready=self.policy is not None,
+            learner_connected=self.learner_connected(),
+            missed_recent=self.sched.missed_in_last(self.fsm.cfg.overrun_window_ticks),
+            operator=op,
+        )
+        mode = self.fsm.update(inputs)
+        action, driver = None, None
+        if mode in (Mode.STAND, Mode.POLICY) and obs is not None:
+            action, driver = self._decide(mode, obs)
+            if not np.all(np.isfinite(action)):
+                self.non_finite_actions += 1
+                inputs.action_finite, inputs.operator = False, None
+                mode = self.fsm.update(inputs)
+                action = None
+            else:
+                if before not in (Mode.STAND, Mode.POLICY):
+                    self.filter.reset()
+                action = self.filter.apply(action)
+        self._on_mode_change(before, mode)
+        self._write(mode, action)
+        if action is not None and self._awaiting_first_action is not None and driver.source == Source.POLICY:
+            self.swap_latency.add(time.perf_counter() - self._awaiting_first_action.received_t)
+            self._awaiting_first_action = None
+        self._record(obs if new_state else None, state, action, driver, mode)
+        if self.recorder is not None:
+            self.recorder.maybe_flush()
+        return mode
+
+    # ------------------------------------------------------------------ tick parts
+    def _read_state(self):
+        if self.opt.lockstep:
+            s = self.link.wait_for_state(timeout_s=self.opt.lockstep_state_timeout_s, after_index=self._last_index)
+            if s is not None:
+                return s
+            self.no_new_state += 1
+        return self.link.latest_state()
+
+    def _decide(self, mode: Mode, obs: np.ndarray) -> tuple[np.ndarray, Driver]:
+        if mode is Mode.POLICY and self.policy is not None:
+            p = self.policy
+            a, logp = p.act(obs, self.rng)
+            return np.asarray(a, np.float32), Driver(Source.POLICY, p.version, logp)
+        a = np.asarray(self.controller(obs), np.float32).reshape(self.task.act_dim)
+        return a, Driver(Source.CONTROLLER, -1, math.nan)
+
+    def _on_mode_change(self, before: Mode, mode: Mode) -> None:
+        if mode is before:
+            return
+        if mode is Mode.ESTOP:
+            self._count(self.link.estop())
+        elif mode is Mode.PASSIVE:
+            if before is Mode.ESTOP:
+                self._count(self.link.clear_estop())
+                threading.Thread(target=self._reactivate, name="link-reactivate", daemon=True).start()
+            else:
+                self._count(self.link.disable())
+        elif mode in (Mode.STAND, Mode.POLICY) and before not in (Mode.STAND, Mode.POLICY):
+            self._count(self.link.enable())
+            self._ticks_since_enable = 0
+
+    def _reactivate(self) -> None:
+        try:
+            self.link.activate()
+        except Exception as e:  # LinkError in a wrong state: logged, the FSM stays safe
+            log.warning("link re-activation failed: %s", e)
+
+    def _write(self, mode: Mode, action: np.ndarray | None) -> None:
+        if mode is Mode.ESTOP:
+            return
+        if mode is Mode.DAMPING:
+            cmd = self._damping_cmd
+        elif action is not None:
+            cmd = self.task.action_to_command(action)
+            state = self.link.latest_state()
+            self._ticks_since_enable += 1
+            if state is not None and state.state.mode != MotorMode.ENABLED and self._ticks_since_enable >= ENABLE_RETRY_TICKS:
+                self._count(self.link.enable())  # e.g. the firmware watchdog switched off
+                self._ticks_since_enable = 0
+        else:
+            cmd = self._zero_cmd  # PASSIVE (motors disabled): keeps a lock-step robot ticking
+        self._count(self.link.send_command(cmd))
+
+    def _count(self, st: WriteStatus) -> None:
+        self.write_status[st.value] = self.write_status.get(st.value, 0) + 1
+
+    def _record(self, obs, state, action, driver: Driver | None, mode: Mode) -> None:
+        """Close the previous tick's transition with this tick's observation; open a new one."""
+        if self.recorder is None or not self.opt.record:
+            return
+        prev = self._prev
+        if obs is None:  # no new STATE this tick: the open transition waits for the next one
+            if mode not in (Mode.STAND, Mode.POLICY):
+                self._prev = None
+            return
+        if prev is not None and np.all(np.isfinite(obs)):
+            p_obs, p_act, p_drv, p_t = prev
+            terminated = bool(self.task.terminated(obs))
+            self._episode_steps += 1
+            truncated = not terminated and self._episode_steps >= self.task.max_episode_steps
+            self.recorder.add(Row(
+                obs=p_obs, act=p_act, rew=float(self.task.reward(p_obs, p_act, obs)), next_obs=obs,
+                terminated=terminated, truncated=truncated, policy_version=p_drv.version,
+                logp=p_drv.logp, source=p_drv.source, t_us=p_t,
+            ))
+            if terminated or truncated:
+                self._episode_steps = 0
+                self._prev = None
+                if terminated:
+                    return
+        if action is not None and driver is not None and np.all(np.isfinite(obs)):
+            self._prev = (obs, action, driver, int(state.t_us))
+        else:
+            self._prev = None
+            self._episode_steps = 0
+
+    # ------------------------------------------------------------------ stats
+    def stats(self) -> dict[str, object]:
+        s = self.sched.stats()
+        s.update({
+            "mode": self.fsm.mode.value,
+            "policy_version": self.policy_version,
+            "previous_policy_version": -1 if self.previous_policy is None else self.previous_policy.version,
+            "swaps": self.swaps,
+            "rollbacks": self.rollbacks,
+            "swap_latency_ms": {k: round(v * 1e3, 3) for k, v in self.swap_latency.summary().items()},
+            "state_age_ms": round(self.last_state_age_s * 1e3, 3) if math.isfinite(self.last_state_age_s) else None,
+            "non_finite_actions": self.non_finite_actions,
+            "actions_filtered": self.filter.clipped,
+            "no_new_state": self.no_new_state,
+            "write_status": dict(self.write_status),
+            "safety_transitions": list(self.fsm.history)[-10:],
+        })
+        if self.recorder is not None:
+            s["transitions"] = {
+                "recorded": self.recorder.rows_recorded,
+                "batches": self.recorder.batches_emitted,
+                "batches_dropped": self.recorder.batches_dropped,
+            }
+        if self.loader is not None:
+            s["policies"] = {"accepted": self.loader.accepted, "rejected": dict(self.loader.rejected)}
+        return s

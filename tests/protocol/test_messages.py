@@ -169,6 +169,9 @@ REJECTIONS = [
     (pack(T)[:-3], "malformed"),
     (pack([1, 2]), "malformed"),
     (b"\xd4\x05\x00", "malformed"),  # extension type
+    (b"\x91" * 100_000 + b"\xc0", "malformed"),  # nesting deeper than msgpack's stack
+    (b"\xdd\xff\xff\xff\xff", "malformed"),  # array header claiming 4 G items
+    (b"\xc6\xff\xff\xff\xf0", "malformed"),  # bin header claiming 4 GB
     (pack(with_(T, v=SCHEMA_VERSION + 1)), "bad_version"),
     (pack(without(T, "v")), "bad_version"),
     (pack(with_(T, v=True)), "bad_version"),

@@ -201,8 +201,10 @@ class OffPolicyAlgorithm:
         return copy.deepcopy(self.policy).cpu().eval()
 
     def state_dict(self) -> dict:
-        sd: dict[str, Any] = {name: m.state_dict() for name, m in self._modules.items()}
-        sd.update({name: o.state_dict() for name, o in self._optims.items()})
+        """A snapshot (deep copy): torch's state_dicts hold references to the live tensors, and an
+        optimiser's load_state_dict keeps them, so two instances would share Adam moments."""
+        sd: dict[str, Any] = {name: copy.deepcopy(m.state_dict()) for name, m in self._modules.items()}
+        sd.update({name: copy.deepcopy(o.state_dict()) for name, o in self._optims.items()})
         sd["log_alpha"] = self.log_alpha.detach().clone()
         sd["step"] = self.step
         sd["gen"] = self.gen.get_state()
@@ -216,7 +218,7 @@ class OffPolicyAlgorithm:
         for name, m in self._modules.items():
             m.load_state_dict(sd[name])
         for name, o in self._optims.items():
-            o.load_state_dict(sd[name])
+            o.load_state_dict(copy.deepcopy(sd[name]))  # never share moments with the source
         with torch.no_grad():
             self.log_alpha.copy_(sd["log_alpha"])
         self.step = int(sd["step"])

@@ -1,0 +1,140 @@
+"""Algorithm contracts: registry, update keys, gradient routing, determinism, checkpoint round trip."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from learner_testkit import ACT_DIM, OBS_DIM, TINY, synthetic_batch
+
+from learner.algorithms import REGISTRY, UnknownAlgorithmError, make
+
+TINY_CFG = {"hidden": TINY}
+
+
+def tiny(name: str, **kw):
+    cfg = dict(TINY_CFG, **kw)
+    if name in ("h2o", "darc", "darc_plus"):
+        cfg.setdefault("disc_hidden", TINY)
+    return make(name, OBS_DIM, ACT_DIM, cfg)
+
+
+def params(module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def changed(before, module) -> bool:
+    return any(not torch.equal(a, b) for a, b in zip(before, module.parameters()))
+
+
+def test_unknown_algorithm_lists_choices():
+    with pytest.raises(UnknownAlgorithmError, match="choices: cql, darc, darc_plus, h2o, sac"):
+        make("td3", OBS_DIM, ACT_DIM)
+
+
+def test_unknown_config_field_is_rejected():
+    with pytest.raises(ValueError, match="unknown H2OConfig field"):
+        make("h2o", OBS_DIM, ACT_DIM, {"betaa": 0.1})
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_every_algorithm_updates_its_networks(name, batches):
+    real, sim, d_real, d_sim = batches
+    algo = tiny(name)
+    before_pi, before_q, before_t = params(algo.policy), params(algo.critic), params(algo.critic_target)
+    stats = algo.update(real if algo.uses_real else None, sim if algo.uses_sim else None,
+                        disc_real=d_real, disc_sim=d_sim)
+    assert algo.step == 1
+    assert all(math.isfinite(v) for v in stats.values())
+    assert {"losses/qf1", "losses/qf2", "losses/policy", "losses/alpha", "charts/alpha"} <= set(stats)
+    assert changed(before_pi, algo.policy) and changed(before_q, algo.critic) and changed(before_t, algo.critic_target)
+    a = algo.act(real.obs[0].numpy(), deterministic=True)
+    assert a.shape == (ACT_DIM,) and (abs(a) <= 1).all()
+
+
+def test_h2o_logs_every_term(batches):
+    stats = tiny("h2o").update(*batches)
+    for key in ("losses/d_sa", "losses/d_sas", "charts/d_sa_accuracy", "charts/d_sas_accuracy",
+                "losses/qf1_real_bellman", "losses/qf1_sim_bellman", "losses/qf1_penalty", "losses/qf2_penalty",
+                "charts/q_real_mean", "charts/q_sim_mean", "charts/is_weight_min", "charts/is_weight_mean",
+                "charts/is_weight_max", "charts/omega_min", "charts/omega_max", "charts/u_mean"):
+        assert key in stats
+    assert 1e-5 <= stats["charts/is_weight_min"] <= stats["charts/is_weight_max"] <= 1.0
+
+
+def test_d_sa_receives_both_discriminator_losses(batches):
+    algo = tiny("h2o")
+    real, sim = batches[0], batches[1]
+    _, stats = algo.classifiers.losses(real, sim, algo.gen)
+    grads = torch.autograd.grad(stats["losses/d_sas"], list(algo.classifiers.d_sa.parameters()), allow_unused=True)
+    assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
+
+
+def test_policy_loss_does_not_reach_the_critics(batches):
+    algo = tiny("h2o")
+    policy_loss, _, _ = algo.actor_and_alpha_losses(batches[0].obs)
+    policy_loss.backward()
+    assert all(p.grad is None for p in algo.critic.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in algo.policy.parameters())
+
+
+def test_targets_get_no_gradients(batches):
+    algo = tiny("h2o")
+    algo.update(*batches)
+    assert all(not p.requires_grad and p.grad is None for p in algo.critic_target.parameters())
+    # the Polyak step moved them by exactly tau toward the online critic (from the hard copy)
+    fresh = tiny("h2o")
+    for t, t0, q in zip(algo.critic_target.parameters(), fresh.critic_target.parameters(), algo.critic.parameters()):
+        assert torch.allclose(t, t0 + algo.cfg.tau * (q - t0), atol=1e-6)
+
+
+def test_same_seed_same_result_different_seed_differs(batches):
+    a, b, c = tiny("h2o", seed=3), tiny("h2o", seed=3), tiny("h2o", seed=4)
+    for _ in range(3):
+        sa, sb, sc = a.update(*batches), b.update(*batches), c.update(*batches)
+    assert sa == sb and sa != sc
+    assert all(torch.equal(x, y) for x, y in zip(a.policy.parameters(), b.policy.parameters()))
+
+
+def test_state_dict_round_trip_restores_in_place(batches):
+    a = tiny("h2o", seed=1)
+    for _ in range(2):
+        a.update(*batches)
+    sd = a.state_dict()
+    b = tiny("h2o", seed=9)
+    ids = [id(p) for p in b.critic.parameters()]
+    opt_ids = [id(p) for g in b.critic_opt.param_groups for p in g["params"]]
+    b.load_state_dict(sd)
+    assert ids == [id(p) for p in b.critic.parameters()] == opt_ids  # optimisers still see the same params
+    assert b.step == a.step == 2 and b.log_alpha.item() == a.log_alpha.item()
+    assert a.update(*batches) == b.update(*batches)  # identical continuation (nets, targets, Adam, noise)
+    with pytest.raises(ValueError, match="checkpoint is for 'h2o'"):
+        tiny("sac").load_state_dict(sd)
+
+
+def test_classifiers_stay_near_chance_on_identical_data():
+    algo = tiny("h2o", disc_lr=1e-3)
+    for i in range(150):
+        real, sim = synthetic_batch(64, 2 * i), synthetic_batch(64, 2 * i + 1)
+        stats = algo.classifiers.update(real, sim, algo.gen)
+    held_out = synthetic_batch(256, 10_000)
+    w = algo.importance_weight(held_out)
+    assert 0.3 < stats["charts/d_sas_accuracy"].item() < 0.7
+    assert w.mean().item() > 0.5  # no confident "sim" verdict on data drawn like the real data
+
+
+def test_classifiers_separate_shifted_dynamics():
+    algo = tiny("h2o", disc_lr=1e-3)
+    for i in range(150):
+        real, sim = synthetic_batch(64, 2 * i), synthetic_batch(64, 2 * i + 1, shift=0.5)
+        algo.classifiers.update(real, sim, algo.gen)
+    w_real = algo.importance_weight(synthetic_batch(256, 20_000)).mean()
+    w_sim = algo.importance_weight(synthetic_batch(256, 20_001, shift=0.5)).mean()
+    assert w_sim < w_real  # sim transitions look less "real"
+
+
+def test_policy_for_export_is_a_cpu_copy():
+    algo = tiny("h2o")
+    p = algo.policy_for_export()
+    assert p is not algo.policy and next(p.parameters()).device.type == "cpu" and not p.training

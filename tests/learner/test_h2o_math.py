@@ -1,0 +1,145 @@
+"""H2O's terms on tiny hand-computed cases (reference: /work/shared/reference/h2o_algorithm.md)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from learner_testkit import ACT_DIM, OBS_DIM, TINY, set_constant_logits, set_constant_q, synthetic_batch
+from torch.nn import functional as F
+
+from learner.algorithms import make
+from learner.algorithms.h2o import LOG_U_FLOOR, U_MAX, log_omega_from_u
+
+
+def tiny_h2o(**kw):
+    return make("h2o", OBS_DIM, ACT_DIM, {"hidden": TINY, "disc_hidden": TINY, **kw})
+
+
+def test_omega_is_u_over_sum_u():
+    omega = log_omega_from_u(torch.tensor([1.0, 2.0, 3.0, 4.0])).exp()
+    assert torch.allclose(omega, torch.tensor([0.1, 0.2, 0.3, 0.4]), atol=1e-7)
+
+
+def test_omega_all_u_at_floor_is_uniform_and_finite():
+    # u <= 1e-45 everywhere (negative log-ratios, exact zeros, float32 denormals): reference would
+    # give 0/0 under flush-to-zero; here omega = 1/N.
+    for u in (torch.tensor([-5.0, -1.0, 0.0, 1e-50]), torch.zeros(4), torch.full((4,), 1e-45)):
+        log_omega = log_omega_from_u(u)
+        assert torch.isfinite(log_omega).all()
+        assert torch.allclose(log_omega.exp(), torch.full((4,), 0.25))
+
+
+def test_omega_with_some_u_at_floor():
+    log_omega = log_omega_from_u(torch.tensor([0.0, 2.0]))
+    assert torch.isfinite(log_omega).all()
+    assert log_omega[0].item() == pytest.approx(LOG_U_FLOOR - math.log(2.0), abs=1e-4)
+    assert log_omega[1].item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_gap_weight_from_constant_classifier():
+    algo = tiny_h2o()
+    sim = synthetic_batch(8, 0)
+    algo.set_real_state_std(torch.ones(OBS_DIM))
+    # logits (real, sim) = (0, 1) everywhere: log P_sim/P_real(s'|s,a) = 1 -> u = 1, omega = 1/8
+    set_constant_logits(algo.classifiers.d_sas, (0.0, 1.0))
+    log_omega, u = algo.gap_weight(sim)
+    assert torch.allclose(u, torch.ones(8), atol=1e-6)
+    assert torch.allclose(log_omega.exp(), torch.full((8,), 1 / 8), atol=1e-6)
+    # logits (1, 0): log-ratio -1 -> every u at the floor -> omega uniform, finite
+    set_constant_logits(algo.classifiers.d_sas, (1.0, 0.0))
+    log_omega, u = algo.gap_weight(sim)
+    assert torch.allclose(u, -torch.ones(8), atol=1e-6)
+    assert torch.allclose(log_omega.exp(), torch.full((8,), 1 / 8), atol=1e-6)
+    assert U_MAX == 10.0  # the reference clamp (unreachable with 2*tanh logits: |log-ratio| <= 4)
+
+
+def test_gap_weight_perturbs_next_state_with_real_state_std():
+    algo = tiny_h2o(n_next_state_samples=4)
+    sim = synthetic_batch(16, 0)
+    algo.set_real_state_std(torch.zeros(OBS_DIM))  # sigma 0: all k samples identical
+    _, u0 = algo.gap_weight(sim)
+    expected = -algo.classifiers.log_dynamics_ratio(sim.obs, sim.act, sim.next_obs)
+    assert torch.allclose(u0, expected, atol=1e-6)
+    algo.set_real_state_std(torch.ones(OBS_DIM))
+    _, u1 = algo.gap_weight(sim)
+    assert not torch.allclose(u1, expected, atol=1e-4)
+
+
+def test_importance_weight_is_clipped_ratio():
+    algo = tiny_h2o()
+    sim = synthetic_batch(8, 0)
+    set_constant_logits(algo.classifiers.d_sas, (0.0, 1.0))
+    assert torch.allclose(algo.importance_weight(sim), torch.full((8,), math.exp(-1.0)), atol=1e-6)
+    set_constant_logits(algo.classifiers.d_sas, (1.0, 0.0))  # ratio e > 1: never up-weighted
+    assert torch.allclose(algo.importance_weight(sim), torch.ones(8))
+    set_constant_logits(algo.classifiers.d_sas, (-1.999, 1.999))  # the smallest ratio 2*tanh allows
+    w = algo.importance_weight(sim)
+    assert torch.allclose(w, torch.full((8,), math.exp(-3.998)), rtol=1e-4) and (w >= 1e-5).all()
+
+
+def test_log_dynamics_ratio_equals_reference_probability_form():
+    algo = tiny_h2o()
+    b = synthetic_batch(32, 5)
+    d_sa, d_sas = algo.classifiers.d_sa, algo.classifiers.d_sas
+    with torch.no_grad():
+        sa = d_sa(b.obs, b.act)
+        p_sa = F.softmax(sa, 1)
+        p_sas = F.softmax(d_sas(b.obs, b.act, b.next_obs) + sa, 1)
+        ref = torch.log(p_sas[:, 0] * p_sa[:, 1] / (p_sas[:, 1] * p_sa[:, 0]))
+    assert torch.allclose(algo.classifiers.log_dynamics_ratio(b.obs, b.act, b.next_obs), ref, atol=1e-5)
+
+
+def test_penalty_value_hand_computed():
+    algo = tiny_h2o(beta=0.01)
+    q_real = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]])
+    q_sim = torch.tensor([[0.0, math.log(3.0)], [0.0, 0.0]])
+    log_omega = torch.log(torch.tensor([0.5, 0.5]))
+    pen = algo.penalty(q_real, q_sim, log_omega)
+    # critic 1: log(0.5 e^0 + 0.5 e^ln3) - mean(1,2,3) = log 2 - 2 ; critic 2: log 1 - 0 = 0
+    assert pen[0].item() == pytest.approx(0.01 * (math.log(2.0) - 2.0), abs=1e-7)
+    assert pen[1].item() == pytest.approx(0.0, abs=1e-7)
+    big = algo.penalty(q_real, torch.full((2, 2), 1e5), log_omega)
+    assert torch.allclose(big, torch.full((2,), 0.01 * 1000.0))  # difference clipped to +-1000
+
+
+def test_td_target_no_entropy_backup():
+    algo = tiny_h2o(gamma=0.9, reward_scale=2.0, reward_bias=1.0)
+    set_constant_q(algo.critic_target, (3.0, 5.0))
+    b = synthetic_batch(6, 0)
+    y = algo.td_target(b)
+    expected = 2.0 * b.rew + 1.0 + 0.9 * (1.0 - b.done) * 3.0  # min over the twin targets
+    assert torch.allclose(y, expected, atol=1e-5)
+    assert y.grad_fn is None
+
+
+def test_auto_alpha_loss_and_direction():
+    algo = tiny_h2o(alpha_lr=0.1)
+    obs = synthetic_batch(64, 0).obs
+    torch.manual_seed(0)
+    gen_state = algo.gen.get_state()
+    _, alpha_loss, stats = algo.actor_and_alpha_losses(obs)
+    log_pi = stats["charts/log_pi"].item()
+    # log_alpha = 0 at init: loss value is 0, gradient -(mean log pi + H), H = -act_dim
+    assert alpha_loss.item() == pytest.approx(0.0, abs=1e-7)
+    algo.gen.set_state(gen_state)
+    p_loss, a_loss, _ = algo.actor_and_alpha_losses(obs)
+    algo.alpha_opt.zero_grad()
+    a_loss.backward()
+    assert algo.log_alpha.grad.item() == pytest.approx(-(log_pi - ACT_DIM), rel=1e-5)
+    before = algo.log_alpha.item()
+    algo.alpha_opt.step()
+    step = algo.log_alpha.item() - before
+    # first Adam step has magnitude lr, against the gradient's sign
+    assert step == pytest.approx(-0.1 * math.copysign(1.0, algo.log_alpha.grad.item()), rel=1e-3)
+
+
+def test_darc_reward_correction():
+    algo = make("darc", OBS_DIM, ACT_DIM, {"hidden": TINY, "disc_hidden": TINY})
+    b = synthetic_batch(8, 0)
+    set_constant_logits(algo.classifiers.d_sas, (1.0, -0.5))
+    assert torch.allclose(algo.reward_correction(b), torch.full((8,), 1.5), atol=1e-6)
+    # and it enters the target as r + dr
+    set_constant_q(algo.critic_target, (0.0, 0.0))
+    assert torch.allclose(algo.td_target(b, extra_reward=algo.reward_correction(b)), b.rew + 1.5, atol=1e-5)

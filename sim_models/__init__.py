@@ -1,0 +1,42 @@
+"""Simulator side of the H2O wheel-legged project: MJCF, tasks, gap profiles, envs, data.
+
+`import sim_models` registers the gymnasium ids (h2o/StandStill-v0, ...) when gymnasium is
+installed, without importing mujoco: the robot imports `sim_models.tasks` and
+`sim_models.controller`, which are numpy-only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def make_env(task: str, profile: Any = "nominal", seed: int | None = None, **kw: Any):
+    """See sim_models.envs.make_env (imported lazily: it needs mujoco and gymnasium)."""
+    from sim_models.envs import make_env as _make_env
+
+    return _make_env(task, profile=profile, seed=seed, **kw)
+
+
+def _register() -> None:
+    try:
+        import gymnasium as gym
+    except ImportError:  # the robot computer: no gymnasium, nothing to register
+        return
+    ids = {
+        "h2o/StandStill-v0": {"task": "stand_still"},
+        "h2o/MoveStraight-v0": {"task": "move_straight"},
+        "h2o/Turn-v0": {"task": "turn"},
+        "h2o/Locomotion-v0": {"task": "locomotion"},
+    }
+    for env_id, kwargs in ids.items():
+        if env_id not in gym.registry:
+            gym.register(env_id, entry_point="sim_models.envs:WheelLeggedEnv", kwargs=kwargs,
+                         max_episode_steps=1000)
+    for gap in ("nominal", "gravity2", "friction03", "jointnoise"):
+        env_id = f"h2o/HalfCheetah-{gap}-v0"
+        if env_id not in gym.registry:
+            gym.register(env_id, entry_point="sim_models.halfcheetah:make_halfcheetah",
+                         kwargs={"gap": gap}, max_episode_steps=1000)
+
+
+_register()

@@ -123,12 +123,16 @@ class DynamicsProfile:
         model.body_mass[base] *= self.base_mass_scale
         model.body_inertia[base] *= self.base_mass_scale
         model.body_ipos[base] += np.asarray(self.com_offset_m)
+        # The compiler marks a body whose COM sits at its origin "same frame" and then ignores
+        # body_ipos; clear the flag or a COM offset silently does nothing.
+        model.body_sameframe[base] = 0
         model.geom_friction[:] *= self.floor_friction_scale
         for wheel in WHEEL_BODIES:
             dof = model.jnt_dofadr[model.body(wheel).jntadr[0]]
             model.dof_damping[dof] += self.wheel_damping
             model.dof_frictionloss[dof] += self.wheel_frictionloss
         model.opt.gravity[:] *= self.gravity_scale
+        mujoco.mj_setConst(model, mujoco.MjData(model))  # derived masses/weights after the edits
 
 
 _POSITIVE = ("base_mass_scale", "floor_friction_scale", "motor_strength_scale", "gravity_scale")

@@ -1,0 +1,95 @@
+"""Classical balance controller: behaviour policy for offline data and the onboard fallback.
+
+NUMPY ONLY (runs on the robot). Discrete LQR with integral action on the planar
+wheeled-inverted-pendulum model of the legs-locked robot. The gains are derived offline by
+`sim_models.lqr_design` (costs = the paper's stand-still reward, Q = I on [x, v, pitch,
+pitch_rate] and R = 1 on the per-wheel torque in N·m, plus weight 20 on the integral of the
+position error, which stops the run-away a COM shift otherwise causes) and stored here; a test
+re-derives them from the MJCF and checks they match.
+
+The error it regulates: e = [integral of (x - x_ref), x - x_ref, v - v_ref, pitch, pitch_rate],
+with x_ref advancing at v_ref per call. Per task:
+- stand_still: v_ref = 0. move_straight: v_ref = 0.2 m/s.
+- turn (no x in the obs): x is integrated from v; a differential yaw-rate term is added.
+- locomotion: legs held at the crouch (action 0), wheels balance and track the speed command.
+`detuned=True`: a barely-stable controller (no position or integral loop, soft pitch loop) that
+with behaviour noise 0.3-0.45 gives genuinely medium data (reference/benchmark_notes.md: a tuned
+controller plus noise is nearly expert, and behaviour cloning alone then wins).
+
+Stateful (integral, reference): call `reset()` at each episode start.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sim_models.tasks import (
+    CONTROL_HZ,
+    LOCO_WHEEL_TORQUE_NM,
+    PAPER_TORQUE_NM,
+    STRAIGHT_SPEED_MPS,
+    TASKS,
+)
+
+# u = -K e (per-wheel torque, N·m); from `python -m sim_models.lqr_design` (model 0.1.0).
+LQR_GAIN = np.array([-3.782796, -5.096803, -3.326041, -11.659486, -1.798409])
+# Barely stable: no integral or position loop, weak speed and pitch-rate loops.
+DETUNED_GAIN = np.array([0.0, 0.0, 0.0, -3.92, -0.134])
+YAW_RATE_GAIN = 2.0  # N·m of wheel-torque difference per rad/s of yaw-rate error
+_LOCO_PITCH, _LOCO_GYRO_Y, _LOCO_V, _LOCO_VCMD = 0, 3, 15, 17
+
+
+class UnsupportedTaskError(ValueError):
+    """The controller has no law for this task name."""
+
+
+class BalanceController:
+    """act(obs) -> action in [-1, 1]^act_dim for one of the four tasks."""
+
+    def __init__(self, task: str = "stand_still", detuned: bool = False,
+                 speed_mps: float | None = None) -> None:
+        if task not in TASKS:
+            raise UnsupportedTaskError(f"no controller for task {task!r}; known: {sorted(TASKS)}")
+        self.task = task
+        self.detuned = detuned
+        self.gain = (DETUNED_GAIN if detuned else LQR_GAIN).copy()
+        default_speed = STRAIGHT_SPEED_MPS if task == "move_straight" else 0.0
+        self.speed_mps = default_speed if speed_mps is None else float(speed_mps)
+        self.dt = 1.0 / CONTROL_HZ
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the reference, the integral and the integrated position (episode start)."""
+        self._x_ref: float | None = None
+        self._x_hat = 0.0
+        self._integral = 0.0
+
+    def _balance_torque(self, x: float | None, v: float, pitch: float, pitch_rate: float,
+                        speed: float) -> float:
+        if x is None:  # no position in the obs: integrate the measured speed
+            self._x_hat += v * self.dt
+            x = self._x_hat
+        if self._x_ref is None:
+            self._x_ref = x
+        else:
+            self._x_ref += speed * self.dt
+        x_err = x - self._x_ref
+        self._integral += x_err * self.dt
+        err = np.array([self._integral, x_err, v - speed, pitch, pitch_rate])
+        return float(-self.gain @ err)
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        o = np.asarray(obs, dtype=np.float64)
+        if self.task in ("stand_still", "move_straight"):
+            tau = self._balance_torque(o[0], o[1], o[2], o[3], self.speed_mps)
+            return np.clip(np.array([tau / PAPER_TORQUE_NM]), -1.0, 1.0).astype(np.float32)
+        if self.task == "turn":
+            # obs = [v, pitch, pitch_rate, yaw_rate, yaw_rate_cmd]; +yaw (left) = right wheel ahead.
+            tau = self._balance_torque(None, o[0], o[1], o[2], self.speed_mps)
+            diff = 0.5 * YAW_RATE_GAIN * (o[4] - o[3])
+            return np.clip(np.array([tau - diff, tau + diff]) / PAPER_TORQUE_NM,
+                           -1.0, 1.0).astype(np.float32)
+        tau = self._balance_torque(None, o[_LOCO_V], o[_LOCO_PITCH], o[_LOCO_GYRO_Y], o[_LOCO_VCMD])
+        a = np.zeros(6)
+        a[[2, 5]] = tau / LOCO_WHEEL_TORQUE_NM
+        return np.clip(a, -1.0, 1.0).astype(np.float32)

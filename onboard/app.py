@@ -30,17 +30,17 @@ log = logging.getLogger(__name__)
 SOFTWARE_VERSION = "onboard-0.1"
 
 
-def make_controller(task_name: str) -> Callable[[np.ndarray], np.ndarray]:
+def make_controller(task_name: str):
     """The classical balance controller of sim_models (numpy only): the STAND driver."""
     from sim_models.controller import BalanceController
 
-    return BalanceController(task_name).act
+    return BalanceController(task_name)
 
 
 class OnboardApp:
     """Everything the robot runs. `start()` then `run(stop)`; `close()` always."""
 
-    def __init__(self, cfg: OnboardConfig, controller: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+    def __init__(self, cfg: OnboardConfig, controller=None) -> None:
         from sim_models.tasks import get_task
 
         self.cfg = cfg

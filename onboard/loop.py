@@ -64,7 +64,7 @@ class ControlLoop:
         self,
         link: SerialLink,
         task,  # sim_models.tasks.TaskSpec
-        controller: Callable[[np.ndarray], np.ndarray],
+        controller,  # BalanceController-like: .act(obs) -> action, optional .reset(); or a callable
         scheduler: DeadlineScheduler,
         fsm: SafetyFSM,
         action_filter: ActionFilter,
@@ -76,7 +76,8 @@ class ControlLoop:
     ) -> None:
         self.link = link
         self.task = task
-        self.controller = controller
+        self._controller_act: Callable[[np.ndarray], np.ndarray] = getattr(controller, "act", controller)
+        self._controller_reset: Callable[[], None] | None = getattr(controller, "reset", None)
         self.sched = scheduler
         self.fsm = fsm
         self.filter = action_filter
@@ -218,7 +219,7 @@ class ControlLoop:
             p = self.policy
             a, logp = p.act(obs, self.rng)
             return np.asarray(a, np.float32), Driver(Source.POLICY, p.version, logp)
-        a = np.asarray(self.controller(obs), np.float32).reshape(self.task.act_dim)
+        a = np.asarray(self._controller_act(obs), np.float32).reshape(self.task.act_dim)
         return a, Driver(Source.CONTROLLER, -1, math.nan)
 
     def _on_mode_change(self, before: Mode, mode: Mode) -> None:
@@ -235,6 +236,8 @@ class ControlLoop:
         elif mode in (Mode.STAND, Mode.POLICY) and before not in (Mode.STAND, Mode.POLICY):
             self._count(self.link.enable())
             self._ticks_since_enable = 0
+        if mode is Mode.STAND and self._controller_reset is not None:
+            self._controller_reset()  # a fresh reference: hold where the robot is now
 
     def _reactivate(self) -> None:
         try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 
 import numpy as np
@@ -17,12 +16,6 @@ from onboard.streamer import LinkConfigError, Streamer, StreamerConfig
 from protocol.messages import Hello, schema_hash
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def hello() -> Hello:
@@ -43,17 +36,8 @@ def fast_cfg(endpoint: str, spool: str, **kw) -> StreamerConfig:
     return StreamerConfig(**base)
 
 
-def wait_for(cond, timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return False
-
-
-def test_batches_are_delivered_acked_and_removed_from_spool(tmp_path):
-    ep = f"tcp://127.0.0.1:{free_port()}"
+def test_batches_are_delivered_acked_and_removed_from_spool(tmp_path, endpoint, wait_for):
+    ep = endpoint
     learner = DevLearner(ep)
     st = Streamer(fast_cfg(ep, str(tmp_path)), hello, stats=lambda: {"period_err_p99_ms": 0.1})
     st.start()
@@ -71,8 +55,8 @@ def test_batches_are_delivered_acked_and_removed_from_spool(tmp_path):
     assert learner.log.duplicates == 0
 
 
-def test_learner_absent_then_back_everything_delivered_exactly_once(tmp_path):
-    ep = f"tcp://127.0.0.1:{free_port()}"
+def test_learner_absent_then_back_everything_delivered_exactly_once(tmp_path, endpoint, wait_for):
+    ep = endpoint
     st = Streamer(fast_cfg(ep, str(tmp_path)), hello)
     st.start()
     try:
@@ -91,8 +75,8 @@ def test_learner_absent_then_back_everything_delivered_exactly_once(tmp_path):
         st.stop()
 
 
-def test_spooled_batches_survive_a_robot_process_restart(tmp_path):
-    ep = f"tcp://127.0.0.1:{free_port()}"
+def test_spooled_batches_survive_a_robot_process_restart(tmp_path, endpoint, wait_for):
+    ep = endpoint
     st1 = Streamer(fast_cfg(ep, str(tmp_path)), hello)
     st1.start()
     for i in range(3):
@@ -113,7 +97,7 @@ def test_spooled_batches_survive_a_robot_process_restart(tmp_path):
     assert learner.rows_of("r1-second") == list(range(5))
 
 
-def test_curve_link_and_policy_push_reaches_the_loader(tmp_path):
+def test_curve_link_and_policy_push_reaches_the_loader(tmp_path, endpoint, wait_for):
     keys = tmp_path / "keys"
     keys.mkdir()
     srv_pub, srv_sec = zmq.auth.create_certificates(str(keys), "server")
@@ -121,7 +105,7 @@ def test_curve_link_and_policy_push_reaches_the_loader(tmp_path):
     authorised = tmp_path / "authorised"
     authorised.mkdir()
     (authorised / "robot.key").write_bytes(open(cli_pub, "rb").read())
-    ep = f"tcp://127.0.0.1:{free_port()}"
+    ep = endpoint
     learner = DevLearner(ep, server_secret_key_file=srv_sec, client_keys_dir=str(authorised))
     got: list[PolicyCandidate] = []
     cfg = fast_cfg(ep, str(tmp_path / "spool"), plaintext=False, client_secret_key_file=cli_sec, server_public_key_file=srv_pub)
@@ -145,14 +129,14 @@ def test_curve_link_and_policy_push_reaches_the_loader(tmp_path):
         learner.close()
 
 
-def test_unauthorised_robot_key_gets_no_session(tmp_path):
+def test_unauthorised_robot_key_gets_no_session(tmp_path, endpoint, wait_for):
     keys = tmp_path / "keys"
     keys.mkdir()
     srv_pub, srv_sec = zmq.auth.create_certificates(str(keys), "server")
     _, cli_sec = zmq.auth.create_certificates(str(keys), "intruder")
     empty = tmp_path / "authorised"
     empty.mkdir()
-    ep = f"tcp://127.0.0.1:{free_port()}"
+    ep = endpoint
     learner = DevLearner(ep, server_secret_key_file=srv_sec, client_keys_dir=str(empty))
     cfg = fast_cfg(ep, str(tmp_path / "spool"), plaintext=False, client_secret_key_file=cli_sec, server_public_key_file=srv_pub)
     st = Streamer(cfg, hello)
@@ -165,7 +149,7 @@ def test_unauthorised_robot_key_gets_no_session(tmp_path):
         learner.close()
 
 
-def test_plaintext_refused_off_loopback_and_curve_needs_keys(tmp_path):
+def test_plaintext_refused_off_loopback_and_curve_needs_keys(tmp_path, endpoint, wait_for):
     with pytest.raises(LinkConfigError, match="loopback"):
         StreamerConfig(endpoint="tcp://10.0.0.5:5555", plaintext=True)
     with pytest.raises(LinkConfigError, match="CURVE"):

@@ -1,0 +1,154 @@
+"""The whole onboard stack against the virtual robot over a real pty (lock-step unless stated)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from onboard.dev_learner import DevLearner
+from onboard.dev_policies import mlp_policy_bytes, sha256_hex
+from onboard.policy import PolicyCandidate
+from onboard.safety import Mode
+from protocol.messages import Source
+
+pytestmark = pytest.mark.timeout(90)
+
+# Linear balance law for stand_still (obs = [x, v, pitch, pitch_rate]) in normalised action units,
+# run as an ONNX policy (through tanh). The STAND driver is sim_models' BalanceController.
+BALANCE_GAIN = np.array([[1.0, 2.0, 30.0, 3.0]]) / 3.0
+
+
+def balance_policy(version: int, **kw) -> bytes:
+    return mlp_policy_bytes(4, 1, version=version, linear_gain=BALANCE_GAIN, **kw)
+
+
+def run_ticks(app, n: int) -> None:
+    app.run(threading.Event(), max_ticks=n)
+
+
+def test_controller_balances_and_transitions_are_recorded(make_app, wait_for):
+    app = make_app()
+    run_ticks(app, 400)
+    assert app.fsm.mode is Mode.STAND
+    obs = app.loop.recent_observations()
+    assert np.all(np.abs(obs[:, 2]) < 0.1)  # pitch stays near upright
+    assert app.recorder.rows_recorded >= 390
+    assert app.scheduler.missed_deadlines == 0
+
+
+def test_policy_pushed_mid_run_is_validated_and_swapped(make_app, wait_for, endpoint):
+    ep = endpoint
+    learner = DevLearner(ep)
+    try:
+        app = make_app(stream=True, endpoint=ep)
+        run_ticks(app, 100)
+        assert wait_for(lambda: app.streamer.connected)
+        learner.push_policy(5, balance_policy(5))
+        stop = threading.Event()
+        t = threading.Thread(target=app.run, args=(stop,))
+        t.start()
+        try:
+            assert wait_for(lambda: app.fsm.mode is Mode.POLICY, 20)
+            time.sleep(0.2)
+        finally:
+            stop.set()
+            t.join(10)
+        assert app.loop.policy_version == 5
+        assert app.scheduler.missed_deadlines == 0
+        assert np.all(np.abs(app.loop.recent_observations()[:, 2]) < 0.2)
+        assert wait_for(lambda: any(r.version == 5 and r.accepted for r in learner.log.policy_results))
+        app.recorder.flush()
+        assert wait_for(lambda: any(v[2] == 5 and v[1] == Source.POLICY for v in learner.log.rows.values()))
+        assert app.loop.swap_latency.count == 1
+    finally:
+        learner.close()
+
+
+@pytest.mark.parametrize(
+    "make_bad",
+    [
+        lambda: (lambda d: (d, sha256_hex(d)))(balance_policy(2, nan_output=True)),
+        lambda: (lambda d: (d, sha256_hex(d)))(mlp_policy_bytes(4, 2, version=2)),  # wrong action width
+        lambda: (lambda d: (d, sha256_hex(d)))(balance_policy(2)[:-30]),  # truncated (hash of what came)
+        lambda: (balance_policy(2), "f" * 64),  # wrong hash
+    ],
+    ids=["nan", "wrong_shape", "truncated", "wrong_hash"],
+)
+def test_bad_policy_is_never_activated(make_app, make_bad, wait_for):
+    app = make_app()
+    good = balance_policy(1)
+    app.loader.submit(PolicyCandidate(1, sha256_hex(good), good))
+    assert wait_for(lambda: app.loader.accepted == 1)
+    run_ticks(app, 50)
+    assert app.loop.policy_version == 1 and app.fsm.mode is Mode.POLICY
+    data, sha = make_bad()
+    app.loader.submit(PolicyCandidate(2, sha, data))
+    assert wait_for(lambda: sum(app.loader.rejected.values()) == 1)
+    run_ticks(app, 50)
+    assert app.loop.policy_version == 1 and app.fsm.mode is Mode.POLICY
+    assert app.loop.swaps == 1
+
+
+def test_tilt_past_limit_goes_damping(make_app, wait_for):
+    app = make_app()
+    full_torque = mlp_policy_bytes(4, 1, version=1, linear_gain=np.zeros((1, 4)), mean_bias=5.0)
+    app.loop.activate_policy(app.loader.validate_now(PolicyCandidate(1, sha256_hex(full_torque), full_torque)))
+    run_ticks(app, 400)
+    assert app.fsm.mode is Mode.DAMPING
+    assert "tilt" in app.fsm.history[-1]["reason"]
+    assert app.recorder.rows_recorded > 0
+    app.recorder.flush()
+
+
+def test_firmware_silent_goes_damping_within_stale_time(make_app, wait_for):
+    app = make_app(lockstep=False, stale_state_ms=50.0)
+    stop = threading.Event()
+    t = threading.Thread(target=app.run, args=(stop,))
+    t.start()
+    try:
+        assert wait_for(lambda: app.fsm.mode is Mode.STAND)
+        time.sleep(0.3)
+        app.virtual_robot.stop()  # the firmware goes silent
+        assert wait_for(lambda: app.fsm.mode is Mode.DAMPING, 5)
+    finally:
+        stop.set()
+        t.join(10)
+    reason = app.fsm.history[-1]["reason"]
+    assert "stale" in reason
+    age_ms = float(reason.split("(")[1].split()[0])
+    assert age_ms < 50.0 + 3 * 5.0  # decided on the first tick(s) past the limit
+
+
+def test_learner_absent_for_a_while_then_every_transition_delivered_once(make_app, wait_for, endpoint):
+    ep = endpoint
+    app = make_app(stream=True, endpoint=ep)
+    run_ticks(app, 300)
+    assert wait_for(lambda: app.streamer.spool.pending_rows > 0)
+    assert not app.streamer.connected
+    learner = DevLearner(ep)
+    try:
+        run_ticks(app, 200)
+        app.recorder.flush()
+        total = app.recorder.rows_recorded
+        assert wait_for(lambda: len(learner.rows_of(app.streamer.stream_id)) == total, 20)
+        assert wait_for(lambda: app.streamer.spool.pending_rows == 0)
+        assert learner.rows_of(app.streamer.stream_id) == list(range(total))
+        assert learner.log.duplicates == 0
+    finally:
+        learner.close()
+
+
+def test_short_real_time_run_writes_stats_file(make_app, tmp_path):
+    app = make_app(lockstep=False)
+    stop = threading.Event()
+    timer = threading.Timer(1.5, stop.set)
+    timer.start()
+    app.run(stop)
+    app.status.report()
+    s = json.loads((tmp_path / "stats.json").read_text())
+    assert s["mode"] == "STAND" and s["ticks"] > 100
+    assert {"p50", "p99", "max"} <= set(s["period_error_ms"])

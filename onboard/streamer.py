@@ -67,7 +67,7 @@ class StreamerConfig:
     """Where the learner is, how we prove who we are, and the link's timing."""
 
     endpoint: str = "tcp://127.0.0.1:5555"  # the learner's ROUTER
-    robot_id: str = "robot0"
+    robot_id: str = "robot0"  # this robot's name in HELLO and in its stream ids
     plaintext: bool = False  # no CURVE: only allowed for a loopback endpoint
     client_secret_key_file: str = ""  # our key pair (zmq.auth .key_secret file)
     server_public_key_file: str = ""  # the learner's public key (.key file)

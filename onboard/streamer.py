@@ -71,8 +71,8 @@ class StreamerConfig:
     plaintext: bool = False  # no CURVE: only allowed for a loopback endpoint
     client_secret_key_file: str = ""  # our key pair (zmq.auth .key_secret file)
     server_public_key_file: str = ""  # the learner's public key (.key file)
-    spool_dir: str = "runs/spool"
-    spool_max_mb: float = 256.0
+    spool_dir: str = "runs/spool"  # unacknowledged transitions on disk (survive a restart)
+    spool_max_mb: float = 256.0  # past this the oldest spooled data is dropped (counted)
     queue_batches: int = 64  # batches waiting between the loop and this thread
     max_inflight: int = 8  # unacknowledged batches on the wire
     heartbeat_interval_s: float = 0.5

@@ -75,10 +75,10 @@ class StreamerConfig:
     spool_max_mb: float = 256.0  # past this the oldest spooled data is dropped (counted)
     queue_batches: int = 64  # batches waiting between the loop and this thread
     max_inflight: int = 8  # unacknowledged batches on the wire
-    heartbeat_interval_s: float = 0.5
+    heartbeat_interval_s: float = 0.5  # HEARTBEAT period; also the liveness tick
     liveness: int = 4  # missed heartbeat intervals before the socket is reset
-    reconnect_initial_s: float = 0.25
-    reconnect_max_s: float = 8.0
+    reconnect_initial_s: float = 0.25  # first back-off before reopening the socket
+    reconnect_max_s: float = 8.0  # back-off doubles up to this
     poll_ms: int = 10  # how often the thread wakes to drain the loop's queue
     resend_after_s: float = 5.0  # no ACK progress this long with batches in flight -> resend them
 

@@ -3,7 +3,9 @@
 Why this shape: the control loop must never block or unwind on the serial line. So one reader
 thread owns `read` (decodes frames, keeps the latest RobotState with its arrival time), one
 writer thread owns `write`, and the loop only swaps references and puts encoded frames into a
-bounded queue: every send returns a `WriteStatus`, never raises. pyserial's
+bounded queue: every send returns a `WriteStatus`, never raises. On a file-descriptor port (tty,
+pty) with nothing queued, the sending thread writes the frame itself with one non-blocking
+write(2) (no thread hand-off; a partial write queues the rest), so order is kept. pyserial's
 `serial_for_url` makes one code path serve /dev/ttyUSB0, a pty path, socket://host:port and
 loop://.
 
@@ -31,8 +33,10 @@ from __future__ import annotations
 
 import collections
 import enum
+import errno
 import fcntl
 import logging
+import os
 import queue
 import struct
 import threading
@@ -50,9 +54,10 @@ from protocol.frames import (
     FrameError,
     FrameType,
     SeqTracker,
-    encode_command,
     encode_control,
+    encode_frame,
     encode_heartbeat,
+    pack_command,
     unpack_fault,
     unpack_heartbeat,
     unpack_state,
@@ -102,6 +107,7 @@ class SerialLinkConfig:
     state_queue_size: int = 0  # > 0: also put every state in `link.states` (oldest dropped)
     activate_timeout_s: float = 1.0  # wait this long for a STATE in ENABLED after ENABLE
     low_latency: bool = True  # best effort ASYNC_LOW_LATENCY on a real tty (see docs)
+    direct_write: bool = True  # tty/pty: the sender writes when nothing is queued (no hand-off)
     write_stall_s: float = 0.5  # a write blocked this long (peer not reading) -> ERROR state
 
 
@@ -190,6 +196,8 @@ class SerialLink:
         self._seq_out = 0
         self._send_lock = threading.Lock()
         self._write_queue: queue.Queue[bytes | None] = queue.Queue(self.config.write_queue_frames)
+        self._queued = 0  # frames queued or being written by the writer thread (under _send_lock)
+        self._direct_fd: int | None = None
         self._latest: StateSample | None = None
         self._state_cond = threading.Condition()
         self._n_states = 0
@@ -208,6 +216,9 @@ class SerialLink:
         self._serial = self._open()
         if self.config.low_latency:
             self.low_latency_set = try_low_latency(self._serial)
+        fd = getattr(self._serial, "fd", None)
+        if self.config.direct_write and isinstance(fd, int):
+            self._direct_fd = fd
         self._stop.clear()
         self._threads = [
             threading.Thread(target=self._read_loop, name="serial-reader", daemon=True),
@@ -249,6 +260,8 @@ class SerialLink:
         if self.lifecycle == LinkState.ACTIVE:
             self.deactivate()
         self._stop.set()
+        with self._send_lock:
+            self._direct_fd = None  # from here every write goes through (and drains in) the queue
         try:
             self._write_queue.put_nowait(None)  # wake the writer; it drains what was queued first
         except queue.Full:
@@ -283,13 +296,14 @@ class SerialLink:
         if self.lifecycle != LinkState.ACTIVE:
             return WriteStatus.NOT_OPEN if self.lifecycle != LinkState.INACTIVE else WriteStatus.NOT_ACTIVE
         try:
-            finite = cmd.is_finite()
+            payload = pack_command(cmd)  # also checks each field holds one value per actuator
+            finite = bool(np.isfinite(np.frombuffer(payload, dtype="<f4")).all())
         except (TypeError, ValueError):
             finite = False
         if not finite:
             self.counters.writes_rejected_invalid += 1
             return WriteStatus.INVALID
-        status = self._enqueue(FrameType.COMMAND, lambda seq: encode_command(cmd, seq))
+        status = self._enqueue(FrameType.COMMAND, lambda seq: encode_frame(FrameType.COMMAND, seq, payload))
         if status == WriteStatus.OK and self._command_sent_s is None:
             self._command_sent_s = time.monotonic()
         return status
@@ -313,24 +327,41 @@ class SerialLink:
     def send_heartbeat(self) -> WriteStatus:
         """HEARTBEAT with the host clock (µs); an echo of it yields a round-trip sample."""
         t_us = time.monotonic_ns() // 1000
+        with self._send_lock:  # registered before it can be written: the echo may beat us back
+            self._pending_heartbeats[t_us] = time.monotonic()
+            while len(self._pending_heartbeats) > MAX_PENDING_HEARTBEATS:
+                self._pending_heartbeats.popitem(last=False)
         status = self._enqueue(FrameType.HEARTBEAT, lambda seq: encode_heartbeat(t_us, seq))
-        if status == WriteStatus.OK:
+        if status != WriteStatus.OK:
             with self._send_lock:
-                self._pending_heartbeats[t_us % (1 << 64)] = time.monotonic()
-                while len(self._pending_heartbeats) > MAX_PENDING_HEARTBEATS:
-                    self._pending_heartbeats.popitem(last=False)
+                self._pending_heartbeats.pop(t_us, None)
         return status
 
     def send_raw(self, data: bytes) -> WriteStatus:
         """Queue bytes as they are (tests, fault experiments). Not counted as a frame."""
         if self.lifecycle in (LinkState.UNCONFIGURED, LinkState.ERROR, LinkState.FINALIZED):
             return WriteStatus.NOT_OPEN
-        try:
-            self._write_queue.put_nowait(bytes(data))
-        except queue.Full:
-            self.counters.writes_dropped_queue_full += 1
-            return WriteStatus.QUEUE_FULL
+        with self._send_lock:
+            try:
+                self._write_queue.put_nowait(bytes(data))
+            except queue.Full:
+                self.counters.writes_dropped_queue_full += 1
+                return WriteStatus.QUEUE_FULL
+            self._queued += 1
         return WriteStatus.OK
+
+    def _write_direct(self, data: bytes) -> bytes:
+        """One non-blocking write(2) from the caller's thread; returns what is left to queue."""
+        try:
+            n = os.write(self._direct_fd, data)
+        except (BlockingIOError, InterruptedError):
+            return data
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EINTR):
+                return data
+            return data  # let the writer thread meet the error and report it (ERROR state)
+        self.counters.bytes_out += n
+        return data[n:]
 
     def _send_control(self, frame_type: FrameType) -> WriteStatus:
         return self._enqueue(frame_type, lambda seq: encode_control(frame_type, seq))
@@ -338,13 +369,17 @@ class SerialLink:
     def _enqueue(self, frame_type: FrameType, encode: Callable[[int], bytes]) -> WriteStatus:
         if self.lifecycle in (LinkState.UNCONFIGURED, LinkState.ERROR, LinkState.FINALIZED):
             return WriteStatus.NOT_OPEN
-        with self._send_lock:  # seq order == queue order
+        with self._send_lock:  # seq order == wire order
             if self._write_queue.full():
                 self.counters.writes_dropped_queue_full += 1
                 return WriteStatus.QUEUE_FULL
             data = encode(self._seq_out)
             self._seq_out = (self._seq_out + 1) & 0xFFFF
-            self._write_queue.put_nowait(data)
+            if self._queued == 0 and self._direct_fd is not None:
+                data = self._write_direct(data)
+            if data:
+                self._queued += 1
+                self._write_queue.put_nowait(data)
             name = frame_type.name
             self.counters.frames_out[name] = self.counters.frames_out.get(name, 0) + 1
         return WriteStatus.OK
@@ -502,3 +537,6 @@ class SerialLink:
                 self.counters.write_errors += 1
                 self._fail("write", exc)
                 return
+            finally:
+                with self._send_lock:
+                    self._queued -= 1

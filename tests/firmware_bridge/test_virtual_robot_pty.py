@@ -129,6 +129,9 @@ def lockstep_bytes(start_robot, open_link, seed: int) -> dict[str, bytes]:
     rng = np.random.default_rng(0)
     for _ in range(40):
         drive_lockstep(link, MotorCommand.torque(rng.uniform(-1, 1, 6)), 1)
+    index = link.states_received
+    link.deactivate()  # answered by one STATE; after it nothing more crosses the line
+    assert link.wait_for_state(lambda s: s.state.mode == MotorMode.DISABLED, 2.0, index) is not None
     link.close()
     robot.stop()
     return {ch: recorder.joined(ch) for ch in (HOST_TO_FW, FW_TO_HOST)}

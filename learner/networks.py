@@ -33,7 +33,7 @@ def parse_hidden(arch: str | tuple[int, ...] | list[int]) -> tuple[int, ...]:
     """'256-256' -> (256, 256); tuples pass through. Raises ValueError on bad input."""
     if isinstance(arch, str):
         try:
-            sizes = tuple(int(x) for x in arch.split("-") if x)
+            sizes = tuple(int(x) for x in arch.split("-"))
         except ValueError as exc:
             raise ValueError(f"hidden sizes must look like '256-256', got {arch!r}") from exc
     else:

@@ -38,9 +38,9 @@ def mlp_policy_bytes(
     metadata: dict[str, str] | None = None,
     drop_metadata: tuple[str, ...] = (),
 ) -> bytes:
-    """An MLP (or, with `linear_gain` [act_dim, obs_dim], a linear law) as a contract ONNX model.
+    """A contract ONNX policy: a linear law and/or a 2-hidden-layer ReLU MLP, summed.
 
-    mean = W2 tanh(W1 obs + b1) + b2 (or linear_gain @ obs); action = tanh(mean);
+    mean = linear_gain @ obs (if given) + MLP(obs) (if hidden > 0); action = tanh(mean);
     log_std = a constant per dimension; `mean_bias` is added to mean. Fault knobs: `nan_output` (a NaN bias), `out_act_dim`
     (wrong output width), `unsquashed` (action = 10 * mean, out of [-1, 1]).
     """
@@ -48,21 +48,34 @@ def mlp_policy_bytes(
     out_dim = act_dim if out_act_dim is None else out_act_dim
     inits: list[onnx.TensorProto] = []
     nodes: list[onnx.NodeProto] = []
+    if linear_gain is None and hidden <= 0:
+        raise ValueError("need a linear_gain or hidden > 0")
+    branches = []
     if linear_gain is not None:
         inits.append(_init("Wlin", np.asarray(linear_gain, np.float32).reshape(out_dim, obs_dim).T))
-        nodes.append(helper.make_node("MatMul", ["obs", "Wlin"], ["mean_raw"]))
-    else:
+        nodes.append(helper.make_node("MatMul", ["obs", "Wlin"], ["mean_lin"]))
+        branches.append("mean_lin")
+    if hidden > 0:  # two hidden layers (the learner's policy shape), small output weights
         inits += [
             _init("W1", rng.normal(0, 1 / np.sqrt(obs_dim), (obs_dim, hidden))),
             _init("b1", np.zeros(hidden)),
-            _init("W2", rng.normal(0, 0.1 / np.sqrt(hidden), (hidden, out_dim))),
-            _init("b2", np.zeros(out_dim)),
+            _init("W2", rng.normal(0, 1 / np.sqrt(hidden), (hidden, hidden))),
+            _init("b2", np.zeros(hidden)),
+            _init("W3", rng.normal(0, 0.01 / np.sqrt(hidden), (hidden, out_dim))),
+            _init("b3", np.zeros(out_dim)),
         ]
         nodes += [
             helper.make_node("Gemm", ["obs", "W1", "b1"], ["h1"]),
-            helper.make_node("Tanh", ["h1"], ["h1t"]),
-            helper.make_node("Gemm", ["h1t", "W2", "b2"], ["mean_raw"]),
+            helper.make_node("Relu", ["h1"], ["h1r"]),
+            helper.make_node("Gemm", ["h1r", "W2", "b2"], ["h2"]),
+            helper.make_node("Relu", ["h2"], ["h2r"]),
+            helper.make_node("Gemm", ["h2r", "W3", "b3"], ["mean_mlp"]),
         ]
+        branches.append("mean_mlp")
+    if len(branches) == 2:
+        nodes.append(helper.make_node("Add", branches, ["mean_raw"]))
+    else:
+        nodes.append(helper.make_node("Identity", branches, ["mean_raw"]))
     bias = np.full(out_dim, np.nan if nan_output else mean_bias)
     inits += [_init("bias", bias), _init("log_std_c", np.full(out_dim, log_std)), _init("zero_w", np.zeros((obs_dim, out_dim)))]
     nodes += [

@@ -158,6 +158,8 @@ class ControlLoop:
         now = self.sched.clock.now()
         state = sample.state if sample is not None else None
         age = sample.age_s if sample is not None else math.inf
+        if self.opt.lockstep and sample is not None and sample.index > self._last_index:
+            age = 0.0  # simulated time: the STATE answering our last COMMAND is fresh by definition
         self.last_state_age_s = age
         new_state = sample is not None and sample.index > self._last_index
         if sample is not None:

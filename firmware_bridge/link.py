@@ -42,7 +42,7 @@ import struct
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Protocol
 
 import numpy as np
 import serial
@@ -64,6 +64,8 @@ from protocol.frames import (
 )
 from protocol.robot_types import MotorCommand, MotorMode, RobotState
 
+from firmware_bridge.recorder import FW_TO_HOST, HOST_TO_FW
+
 log = logging.getLogger(__name__)
 
 # Linux TIOCGSERIAL/TIOCSSERIAL and the ASYNC_LOW_LATENCY flag (what `setserial low_latency` sets).
@@ -73,6 +75,12 @@ ASYNC_LOW_LATENCY = 1 << 13
 SERIAL_STRUCT_FLAGS_OFFSET = 16  # struct serial_struct: int type, line; uint port; int irq, flags
 RTT_WINDOW = 4096  # samples kept for percentiles
 MAX_PENDING_HEARTBEATS = 32
+
+
+class ByteRecorder(Protocol):
+    """recorder.SerialByteRecorder: queues bytes for a background writer, never blocks."""
+
+    def record_ns(self, channel: str, t_ns: int, data: bytes) -> None: ...
 
 
 class LinkState(enum.Enum):
@@ -179,9 +187,11 @@ class SerialLink:
         self,
         config: SerialLinkConfig | None = None,
         on_state: Callable[[StateSample], None] | None = None,
+        recorder: "ByteRecorder | None" = None,
     ) -> None:
         self.config = config or SerialLinkConfig()
         self.on_state = on_state  # called on the reader thread: keep it short
+        self.recorder = recorder  # raw bytes both ways, host monotonic clock; must not block
         self.lifecycle = LinkState.UNCONFIGURED
         self.error: BaseException | None = None
         self.counters = LinkCounters()
@@ -361,6 +371,8 @@ class SerialLink:
                 return data
             return data  # let the writer thread meet the error and report it (ERROR state)
         self.counters.bytes_out += n
+        if self.recorder is not None and n:
+            self.recorder.record_ns(HOST_TO_FW, time.monotonic_ns(), data[:n])
         return data[n:]
 
     def _send_control(self, frame_type: FrameType) -> WriteStatus:
@@ -471,6 +483,8 @@ class SerialLink:
                 continue
             now = time.monotonic()
             self.counters.bytes_in += len(data)
+            if self.recorder is not None:
+                self.recorder.record_ns(FW_TO_HOST, int(now * 1e9), data)
             for frame in self._decoder.feed(data):
                 self._handle(frame, now)
 
@@ -533,6 +547,8 @@ class SerialLink:
             try:
                 ser.write(data)
                 self.counters.bytes_out += len(data)
+                if self.recorder is not None:
+                    self.recorder.record_ns(HOST_TO_FW, time.monotonic_ns(), data)
             except Exception as exc:  # noqa: BLE001
                 self.counters.write_errors += 1
                 self._fail("write", exc)

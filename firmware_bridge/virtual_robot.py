@@ -35,6 +35,7 @@ import numpy as np
 from firmware_bridge.faults import ChannelFaults, FaultConfig, SensorFaults
 from firmware_bridge.firmware import DEFAULT_TORQUE_LIMIT_NM, FirmwareConfig, FirmwareLogic
 from firmware_bridge.pty_port import PtyPort
+from firmware_bridge.recorder import FW_TO_HOST, HOST_TO_FW
 from protocol.frames import (
     FaultReport,
     Frame,
@@ -51,8 +52,6 @@ from protocol.robot_types import FaultFlags, MotorCommand, RobotState
 
 log = logging.getLogger(__name__)
 
-HOST_TO_FW = "serial/host_to_fw"
-FW_TO_HOST = "serial/fw_to_host"
 # Fault bits worth an immediate FAULT frame when they rise (the rest are per-tick conditions).
 REPORTED_FAULTS = FaultFlags.WATCHDOG | FaultFlags.ESTOP_LATCHED | FaultFlags.MOTOR_STUCK | FaultFlags.BAD_COMMAND
 MAX_CATCH_UP_TICKS = 2  # real time: after a stall, skip missed ticks beyond this instead of bursting
@@ -69,7 +68,7 @@ class Plant(Protocol):
 
 
 class ByteRecorder(Protocol):
-    """Where raw serial bytes go (protocol.recording's writer, adapted in recorder.py)."""
+    """Where raw serial bytes go (recorder.SerialByteRecorder writes them to an MCAP file)."""
 
     def record(self, channel: str, t_s: float, data: bytes) -> None: ...
 
@@ -383,9 +382,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     recorder = None
     if args.record:
-        from firmware_bridge.recorder import open_byte_recorder
+        from firmware_bridge.recorder import SerialByteRecorder
 
-        recorder = open_byte_recorder(args.record)
+        recorder = SerialByteRecorder(args.record)
     stop = threading.Event()
 
     def _on_signal(signum: int, _frame: object) -> None:

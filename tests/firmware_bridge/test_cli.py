@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+from firmware_bridge.recorder import FW_TO_HOST, HOST_TO_FW
+from firmware_bridge.replay import summarise
+
 REPO = Path(__file__).resolve().parents[2]
 
 
 def test_virtual_robot_cli_serves_console_and_shuts_down_on_sigterm(tmp_path):
-    link_path = tmp_path / "ttyRobot"
+    link_path, record = tmp_path / "ttyRobot", tmp_path / "run.mcap"
     robot = subprocess.Popen(
         [sys.executable, "-m", "firmware_bridge.virtual_robot", "--profile", "mild",
-         "--device", str(link_path), "--watchdog-ms", "200", "--log-level", "WARNING"],
+         "--device", str(link_path), "--watchdog-ms", "200", "--log-level", "WARNING",
+         "--record", str(record)],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
@@ -35,6 +40,12 @@ def test_virtual_robot_cli_serves_console_and_shuts_down_on_sigterm(tmp_path):
         _, err = robot.communicate(timeout=30)
     assert robot.returncode == 0, err
     assert not os.path.lexists(link_path)  # symlink removed on shutdown
+    summary = summarise(record)  # the recording was finished on SIGTERM and holds both directions
+    assert summary[HOST_TO_FW].frames["COMMAND"] > 5 and summary[HOST_TO_FW].frames["ENABLE"] == 1
+    assert summary[FW_TO_HOST].frames["STATE"] > 5
+    replay = subprocess.run([sys.executable, "-m", "firmware_bridge.replay", str(record)],
+                            cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert replay.returncode == 0 and json.loads(replay.stdout)[FW_TO_HOST]["frames"]["STATE"] > 5
 
 
 def test_console_rejects_bad_torque_and_missing_device(tmp_path):

@@ -1,0 +1,73 @@
+"""Balance controller: keeps the nominal robot up, tracks 0.2 m/s, fails gracefully on severe."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import sim_models
+from sim_models.controller import LQR_GAIN, BalanceController, UnsupportedTaskError
+
+
+def _episode(task, profile, seed=0, detuned=False):
+    env = sim_models.make_env(task, profile)
+    ctrl = BalanceController(task, detuned=detuned)
+    obs, _ = env.reset(seed=seed)
+    observations, rewards = [obs], []
+    while True:
+        obs, reward, terminated, truncated, _ = env.step(ctrl.act(obs))
+        observations.append(obs)
+        rewards.append(reward)
+        if terminated or truncated:
+            return np.array(observations), np.array(rewards), terminated
+
+
+@pytest.mark.parametrize("profile", ["nominal", "mild", "moderate"])
+def test_keeps_the_robot_upright_for_a_full_episode(profile):
+    obs, rewards, terminated = _episode("stand_still", profile)
+    assert not terminated and len(rewards) == 1000
+    assert np.all(np.isfinite(obs))
+    if profile == "nominal":
+        assert np.max(np.abs(obs[:, 2])) < 0.1
+        assert rewards.sum() > 0.99 * 30 * 1000
+
+
+def test_tracks_0_2_m_per_s_on_move_straight():
+    obs, rewards, terminated = _episode("move_straight", "nominal")
+    assert not terminated and len(rewards) == 1000
+    assert np.mean(obs[500:, 1]) == pytest.approx(0.2, abs=0.02)
+
+
+def test_fails_gracefully_on_severe():
+    obs, rewards, terminated = _episode("stand_still", "severe")
+    assert terminated and len(rewards) < 1000
+    assert np.all(np.isfinite(obs)) and np.all(np.isfinite(rewards))
+
+
+def test_detuned_controller_gives_medium_returns_on_a_gap():
+    _, expert, _ = _episode("stand_still", "moderate")
+    _, medium, _ = _episode("stand_still", "moderate", detuned=True)
+    assert 0.1 * expert.sum() < medium.sum() < 0.7 * expert.sum()
+
+
+def test_turn_follows_the_yaw_rate_command():
+    env = sim_models.make_env("turn")
+    ctrl = BalanceController("turn")
+    obs, _ = env.reset(seed=0, options={"command": [0.6]})
+    yaw = []
+    for _ in range(600):
+        obs, _, terminated, _, _ = env.step(ctrl.act(obs))
+        assert not terminated
+        yaw.append(obs[3])
+    assert np.mean(yaw[300:]) == pytest.approx(0.6, abs=0.15)
+
+
+def test_stored_gains_match_the_offline_design():
+    from sim_models.lqr_design import design_gains
+
+    np.testing.assert_allclose(design_gains(), LQR_GAIN, rtol=1e-4)
+
+
+def test_unknown_task_is_rejected():
+    with pytest.raises(UnsupportedTaskError):
+        BalanceController("cartwheel")

@@ -8,6 +8,7 @@ own. They meet only through bounded queues and single references (see loop.py).
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from typing import Any, Callable
 
@@ -128,6 +129,9 @@ class OnboardApp:
             self.streamer.start()
         self.status.start()
         r = self.cfg.run
+        if r.gil_switch_interval_us > 0:
+            # A woken loop thread waits up to this long for the GIL held by a busy helper thread.
+            sys.setswitchinterval(r.gil_switch_interval_us * 1e-6)
         cpus = tuple(int(c) for c in r.cpus.split(",") if c.strip())
         apply_realtime(r.fifo_priority, cpus, r.lock_memory)
 

@@ -1,0 +1,185 @@
+"""Onboard loop timing: absolute-deadline scheduler vs a naive sleep(dt) loop, streaming on.
+
+Setup (all on this machine): the virtual robot in real time in a child process (MuJoCo, its own
+pty), a dev learner ROUTER in another child process that acks every batch and pushes a new
+policy every few seconds, and this process running the onboard app: ONNX policy (2x256 MLP,
+exploring), safety, recorder, streamer thread, status thread. Per rate, the same tick work runs
+twice in the same run: paced by `DeadlineScheduler` and by `sleep(dt)` after the work.
+
+Figures: period error |t_k - t_{k-1} - dt| p50/p99/max, missed deadlines (slots skipped by the
+scheduler; for the naive loop, periods longer than 1.25 dt), tick compute p99, achieved rate,
+and swap latency (POLICY received by the streamer -> first action of the new policy).
+
+    python benchmarks/bench_loop.py                # 200 and 500 Hz, 15 s each way
+    python benchmarks/bench_loop.py --seconds 60 --rates 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import multiprocessing as mp
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from onboard.app import OnboardApp  # noqa: E402
+from onboard.config import OnboardConfig  # noqa: E402
+from onboard.dev_policies import mlp_policy_bytes, sha256_hex  # noqa: E402
+from onboard.policy import PolicyCandidate  # noqa: E402
+from onboard.scheduler import RollingStats  # noqa: E402
+
+BALANCE_GAIN = np.array([[1.0, 2.0, 30.0, 3.0]]) / 3.0  # stand_still linear law, action units
+
+
+def learner_process(endpoint: str, push_every_s: float, stop: mp.Event, control_hz: float) -> None:
+    """Child process: ack everything, push policy v2, v3, ... every `push_every_s`."""
+    from onboard.dev_learner import DevLearner
+
+    learner = DevLearner(endpoint)
+    version, next_push = 2, time.monotonic() + push_every_s
+    while not stop.wait(0.05):
+        if time.monotonic() >= next_push:
+            learner.push_policy(version, mlp_policy_bytes(4, 1, version=version, hidden=256, seed=version,
+                                                         linear_gain=BALANCE_GAIN, control_hz=control_hz))
+            version += 1
+            next_push += push_every_s
+    learner.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def naive_run(app: OnboardApp, rate: float, seconds: float) -> dict[str, float]:
+    """The loop most people write first: work, then sleep(dt)."""
+    dt = 1.0 / rate
+    err, comp = RollingStats(int(rate * seconds) + 10), RollingStats(int(rate * seconds) + 10)
+    late = 0
+    end = time.perf_counter() + seconds
+    last = None
+    while True:
+        t = time.perf_counter()
+        if t >= end:
+            break
+        if last is not None:
+            err.add(abs(t - last - dt))
+            late += (t - last) > 1.25 * dt
+        last = t
+        app.loop.step()
+        comp.add(time.perf_counter() - t)
+        time.sleep(dt)
+    return summarize(err, comp, late, err.count + 1, seconds)
+
+
+def summarize(err: RollingStats, comp: RollingStats, missed: int, ticks: int, seconds: float) -> dict[str, float]:
+    e, c = err.summary(), comp.summary()
+    return {"err_p50": e["p50"] * 1e3, "err_p99": e["p99"] * 1e3, "err_max": e["max_ever"] * 1e3,
+            "missed": missed, "tick_p99": c["p99"] * 1e3, "rate": ticks / seconds}
+
+
+def scheduled_run(app: OnboardApp, seconds: float) -> dict[str, float]:
+    n = int(seconds / app.scheduler.period_s) + 10
+    sched = app.scheduler
+    from onboard.scheduler import RollingStats as RS
+
+    sched.period_error, sched.compute, sched.lateness = RS(n), RS(n), RS(n)
+    sched.missed_deadlines, sched.ticks = 0, 0
+    stop = threading.Event()
+    timer = threading.Timer(seconds, stop.set)
+    timer.start()
+    app.run(stop)
+    return summarize(sched.period_error, sched.compute, sched.missed_deadlines, sched.ticks, seconds)
+
+
+def bench_rate(rate: float, seconds: float, device: str, endpoint: str, spool: str, gil_us: float) -> tuple[dict, dict, dict]:
+    cfg = OnboardConfig()
+    cfg.run.gil_switch_interval_us = gil_us
+    cfg.run.rate_hz = rate
+    cfg.run.explore = True
+    cfg.run.stats_file = ""
+    cfg.run.status_interval_s = 5.0
+    cfg.link.url = device
+    cfg.learner.endpoint = endpoint
+    cfg.learner.spool_dir = spool
+    cfg.policy.inference_budget_ms = 5.0
+    cfg.safety.stale_state_ms = 100.0
+    app = OnboardApp(cfg)
+    first = mlp_policy_bytes(4, 1, version=1, hidden=256, linear_gain=BALANCE_GAIN, control_hz=rate)
+    app.start()
+    try:
+        app.loop.activate_policy(app.loader.validate_now(PolicyCandidate(1, sha256_hex(first), first)))
+        scheduled_run(app, 1.0)  # warm-up: connect, first heartbeats, caches; not measured
+        app.loop.swap_latency = RollingStats(100)
+        swaps_before = app.loop.swaps
+        sched = scheduled_run(app, seconds)
+        swaps = app.loop.swap_latency.values() * 1e3
+        info = {"swaps": app.loop.swaps - swaps_before, "swap_p50": float(np.median(swaps)) if swaps.size else float("nan"),
+                "swap_max": float(swaps.max()) if swaps.size else float("nan"), "mode": app.fsm.mode.value,
+                "rows": app.recorder.rows_recorded, "acked": app.streamer.counters.rows_acked}
+        naive = naive_run(app, rate, seconds)
+    finally:
+        app.close(drain_s=1.0)
+    return sched, naive, info
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seconds", type=float, default=15.0, help="duration of each run (each rate, each pacing)")
+    p.add_argument("--rates", default="200,500", help="comma-separated loop rates in Hz")
+    p.add_argument("--push-every-s", type=float, default=3.0, help="the learner pushes a new policy this often")
+    p.add_argument("--gil-switch-us", type=float, default=500.0, help="sys.setswitchinterval for the robot process (0: Python's 5000)")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    tmp = tempfile.mkdtemp(prefix="bench_loop_")
+    device = os.path.join(tmp, "tty")
+    vr = subprocess.Popen([sys.executable, "-m", "firmware_bridge.virtual_robot", "--profile", "nominal",
+                           "--device", device, "--log-level", "WARNING"], cwd=ROOT)
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    ctx = mp.get_context("spawn")
+    stop = ctx.Event()
+    rows = []
+    try:
+        for _ in range(100):
+            if os.path.exists(device):
+                break
+            time.sleep(0.1)
+        for rate in [float(r) for r in args.rates.split(",")]:
+            learner = ctx.Process(target=learner_process, args=(endpoint, args.push_every_s, stop, rate), daemon=True)
+            learner.start()
+            sched, naive, info = bench_rate(rate, args.seconds, device, endpoint, os.path.join(tmp, f"spool{rate:.0f}"),
+                                            args.gil_switch_us)
+            stop.set()
+            learner.join(5)
+            stop.clear()
+            rows.append((rate, sched, naive, info))
+    finally:
+        stop.set()
+        vr.terminate()
+        vr.wait(10)
+    print(f"\nonboard loop, {args.seconds:.0f} s per run, streaming on, policy pushed every {args.push_every_s} s,"
+          f" GIL switch interval {args.gil_switch_us or 5000:.0f} us, load average {os.getloadavg()[0]:.2f}")
+    print(f"{'rate':>5} {'pacing':>9} {'err p50':>8} {'err p99':>8} {'err max':>8} {'missed':>7} {'tick p99':>9} {'achieved':>9}  (ms, Hz)")
+    for rate, sched, naive, info in rows:
+        for name, r in (("deadline", sched), ("sleep(dt)", naive)):
+            print(f"{rate:5.0f} {name:>9} {r['err_p50']:8.3f} {r['err_p99']:8.3f} {r['err_max']:8.3f} {r['missed']:7d}"
+                  f" {r['tick_p99']:9.3f} {r['rate']:9.1f}")
+        print(f"      swaps {info['swaps']} (received -> first action p50 {info['swap_p50']:.2f} ms, max {info['swap_max']:.2f} ms);"
+              f" mode {info['mode']}; transitions {info['rows']}, acked {info['acked']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

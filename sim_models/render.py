@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
-os.environ.setdefault("MUJOCO_GL", "egl")
-os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+if "mujoco" not in sys.modules:  # too late to choose once mujoco is imported
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 
 import mujoco  # noqa: E402  (after MUJOCO_GL is chosen)
 import numpy as np  # noqa: E402
@@ -38,7 +40,8 @@ def make_renderer(model: mujoco.MjModel, width: int = 320, height: int = 240) ->
         return mujoco.Renderer(model, height=height, width=width)
     except Exception as err:  # mujoco raises several types (ImportError, RuntimeError, FatalError)
         raise RenderingUnavailableError(
-            f"{INSTALL_HINT} (MUJOCO_GL={os.environ.get('MUJOCO_GL')!r}; cause: {err})") from err
+            f"{INSTALL_HINT} (MUJOCO_GL={os.environ.get('MUJOCO_GL', 'unset')}; cause: {err})"
+        ) from err
 
 
 def render_episode(env: Any, policy: Callable[[np.ndarray], np.ndarray], path: str | Path,

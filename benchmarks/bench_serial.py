@@ -5,7 +5,8 @@ Prints, in one run (the machine is shared and noisy, so compare figures side by 
   2. HEARTBEAT echo round trip (no physics: the line + both processes), p50/p99/max;
   3. send_command() cost for the caller (it only queues), p50/p99;
   4. throughput: COMMANDs pipelined (a window in flight), frames/s each way;
-  5. real time (200 Hz firmware): STATE inter-arrival p50/p99 and command -> next STATE latency.
+  5. real time (200 Hz firmware): STATE inter-arrival p50/p99 and command -> next STATE latency;
+  6. in-process parts of a round trip (encode, decode, one MuJoCo control step), to explain 1.
 
 Usage: .venv/bin/python benchmarks/bench_serial.py [--n 2000] [--window 8] [--realtime-s 3]
 """
@@ -131,6 +132,30 @@ def bench_realtime(args: argparse.Namespace) -> None:
         stop_firmware(proc)
 
 
+def bench_parts(args: argparse.Namespace) -> None:
+    import timeit
+
+    from firmware_bridge.virtual_robot import VirtualRobotConfig, make_plant
+    from protocol.frames import FrameDecoder, encode_command, encode_state
+
+    cmd = MotorCommand.torque([0, 0, 0.1, 0, 0, 0.1])
+    plant = make_plant(VirtualRobotConfig(profile=args.profile))
+    state = plant.reset()
+    state_frame = encode_state(state, 1)
+    decoder = FrameDecoder()
+    n = 5000
+    parts = {
+        "encode COMMAND frame": lambda: encode_command(cmd, 1),
+        "decode STATE frame": lambda: decoder.feed(state_frame),
+        "encode STATE frame": lambda: encode_state(state, 1),
+        "MuJoCo control step (5 ms)": lambda: plant.step(cmd),
+    }
+    print("parts (in-process, best of 3):")
+    for name, fn in parts.items():
+        best = min(timeit.repeat(fn, number=n, repeat=3)) / n
+        print(f"  {name:28s} {best * 1e6:7.1f} us")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--n", type=int, default=2000, help="round trips measured (lock-step)")
@@ -142,6 +167,7 @@ def main() -> None:
           f"python {platform.python_version()}, {time.strftime('%Y-%m-%d %H:%M')}")
     bench_lockstep(args)
     bench_realtime(args)
+    bench_parts(args)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ import fcntl
 import logging
 import os
 import queue
+import select
 import struct
 import threading
 import time
@@ -75,6 +76,7 @@ ASYNC_LOW_LATENCY = 1 << 13
 SERIAL_STRUCT_FLAGS_OFFSET = 16  # struct serial_struct: int type, line; uint port; int irq, flags
 RTT_WINDOW = 4096  # samples kept for percentiles
 MAX_PENDING_HEARTBEATS = 32
+READ_CHUNK = 65536
 
 
 class ByteRecorder(Protocol):
@@ -473,9 +475,11 @@ class SerialLink:
     def _read_loop(self) -> None:
         ser = self._serial
         assert ser is not None
+        fd = getattr(ser, "fd", None)
+        read = self._read_fd if isinstance(fd, int) else self._read_pyserial
         while not self._stop.is_set():
             try:
-                data = ser.read(max(1, ser.in_waiting))
+                data = read(ser)
             except Exception as exc:  # noqa: BLE001 - any port failure -> ERROR state, not a crash
                 self._fail("read", exc)
                 return
@@ -487,6 +491,23 @@ class SerialLink:
                 self.recorder.record_ns(FW_TO_HOST, int(now * 1e9), data)
             for frame in self._decoder.feed(data):
                 self._handle(frame, now)
+
+    def _read_pyserial(self, ser: serial.SerialBase) -> bytes:
+        """socket://, loop:// and other URL handlers: pyserial's own read with its timeout."""
+        return ser.read(max(1, ser.in_waiting))
+
+    def _read_fd(self, ser: serial.SerialBase) -> bytes:
+        """tty/pty: one select + one read(2) of everything available (a whole STATE at once)."""
+        ready, _, _ = select.select([ser.fd], [], [], self.config.read_poll_s)
+        if not ready:
+            return b""
+        try:
+            data = os.read(ser.fd, READ_CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return b""
+        if not data:  # readable but empty: the other end is gone (as pyserial reports it)
+            raise serial.SerialException("device reports readiness to read but returned no data")
+        return data
 
     def _handle(self, frame: Frame, now: float) -> None:
         name = frame.type.name

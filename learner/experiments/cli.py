@@ -1,0 +1,57 @@
+"""Command line: run (or resume) a grid, then write its table and plots."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tomllib
+
+from learner.experiments import config as grid_config
+from learner.experiments.datasets import DatasetSpecError
+from learner.experiments.driver import run_grid
+from learner.experiments.report import write_report
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m learner.experiments",
+                                description="Run the H2O comparison grid (algorithms x gaps x datasets x seeds); "
+                                            "re-running the same command skips finished cells and resumes partial ones.")
+    p.add_argument("config", help="grid TOML (see configs/experiments/)")
+    p.add_argument("--workers", type=int, help="worker processes, one cell each (default: the config's)")
+    p.add_argument("--seeds", type=int, nargs="+", help="override the seeds list")
+    p.add_argument("--algorithms", nargs="+", help="override the algorithms list")
+    p.add_argument("--tasks", nargs="+", help="override the tasks list")
+    p.add_argument("--total-updates", type=int, help="override the per-cell update budget")
+    p.add_argument("--out-dir", help="override the run folder root (datasets, checkpoints, logs)")
+    p.add_argument("--results-dir", help="override where the table and plots go")
+    p.add_argument("--dry-run", action="store_true", help="prepare datasets and list the cells to run, run nothing")
+    p.add_argument("--report-only", action="store_true", help="only (re)write the table and plots from finished cells")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    overrides = {"workers": args.workers, "seeds": args.seeds, "algorithms": args.algorithms, "tasks": args.tasks,
+                 "total_updates": args.total_updates, "out_dir": args.out_dir, "results_dir": args.results_dir}
+    try:
+        cfg = grid_config.load(args.config, overrides)
+    except (OSError, tomllib.TOMLDecodeError, grid_config.GridConfigError, DatasetSpecError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    result: dict = {}
+    if not args.report_only:
+        try:
+            result = run_grid(cfg, dry_run=args.dry_run)
+        except DatasetSpecError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    if not args.dry_run:
+        rep = write_report(cfg)
+        print(rep["table"])
+        print(f"{rep['cells']} of {rep['of']} cells finished; table and plots in {cfg.results_dir}")
+    if result:
+        print(json.dumps({k: (len(v) if k != "failed" else v) for k, v in result.items()}))
+    return 1 if result.get("failed") else 0

@@ -1,0 +1,125 @@
+"""Grid configuration: algorithms x gaps x datasets x seeds (x tasks) with one shared budget.
+
+A TOML file holds a [grid] table (budget, output folders, the lists) and [[gaps]]/[[datasets]]
+arrays; `[train]` passes any other learner.train.TrainConfig key through unchanged (hidden sizes,
+batch sizes, eval cadence, ...), so the grid never re-implements train.py's options.
+A gap names both sides: the wheel-legged robot trains in sim = nominal against "real" = a named
+profile; the paper's HalfCheetah trains in sim = the modified env against real = nominal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from learner.experiments.datasets import DatasetSpec
+
+
+class GridConfigError(ValueError):
+    """A grid config that cannot run (unknown key, empty list, bad value)."""
+
+
+@dataclass
+class GapSpec:
+    """One dynamics gap: the simulator's profile and the profile that plays the real system."""
+
+    name: str
+    sim_profile: str = "nominal"
+    real_profile: str = ""  # default: the gap's name
+
+
+@dataclass
+class Cell:
+    """One training run: the unit the pool schedules, skips when done and resumes when partial."""
+
+    task: str
+    gap: GapSpec
+    dataset: DatasetSpec
+    algorithm: str
+    seed: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.task}/{self.gap.name}/{self.dataset.name}/{self.algorithm}/seed{self.seed}"
+
+    def run_dir(self, out_dir: Path) -> Path:
+        """Folder train.py writes: <out>/<task>/<gap>/<dataset>/<algorithm>_seed<k>/."""
+        return out_dir / self.task.replace("/", "_") / self.gap.name / self.dataset.name / f"{self.algorithm}_seed{self.seed}"
+
+
+@dataclass
+class GridConfig:
+    name: str = "grid"
+    tasks: list = field(default_factory=lambda: ["stand_still"])
+    algorithms: list = field(default_factory=lambda: ["h2o", "sac", "cql", "darc", "darc_plus"])
+    seeds: list = field(default_factory=lambda: [0, 1, 2])
+    total_updates: int = 30_000  # per cell
+    out_dir: str = "runs/experiments/grid"  # run folders, datasets (large, not committed)
+    results_dir: str = "results/grid"  # table + plots (small, committed)
+    workers: int = 2  # processes; one cell each, torch threads = 1 each
+    gaps: list = field(default_factory=list)  # list[GapSpec]
+    datasets: list = field(default_factory=list)  # list[DatasetSpec]
+    train: dict = field(default_factory=dict)  # extra learner.train TrainConfig keys for every cell
+
+    def validate(self) -> None:
+        from learner import algorithms
+        from learner.train import TrainConfig
+
+        for name in ("tasks", "algorithms", "seeds", "gaps", "datasets"):
+            if not getattr(self, name):
+                raise GridConfigError(f"grid needs at least one entry in {name}")
+        for a in self.algorithms:
+            if a not in algorithms.REGISTRY:
+                raise GridConfigError(f"unknown algorithm {a!r}; choices: {sorted(algorithms.REGISTRY)}")
+        if self.total_updates <= 0 or self.workers <= 0:
+            raise GridConfigError("total_updates and workers must be positive")
+        allowed = {f.name for f in dataclasses.fields(TrainConfig)} - {
+            "algorithm", "task", "sim_profile", "real_profile", "dataset", "total_updates", "run_dir", "name",
+            "seeds", "resume", "threads", "progress"}
+        bad = sorted(set(self.train) - allowed)
+        if bad:
+            raise GridConfigError(f"[train] keys {bad} are not TrainConfig options the grid passes through")
+        for d in self.datasets:
+            d.validate()
+        for g in self.gaps:
+            g.real_profile = g.real_profile or g.name
+
+    def cells(self) -> Iterator[Cell]:
+        """Cells in a stable order (task, gap, dataset, seed, algorithm): early cells fill whole rows."""
+        for task in self.tasks:
+            for gap in self.gaps:
+                for ds in self.datasets:
+                    for seed in self.seeds:
+                        for algo in self.algorithms:
+                            yield Cell(task, gap, ds, algo, int(seed))
+
+
+def from_dict(values: dict[str, Any]) -> GridConfig:
+    values = dict(values)
+    grid = dict(values.pop("grid", {}))
+    gaps = [GapSpec(**g) for g in values.pop("gaps", [])]
+    datasets = [DatasetSpec(**d) for d in values.pop("datasets", [])]
+    train = dict(values.pop("train", {}))
+    if values:
+        raise GridConfigError(f"unknown top-level table(s) {sorted(values)}; expected grid, gaps, datasets, train")
+    names = {f.name for f in dataclasses.fields(GridConfig)}
+    bad = sorted(set(grid) - names)
+    if bad:
+        raise GridConfigError(f"unknown [grid] key(s) {bad}")
+    try:
+        cfg = GridConfig(**grid, gaps=gaps, datasets=datasets, train=train)
+    except TypeError as exc:
+        raise GridConfigError(f"bad gap or dataset entry: {exc}") from exc
+    cfg.validate()
+    return cfg
+
+
+def load(path: str | Path, overrides: dict[str, Any] | None = None) -> GridConfig:
+    """Read a grid TOML; `overrides` replace [grid] keys (the CLI's --seeds, --total-updates, ...)."""
+    with open(path, "rb") as fh:
+        values = tomllib.load(fh)
+    values.setdefault("grid", {}).update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return from_dict(values)

@@ -1,0 +1,218 @@
+"""Serial-byte recordings as frames: decode, cut, merge, and pair physics steps with commands.
+
+Why here: the virtual robot, the link, the HIL tap and the replayer record the raw bytes of both
+directions of the serial line (firmware_bridge.recorder, MCAP) on the channels
+`serial/host_to_fw` and `serial/fw_to_host`; replay.py summarises them. Everything the HIL harness does with a recording starts from the same
+decoded view: the frames of each direction, in the order they were recorded, with their times.
+Keeping that one view here means the replayer, the command comparison, the gap report input and
+the CLI cannot disagree on what a recording contains.
+
+Times: a record's t_ns is the recorder's clock (the virtual robot's firmware time: simulated time
+in lock-step, wall time since start in real time). Record order is the causal order in lock-step:
+a host chunk is recorded before the frames the firmware sent in answer to it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from firmware_bridge.recorder import FW_TO_HOST, HOST_TO_FW
+from protocol.frames import Frame, FrameDecoder, FrameType, unpack_command, unpack_state
+from protocol.recording import ENCODING_SERIAL, Reader, Record, RecordingError, Writer
+from protocol.robot_types import MotorCommand, MotorMode, RobotState
+
+log = logging.getLogger(__name__)
+
+SERIAL_CHANNELS = (HOST_TO_FW, FW_TO_HOST)
+CONTROL_TYPES = (FrameType.ENABLE, FrameType.DISABLE, FrameType.ESTOP, FrameType.ESTOP_CLEAR)
+
+
+@dataclass(frozen=True)
+class TimedFrame:
+    """One decoded frame of a recording: its direction (channel), time, raw bytes and position."""
+
+    channel: str
+    t_ns: int
+    frame: Frame
+    order: int  # index of the record it completed (record order = causal order in lock-step)
+
+
+@dataclass
+class DecodedRecording:
+    """Every frame of a recording per direction, with the decoders' drop counts."""
+
+    path: str
+    records: int
+    complete: bool  # the file had its footer (False: cut off, e.g. the recorder was killed)
+    tail_bytes: int  # bytes after the last complete record (ignored)
+    frames: dict[str, list[TimedFrame]]
+    dropped: dict[str, dict[str, int]]  # channel -> decoder drop reason -> count
+    other_channels: dict[str, int]  # non-serial channels -> record count
+    t_first_ns: int | None
+    t_last_ns: int | None
+
+    def of(self, channel: str, *types: FrameType) -> list[TimedFrame]:
+        out = self.frames.get(channel, [])
+        return [f for f in out if f.frame.type in types] if types else list(out)
+
+
+def read_records(path: str | os.PathLike[str]) -> tuple[list[Record], Reader]:
+    """All complete records of a file and the reader (its `complete`/`tail_bytes`)."""
+    reader = Reader(path)
+    try:
+        records = list(reader)
+    except FileNotFoundError:
+        raise RecordingError(f"no such recording: {path}") from None
+    return records, reader
+
+
+def decode_records(records: Iterable[Record]) -> tuple[dict[str, list[TimedFrame]], dict[str, FrameDecoder], Counter]:
+    decoders: dict[str, FrameDecoder] = {}
+    frames: dict[str, list[TimedFrame]] = {c: [] for c in SERIAL_CHANNELS}
+    other: Counter = Counter()
+    for order, rec in enumerate(records):
+        if rec.channel not in SERIAL_CHANNELS:
+            other[rec.channel] += 1
+            continue
+        dec = decoders.setdefault(rec.channel, FrameDecoder())
+        for fr in dec.feed(rec.data):
+            frames[rec.channel].append(TimedFrame(rec.channel, rec.t_ns, fr, order))
+    return frames, decoders, other
+
+
+def decode_recording(path: str | os.PathLike[str]) -> DecodedRecording:
+    """Read and decode a serial recording (complete or cut off)."""
+    records, reader = read_records(path)
+    frames, decoders, other = decode_records(records)
+    times = [r.t_ns for r in records]
+    return DecodedRecording(
+        path=str(path),
+        records=len(records),
+        complete=reader.complete,
+        tail_bytes=reader.tail_bytes,
+        frames=frames,
+        dropped={c: {k: v for k, v in d.dropped.items() if v} for c, d in decoders.items()},
+        other_channels=dict(other),
+        t_first_ns=min(times) if times else None,
+        t_last_ns=max(times) if times else None,
+    )
+
+
+# ---------------------------------------------------------------------------- editing
+
+
+def cut(src: str | os.PathLike[str], dst: str | os.PathLike[str], start_s: float | None = None,
+        end_s: float | None = None, relative: bool = True) -> int:
+    """Copy the records with start <= t <= end into `dst`; times relative to the first record.
+
+    Serial bytes are cut at record boundaries, so a frame split across two records at the cut is
+    lost at the decoder (counted as a drop there), never mangled into a wrong frame.
+    Returns the number of records written.
+    """
+    records, _ = read_records(src)
+    base = records[0].t_ns if (records and relative) else 0
+    lo = None if start_s is None else base + int(round(start_s * 1e9))
+    hi = None if end_s is None else base + int(round(end_s * 1e9))
+    n = 0
+    with Writer(dst, default_encoding=ENCODING_SERIAL) as w:
+        for rec in records:
+            if (lo is None or rec.t_ns >= lo) and (hi is None or rec.t_ns <= hi):
+                w.write(rec.channel, rec.t_ns, rec.data)
+                n += 1
+    return n
+
+
+def merge(sources: list[str | os.PathLike[str]], dst: str | os.PathLike[str], prefixes: list[str] | None = None) -> int:
+    """Merge recordings into one, ordered by time (stable: ties keep file, then record order).
+
+    `prefixes` (one per source) are prepended to channel names, e.g. "robot0/", so two robots'
+    serial channels stay apart. Without prefixes, same-named channels are interleaved by time.
+    """
+    if prefixes is not None and len(prefixes) != len(sources):
+        raise ValueError(f"{len(prefixes)} prefixes for {len(sources)} recordings")
+    keyed: list[tuple[int, int, int, Record]] = []
+    for i, src in enumerate(sources):
+        records, _ = read_records(src)
+        p = prefixes[i] if prefixes else ""
+        keyed.extend((r.t_ns, i, j, Record(p + r.channel, r.t_ns, r.data)) for j, r in enumerate(records))
+    keyed.sort(key=lambda k: k[:3])
+    with Writer(dst, default_encoding=ENCODING_SERIAL) as w:
+        for _, _, _, rec in keyed:
+            w.write(rec.channel, rec.t_ns, rec.data)
+    return len(keyed)
+
+
+# ---------------------------------------------------------------------------- steps
+
+
+@dataclass
+class RecordedSteps:
+    """The physics steps a recording shows: states[k] --commands[k]--> states[k+1].
+
+    `applied[k]` is False where the firmware was not ENABLED at states[k] (it then applied zero
+    torque, whatever the host sent). `t_ns[k]` is the record time of states[k].
+    """
+
+    states: list[RobotState]
+    commands: list[MotorCommand]
+    applied: np.ndarray
+    t_ns: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.commands)
+
+
+def recorded_steps(rec: DecodedRecording) -> RecordedSteps:
+    """Pair each physics step with the command in force during it.
+
+    A step is two consecutive STATE frames whose firmware clocks (t_us) differ; a STATE with the
+    same t_us as the one before is an answer to ENABLE/DISABLE/... without stepping (lock-step)
+    and only updates the mode. The command in force is the last COMMAND recorded before the
+    later STATE (in lock-step: the COMMAND it answered; in real time: the latest one received
+    before that tick). Steps before any COMMAND use the zero command.
+    """
+    commands = [(f.order, unpack_command(f.frame.payload)) for f in rec.of(HOST_TO_FW, FrameType.COMMAND)]
+    ticks: list[RobotState] = []  # one per firmware tick (the last STATE of that tick: its latest mode)
+    times: list[int] = []
+    out_c: list[MotorCommand] = []
+    ci = -1
+    for tf in rec.of(FW_TO_HOST, FrameType.STATE):
+        s = unpack_state(tf.frame.payload)
+        while ci + 1 < len(commands) and commands[ci + 1][0] <= tf.order:
+            ci += 1
+        if ticks and s.t_us == ticks[-1].t_us:
+            ticks[-1], times[-1] = s, tf.t_ns
+            continue
+        if ticks:
+            out_c.append(commands[ci][1] if ci >= 0 else MotorCommand())
+        ticks.append(s)
+        times.append(tf.t_ns)
+    out_s = ticks
+    applied = [s.mode == MotorMode.ENABLED for s in ticks[:-1]]
+    return RecordedSteps(out_s, out_c, np.array(applied, bool), np.array(times, np.int64))
+
+
+def host_frames(rec: DecodedRecording) -> list[TimedFrame]:
+    """The host's frames (what onboard sent), in order."""
+    return rec.of(HOST_TO_FW)
+
+
+def iter_serial(path: str | os.PathLike[str]) -> Iterator[TimedFrame]:
+    """Frames of both directions in record order (for quick scripts)."""
+    rec = decode_recording(path)
+    merged = rec.of(HOST_TO_FW) + rec.of(FW_TO_HOST)
+    merged.sort(key=lambda f: f.order)
+    yield from merged
+
+
+__all__ = [
+    "CONTROL_TYPES", "DecodedRecording", "FW_TO_HOST", "HOST_TO_FW", "RecordedSteps", "RecordingError",
+    "SERIAL_CHANNELS", "TimedFrame", "cut", "decode_recording", "host_frames", "iter_serial", "merge",
+    "read_records", "recorded_steps",
+]

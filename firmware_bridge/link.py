@@ -565,9 +565,10 @@ class SerialLink:
             data = self._write_queue.get()
             if data is None:
                 return
+            written = 0
             try:
                 ser.write(data)
-                self.counters.bytes_out += len(data)
+                written = len(data)
                 if self.recorder is not None:
                     self.recorder.record_ns(HOST_TO_FW, time.monotonic_ns(), data)
             except Exception as exc:  # noqa: BLE001
@@ -575,5 +576,6 @@ class SerialLink:
                 self._fail("write", exc)
                 return
             finally:
-                with self._send_lock:
+                with self._send_lock:  # shared with the senders' direct writes
                     self._queued -= 1
+                    self.counters.bytes_out += written

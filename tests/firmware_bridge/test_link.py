@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from firmware_bridge.link import LinkError, LinkState, SerialLink, SerialLinkConfig, WriteStatus
+from firmware_bridge.pty_port import PtyPort
 from protocol.frames import encode_heartbeat, encode_state
 from protocol.robot_types import MotorCommand, MotorMode, RobotState
 
@@ -93,3 +95,31 @@ def test_open_failure_is_a_link_error_naming_the_url(tmp_path):
     link = SerialLink(SerialLinkConfig(url=str(tmp_path / "missing"), open_timeout_s=0.1))
     with pytest.raises(LinkError, match="missing"):
         link.configure()
+
+
+def test_stalled_peer_gives_queue_full_then_error_without_blocking_the_sender():
+    """A firmware that stops reading: sends keep returning at once, then the link reports ERROR."""
+    with PtyPort(None) as firmware_end:  # nobody reads its master: the kernel buffer fills
+        link = SerialLink(SerialLinkConfig(url=firmware_end.device, write_queue_frames=8, write_stall_s=0.3))
+        link.configure()
+
+        def answer_enable() -> None:
+            if firmware_end.read(timeout_s=2.0):  # the ENABLE
+                firmware_end.write(encode_state(RobotState(mode=int(MotorMode.ENABLED)), seq=0))
+
+        responder = threading.Thread(target=answer_enable)
+        responder.start()
+        assert link.activate()
+        responder.join()
+        statuses = collections.Counter()
+        for _ in range(20000):
+            statuses[link.send_command(MotorCommand())] += 1
+            if link.lifecycle == LinkState.ERROR:
+                break
+            if statuses[WriteStatus.QUEUE_FULL]:
+                time.sleep(0.001)  # the writer is stuck; give the stall timer a chance
+        assert statuses[WriteStatus.QUEUE_FULL] > 0
+        assert link.wait_for_state(timeout_s=3.0) is None or link.lifecycle == LinkState.ERROR
+        assert link.lifecycle == LinkState.ERROR and link.counters.write_errors == 1
+        assert link.send_command(MotorCommand()) == WriteStatus.NOT_OPEN
+        link.close()

@@ -17,6 +17,7 @@ Both clocks answer a host HEARTBEAT with a HEARTBEAT carrying the host's clock v
 (the echo the link times round trips with) and send a FAULT frame when a fault bit rises.
 
 CLI: python -m firmware_bridge.virtual_robot --profile moderate --device /tmp/ttyRobot [--lockstep]
+     [--config robot.toml] (defaults < TOML < flags)
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -317,58 +320,89 @@ class VirtualRobot:
 # ---------------------------------------------------------------------------- CLI
 
 
+# CLI flag -> (section, field): section "" is VirtualRobotConfig, "faults" is its FaultConfig.
+_FLAG_FIELDS: dict[str, tuple[str, str]] = {
+    "profile": ("", "profile"),
+    "variant": ("", "variant"),
+    "lockstep": ("", "lockstep"),
+    "seed": ("", "seed"),
+    "watchdog_ms": ("", "watchdog_ms"),
+    "corrupt_bytes": ("faults", "corrupt_byte_prob"),
+    "drop_bytes": ("faults", "drop_byte_prob"),
+    "drop_frames": ("faults", "drop_frame_prob"),
+    "duplicate_frames": ("faults", "duplicate_frame_prob"),
+    "delay_frames": ("faults", "delay_frame_prob"),
+    "delay_ms": ("faults", "delay_ms"),
+    "fault_directions": ("faults", "directions"),
+    "sensor_dropout": ("faults", "sensor_dropout_prob"),
+    "stuck_motor": ("faults", "stuck_motor"),
+    "stuck_after_s": ("faults", "stuck_after_s"),
+}
+
+
+class VirtualRobotConfigError(ValueError):
+    """A config file or flag names an unknown field or has a value of the wrong kind."""
+
+
+def load_config(path: str | Path) -> VirtualRobotConfig:
+    """VirtualRobotConfig from TOML: top-level fields, plus a [faults] table of FaultConfig fields."""
+    with open(path, "rb") as f:
+        raw = tomllib.load(f)
+    fault_values = raw.pop("faults", {})
+    known = {f.name for f in fields(VirtualRobotConfig)} - {"faults"}
+    known_faults = {f.name for f in fields(FaultConfig)}
+    unknown = sorted(set(raw) - known) + [f"faults.{k}" for k in sorted(set(fault_values) - known_faults)]
+    if unknown:
+        raise VirtualRobotConfigError(f"{path}: unknown field(s) {', '.join(unknown)}")
+    try:
+        return VirtualRobotConfig(**raw, faults=FaultConfig(**fault_values).validate())
+    except TypeError as exc:
+        raise VirtualRobotConfigError(f"{path}: {exc}") from exc
+
+
 def build_arg_parser() -> argparse.ArgumentParser:
+    """Flags left out keep the value from --config (or the dataclass default)."""
     p = argparse.ArgumentParser(
         prog="python -m firmware_bridge.virtual_robot",
         description="Virtual motor firmware: MuJoCo with a hidden dynamics profile behind a pty.",
+        argument_default=None,
     )
-    p.add_argument("--profile", default="moderate", help="sim_models profile name or TOML path (the 'real' robot)")
-    p.add_argument("--variant", default="legs_locked", choices=("legs_locked", "full"), help="model variant")
-    p.add_argument("--device", default="/tmp/ttyRobot", help="symlink to create to the pty ('' for none)")
-    p.add_argument("--lockstep", action="store_true", help="one physics step per COMMAND (deterministic)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the plant noise and of the fault injection")
-    p.add_argument("--watchdog-ms", type=float, default=100.0, help="motors off after this long without COMMAND")
-    p.add_argument("--corrupt-bytes", type=float, default=0.0, help="probability a byte gets a bit flipped")
-    p.add_argument("--drop-bytes", type=float, default=0.0, help="probability a byte is lost")
-    p.add_argument("--drop-frames", type=float, default=0.0, help="probability a frame is lost")
-    p.add_argument("--duplicate-frames", type=float, default=0.0, help="probability a frame is sent twice")
-    p.add_argument("--delay-frames", type=float, default=0.0, help="probability a frame is held back")
-    p.add_argument("--delay-ms", type=float, default=20.0, help="how long a delayed frame is held back")
-    p.add_argument(
-        "--fault-directions", default="fw_to_host", choices=("fw_to_host", "host_to_fw", "both"),
-        help="which direction of the line the byte/frame faults hit",
-    )
-    p.add_argument("--sensor-dropout", type=float, default=0.0, help="probability a STATE holds stale sensors")
-    p.add_argument("--stuck-motor", type=int, default=-1, help="actuator index that jams (-1: none)")
-    p.add_argument("--stuck-after-s", type=float, default=0.0, help="firmware time at which it jams")
-    p.add_argument("--record", default=None, help="write both directions' bytes to this recording file")
-    p.add_argument("--log-level", default="INFO", help="logging level")
+    p.add_argument("--config", help="TOML file with VirtualRobotConfig fields and a [faults] table")
+    p.add_argument("--profile", help="sim_models profile name or TOML path, the 'real' robot (moderate)")
+    p.add_argument("--variant", choices=("legs_locked", "full"), help="model variant (legs_locked)")
+    p.add_argument("--device", help="symlink to create to the pty, '' for none (/tmp/ttyRobot)")
+    p.add_argument("--lockstep", action="store_true", default=None, help="one physics step per COMMAND (deterministic)")
+    p.add_argument("--seed", type=int, help="seed of the plant noise and of the fault injection (0)")
+    p.add_argument("--watchdog-ms", type=float, help="motors off after this long without a COMMAND (100)")
+    p.add_argument("--corrupt-bytes", type=float, help="probability a byte gets a bit flipped (0)")
+    p.add_argument("--drop-bytes", type=float, help="probability a byte is lost (0)")
+    p.add_argument("--drop-frames", type=float, help="probability a frame is lost (0)")
+    p.add_argument("--duplicate-frames", type=float, help="probability a frame is sent twice (0)")
+    p.add_argument("--delay-frames", type=float, help="probability a frame is held back (0)")
+    p.add_argument("--delay-ms", type=float, help="how long a delayed frame is held back (20)")
+    p.add_argument("--fault-directions", choices=("fw_to_host", "host_to_fw", "both"),
+                   help="which direction of the line the byte/frame faults hit (fw_to_host)")
+    p.add_argument("--sensor-dropout", type=float, help="probability a STATE holds stale sensor values (0)")
+    p.add_argument("--stuck-motor", type=int, help="actuator index that jams, -1 for none (-1)")
+    p.add_argument("--stuck-after-s", type=float, help="firmware time at which it jams (0)")
+    p.add_argument("--record", help="write both directions' bytes to this MCAP recording")
+    p.add_argument("--log-level", default="INFO", help="logging level (INFO)")
     return p
 
 
 def config_from_args(args: argparse.Namespace) -> VirtualRobotConfig:
-    faults = FaultConfig(
-        corrupt_byte_prob=args.corrupt_bytes,
-        drop_byte_prob=args.drop_bytes,
-        drop_frame_prob=args.drop_frames,
-        duplicate_frame_prob=args.duplicate_frames,
-        delay_frame_prob=args.delay_frames,
-        delay_ms=args.delay_ms,
-        directions=args.fault_directions,
-        sensor_dropout_prob=args.sensor_dropout,
-        stuck_motor=args.stuck_motor,
-        stuck_after_s=args.stuck_after_s,
-        seed=args.seed,
-    )
-    return VirtualRobotConfig(
-        profile=args.profile,
-        variant=args.variant,
-        device_link=args.device or None,
-        lockstep=args.lockstep,
-        seed=args.seed,
-        watchdog_ms=args.watchdog_ms,
-        faults=faults,
-    )
+    """Defaults, then --config, then the flags given. The fault seed follows --seed unless set."""
+    config = load_config(args.config) if args.config else VirtualRobotConfig()
+    for flag, (section, name) in _FLAG_FIELDS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            setattr(config.faults if section else config, name, value)
+    if args.device is not None:
+        config.device_link = args.device or None
+    if args.seed is not None:
+        config.faults.seed = args.seed
+    config.faults.validate()
+    return config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -376,8 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = config_from_args(args)
-        config.faults.validate()
-    except ValueError as exc:
+    except (OSError, ValueError) as exc:  # unreadable/invalid TOML, unknown field, bad probability
         print(f"error: {exc}", file=sys.stderr)
         return 2
     recorder = None

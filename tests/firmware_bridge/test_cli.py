@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from firmware_bridge.recorder import FW_TO_HOST, HOST_TO_FW
 from firmware_bridge.replay import summarise
 
@@ -68,3 +70,21 @@ def test_virtual_robot_cli_help_and_bad_probability():
     bad = subprocess.run([sys.executable, "-m", "firmware_bridge.virtual_robot", "--corrupt-bytes", "2"],
                          cwd=REPO, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "corrupt_byte_prob" in bad.stderr
+
+
+def test_config_layering_defaults_then_toml_then_flags(tmp_path):
+    from firmware_bridge.virtual_robot import (
+        VirtualRobotConfigError, build_arg_parser, config_from_args, load_config,
+    )
+
+    shipped = load_config(REPO / "firmware_bridge" / "configs" / "virtual_robot_faulty.toml")
+    assert shipped.faults.corrupt_byte_prob == 0.01 and shipped.faults.directions == "both"
+    toml = tmp_path / "vr.toml"
+    toml.write_text('profile = "severe"\nwatchdog_ms = 50.0\n[faults]\ncorrupt_byte_prob = 0.02\n')
+    args = build_arg_parser().parse_args(["--config", str(toml), "--watchdog-ms", "75", "--seed", "3", "--device", ""])
+    cfg = config_from_args(args)
+    assert (cfg.profile, cfg.watchdog_ms, cfg.seed, cfg.device_link) == ("severe", 75.0, 3, None)
+    assert cfg.faults.corrupt_byte_prob == 0.02 and cfg.faults.seed == 3 and cfg.lockstep is False
+    toml.write_text("watchdog = 5\n[faults]\nbogus = 1\n")
+    with pytest.raises(VirtualRobotConfigError, match="watchdog, faults.bogus"):
+        load_config(toml)

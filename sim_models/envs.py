@@ -13,6 +13,7 @@ A simulator blow-up (non-finite state) ends the episode as terminated with a fin
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import gymnasium as gym
@@ -84,11 +85,13 @@ class WheelLeggedEnv(gym.Env):
     def step(self, action):
         task = self.task
         action = np.asarray(action, dtype=np.float32)
+        if action.shape != self.action_space.shape:
+            raise ValueError(f"action shape {action.shape} != {self.action_space.shape}")
         state = self.sim.step(task.action_to_command(action))
         next_obs = task.observe(state, self._command)
         self._steps += 1
         truncated = self._steps >= task.max_episode_steps
-        if np.isfinite(next_obs).all():
+        if math.isfinite(float(next_obs.sum(dtype=np.float64))):
             reward = task.reward(self._obs, action, next_obs)
             terminated = task.terminated(next_obs)
             info = {"faults": state.faults}

@@ -43,6 +43,7 @@ DEFAULT_INIT_PITCH_RAD = 0.05  # reset draws pitch uniformly in +-this (about th
 # Layout of the per-step float32 buffer whose slices become the RobotState arrays.
 _POS, _VEL, _TORQUE, _QUAT, _GYRO, _ACC = 0, 6, 12, 18, 22, 25
 _STATE_LEN = 28
+_CMD_SHAPE = (N_ACTUATORS,)
 
 
 class CommandShapeError(ValueError):
@@ -128,6 +129,7 @@ class WheelLeggedSim:
         m.actuator_forcelimited[ids] = 1
         m.actuator_forcerange[ids] *= s
         self._strength = s
+        self._gains_set = False
         self._clip_level = m.actuator_forcerange[ids, 1] * (1 - 1e-6)
         self._gear_ok = np.allclose(m.actuator_gear[ids, 0], 1.0)
         if not self._gear_ok:
@@ -183,7 +185,7 @@ class WheelLeggedSim:
     # ----------------------------------------------------------------------------- internals
     def _accept(self, cmd: MotorCommand) -> MotorCommand:
         fields = (cmd.q_des, cmd.qd_des, cmd.kp, cmd.kd, cmd.tau_ff)
-        if any(getattr(v, "shape", None) != (N_ACTUATORS,) for v in fields):
+        if not all(type(v) is np.ndarray and v.shape == _CMD_SHAPE for v in fields):
             for name, value in zip(("q_des", "qd_des", "kp", "kd", "tau_ff"), fields):
                 if getattr(value, "shape", None) != (N_ACTUATORS,):
                     raise CommandShapeError(f"MotorCommand.{name} has shape {np.shape(value)}, "
@@ -205,12 +207,18 @@ class WheelLeggedSim:
         tau = cmd.tau_ff[slots]
         if self.profile.action_noise_std:
             tau = tau + self._rng.normal(0.0, self.profile.action_noise_std, tau.shape)
-        # The model's actuators are exactly the present contract slots, in order: whole-array writes.
-        bias = self.model.actuator_biasprm
-        bias[:, 1] = kp
-        bias[:, 2] = kd
-        bias[:, 1:3] *= -self._strength
-        self.data.ctrl[:] = kp * cmd.q_des[slots] + kd * cmd.qd_des[slots] + tau
+        # Pure torque (kp = kd = 0, the paper tasks) after pure torque: the gains are already 0.
+        has_gains = bool(kp.any() or kd.any())
+        if has_gains or self._gains_set:
+            # The model's actuators are the present contract slots, in order: whole-array writes.
+            bias = self.model.actuator_biasprm
+            bias[:, 1] = kp
+            bias[:, 2] = kd
+            bias[:, 1:3] *= -self._strength
+            self._gains_set = has_gains
+            self.data.ctrl[:] = kp * cmd.q_des[slots] + kd * cmd.qd_des[slots] + tau
+        else:
+            self.data.ctrl[:] = tau
 
     def _push(self) -> None:
         p = self.profile

@@ -49,22 +49,23 @@ _LEFT, _RIGHT = WHEEL_INDICES
 
 def pitch_of(quat: np.ndarray) -> float:
     """Pitch (rotation about +y, nose down positive) from a w, x, y, z quaternion."""
-    w, x, y, z = (float(v) for v in quat)
+    w, x, y, z = quat.tolist()
     return math.asin(max(-1.0, min(1.0, 2.0 * (w * y - z * x))))
 
 
 def roll_of(quat: np.ndarray) -> float:
     """Roll (rotation about +x) from a w, x, y, z quaternion."""
-    w, x, y, z = (float(v) for v in quat)
+    w, x, y, z = quat.tolist()
     return math.atan2(2.0 * (w * x + y * z), 1.0 - 2.0 * (x * x + y * y))
 
 
-def wheel_odometry(state: RobotState) -> tuple[float, float]:
+def wheel_odometry(state: RobotState, pitch: float | None = None) -> tuple[float, float]:
     """(x, v) of the axle along the base's forward axis from the wheel encoders and the IMU."""
-    pitch = pitch_of(state.imu_quat)
-    pos, vel = state.joint_pos, state.joint_vel
-    x = WHEEL_RADIUS_M * (0.5 * (float(pos[_LEFT]) + float(pos[_RIGHT])) + pitch)
-    v = WHEEL_RADIUS_M * (0.5 * (float(vel[_LEFT]) + float(vel[_RIGHT])) + float(state.imu_gyro[1]))
+    if pitch is None:
+        pitch = pitch_of(state.imu_quat)
+    pos, vel = state.joint_pos.tolist(), state.joint_vel.tolist()
+    x = WHEEL_RADIUS_M * (0.5 * (pos[_LEFT] + pos[_RIGHT]) + pitch)
+    v = WHEEL_RADIUS_M * (0.5 * (vel[_LEFT] + vel[_RIGHT]) + float(state.imu_gyro[1]))
     return x, v
 
 
@@ -93,36 +94,47 @@ def _clip(action: np.ndarray) -> np.ndarray:
     return np.clip(np.asarray(action, dtype=np.float64).reshape(-1), -1.0, 1.0)
 
 
+def _clip_first(action: np.ndarray) -> float:
+    """The first action component clipped to [-1, 1] (scalar math: this runs every step)."""
+    a = float(np.asarray(action).reshape(-1)[0])
+    return -1.0 if a < -1.0 else (1.0 if a > 1.0 else a)
+
+
+def _finite(values: list[float]) -> bool:
+    return all(math.isfinite(v) for v in values)
+
+
 # ------------------------------------------------------------------ paper tasks (1 torque, 4-D obs)
 def observe_paper(state: RobotState, command: np.ndarray | None = None) -> np.ndarray:
     """[x, v, pitch, pitch_rate] (the command is unused: these tasks have none)."""
-    x, v = wheel_odometry(state)
-    return np.array([x, v, pitch_of(state.imu_quat), state.imu_gyro[1]], dtype=np.float32)
+    pitch = pitch_of(state.imu_quat)
+    x, v = wheel_odometry(state, pitch)
+    return np.array([x, v, pitch, float(state.imu_gyro[1])], dtype=np.float32)
 
 
 def paper_command(action: np.ndarray) -> MotorCommand:
     """One action in [-1, 1] -> the same torque (x 3 N·m) on both wheels."""
-    tau = PAPER_TORQUE_NM * float(_clip(action)[0])
+    tau = PAPER_TORQUE_NM * _clip_first(action)
     return _wheel_torque_command(tau, tau)
 
 
 def stand_still_reward(obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray) -> float:
     """r = 30 - tau^2 - ||s'||^2, tau in N·m."""
-    tau = PAPER_TORQUE_NM * float(_clip(action)[0])
-    s = np.asarray(next_obs, dtype=np.float64)
-    return 30.0 - tau * tau - float(s @ s)
+    tau = PAPER_TORQUE_NM * _clip_first(action)
+    return 30.0 - tau * tau - sum(v * v for v in np.asarray(next_obs, dtype=np.float64).tolist())
 
 
 def move_straight_reward(obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray) -> float:
     """r = 15 - ((v - 0.2)^2 + tau^2), tau in N·m."""
-    tau = PAPER_TORQUE_NM * float(_clip(action)[0])
+    tau = PAPER_TORQUE_NM * _clip_first(action)
     dv = float(next_obs[1]) - STRAIGHT_SPEED_MPS
     return 15.0 - (dv * dv + tau * tau)
 
 
 def pitch_terminated(next_obs: np.ndarray) -> bool:
     """|pitch| > pi/6 (obs[2] in the paper tasks), or a non-finite observation."""
-    return not bool(np.all(np.isfinite(next_obs))) or abs(float(next_obs[2])) > MAX_PITCH_RAD
+    values = np.asarray(next_obs).tolist()
+    return not _finite(values) or abs(values[2]) > MAX_PITCH_RAD
 
 
 # ------------------------------------------------------------------ turn (2 torques, yaw-rate command)

@@ -21,6 +21,13 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 PolicyFn = Callable[[np.ndarray], np.ndarray]  # obs [obs_dim] -> action [act_dim] in [-1, 1]
+# A policy object may also have reset() (a stateful controller): it is called at every episode start.
+
+
+def _episode_start(policy: PolicyFn) -> None:
+    reset = getattr(policy, "reset", None)
+    if callable(reset):
+        reset()
 GYM_PREFIX = "gym:"
 
 
@@ -102,6 +109,7 @@ def rollout(env, policy: PolicyFn, n_steps: int, seed: int, max_episode_steps: i
     scale = ActionScaler(env)
     obs_l, act_l, rew_l, next_l, term_l, tout_l, returns = [], [], [], [], [], [], []
     obs, _ = env.reset(seed=seed)
+    _episode_start(policy)
     ep_ret, ep_len = 0.0, 0
     for _ in range(n_steps):
         a = np.asarray(policy(np.asarray(obs, np.float32)), np.float32).reshape(-1)
@@ -115,6 +123,7 @@ def rollout(env, policy: PolicyFn, n_steps: int, seed: int, max_episode_steps: i
             returns.append(ep_ret)
             ep_ret, ep_len = 0.0, 0
             obs, _ = env.reset()
+            _episode_start(policy)
         else:
             obs = next_obs
     f = np.float32
@@ -128,6 +137,7 @@ def evaluate(env, policy: PolicyFn, episodes: int, seed: int, max_episode_steps:
     rets, lens = [], []
     for ep in range(episodes):
         obs, _ = env.reset(seed=seed + ep)
+        _episode_start(policy)
         ret, n, done = 0.0, 0, False
         while not done:
             obs, r, terminated, truncated, _ = env.step(scale(policy(np.asarray(obs, np.float32))))

@@ -67,6 +67,7 @@ class TrainConfig:
     dataset: str = _f("", "D4RL-style HDF5 of real transitions; empty = collect one in the real profile")
     collect_steps: int = _f(10_000, "transitions to collect when no dataset is given")
     collect_noise: float = _f(0.3, "Gaussian action noise std of the behaviour policy during collection")
+    collect_detuned: bool = _f(True, "collect with the detuned controller (genuinely medium data, benchmark_notes.md)")
     # budget and schedule
     total_updates: int = _f(100_000, "gradient updates in total")
     updates_per_epoch: int = _f(1000, "updates after each sim rollout phase")
@@ -205,20 +206,32 @@ def load_dataset(path: str) -> dict[str, np.ndarray]:
                     ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts") if k in f}
 
 
-def behaviour_policy(cfg: TrainConfig, env, rng: np.random.Generator):
-    """The task's classical controller plus Gaussian noise (sim_models tasks); uniform random for gym."""
-    _, act_dim = env_dims(env)
-    if cfg.task.startswith(GYM_PREFIX):
-        return lambda obs: rng.uniform(-1.0, 1.0, act_dim)
-    from sim_models.controller import BalanceController
+class BehaviourPolicy:
+    """The task's classical controller plus Gaussian noise (sim_models tasks); uniform random for gym.
+    Stateful (the controller integrates): rollout() calls reset() at every episode start."""
 
-    ctrl = BalanceController(cfg.task)
-    return lambda obs: np.clip(np.asarray(ctrl.act(obs)) + cfg.collect_noise * rng.standard_normal(act_dim), -1, 1)
+    def __init__(self, cfg: TrainConfig, act_dim: int, rng: np.random.Generator):
+        self.act_dim, self.noise, self.rng = act_dim, cfg.collect_noise, rng
+        self.ctrl = None
+        if not cfg.task.startswith(GYM_PREFIX):
+            from sim_models.controller import BalanceController
+
+            self.ctrl = BalanceController(cfg.task, detuned=cfg.collect_detuned)
+
+    def reset(self) -> None:
+        if self.ctrl is not None:
+            self.ctrl.reset()
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        if self.ctrl is None:
+            return self.rng.uniform(-1.0, 1.0, self.act_dim)
+        a = np.asarray(self.ctrl.act(obs)) + self.noise * self.rng.standard_normal(self.act_dim)
+        return np.clip(a, -1.0, 1.0)
 
 
 def collect_dataset(cfg: TrainConfig, seed: int) -> dict[str, np.ndarray]:
     env = make_env(cfg.task, cfg.real_profile, seed=seed)
-    policy = behaviour_policy(cfg, env, np.random.default_rng(seed))
+    policy = BehaviourPolicy(cfg, env_dims(env)[1], np.random.default_rng(seed))
     data = rollout(env, policy, cfg.collect_steps, seed=seed, max_episode_steps=cfg.max_episode_steps or None)
     log.info("collected %d real transitions, mean episode return %.1f over %d episodes", cfg.collect_steps,
              np.mean(data.episode_returns) if data.episode_returns else float("nan"), len(data.episode_returns))

@@ -80,6 +80,8 @@ class WheelLeggedSim:
         if not math.isclose(self.n_substeps * self.model.opt.timestep, self.control_dt):
             raise ValueError("control_dt must be a whole number of physics timesteps")
         self._index_model()
+        full = load_model("full") if variant != "full" else self.model
+        self._spec_limits = np.array([full.actuator(n).forcerange[1] for n in ACTUATOR_NAMES])
         self._make_impedance_actuators()
         self._rng = np.random.default_rng(seed)
         self.bad_commands = 0
@@ -177,6 +179,12 @@ class WheelLeggedSim:
         mujoco.mj_step(self.model, self.data, nstep=self.n_substeps)
         self._state = self._read_state()
         return self._state
+
+    @property
+    def torque_limits(self) -> np.ndarray:
+        """Per-actuator torque limits of the motor spec (N·m, ACTUATOR_NAMES order), for firmware
+        clipping. The same for every variant and profile: a weak "real" motor is the hidden gap."""
+        return self._spec_limits.copy()
 
     def state(self) -> RobotState:
         """The last sensor reading (the same noise sample as step/reset returned)."""

@@ -108,3 +108,9 @@ def test_legs_locked_reports_legs_at_zero():
     state = sim.step(MotorCommand(kp=np.full(6, 50, np.float32), q_des=np.ones(6, np.float32)))
     np.testing.assert_array_equal(state.joint_pos[[0, 1, 3, 4]], 0.0)
     np.testing.assert_array_equal(state.joint_torque[[0, 1, 3, 4]], 0.0)
+
+
+def test_torque_limits_are_the_motor_spec_for_firmware_clipping():
+    for variant in ("legs_locked", "full"):
+        sim = WheelLeggedSim(variant, DynamicsProfile(motor_strength_scale=0.5), seed=0)
+        np.testing.assert_array_equal(sim.torque_limits, [27, 27, 5, 27, 27, 5])

@@ -1,0 +1,166 @@
+"""The service's configuration: one dataclass, three layers (defaults < TOML file < CLI flags).
+
+Every field carries its help text in `metadata["help"]`; `add_arguments` turns the fields into
+`--flags` (underscores become dashes), so `--help` always matches the code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import ipaddress
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+
+class ConfigError(ValueError):
+    """A config value is out of range or inconsistent; the message names the field."""
+
+
+def _f(default, help: str, **kw):  # noqa: A002 - mirrors argparse's name
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class ServeConfig:
+    """Everything `learner/serve.py` needs. Units are in the names."""
+
+    # --- link
+    bind: str = _f("tcp://127.0.0.1:5555", "ZMQ endpoint of the learner's ROUTER socket")
+    plaintext: bool = _f(False, "disable CURVE (allowed only when `bind` is a loopback address)")
+    server_secret_key: str = _f("keys/learner.key_secret", "the learner's CURVE secret key file")
+    authorized_keys_dir: str = _f("keys/authorized", "directory of authorised robots' public keys")
+    max_message_bytes: int = _f(16 * 1024 * 1024, "larger inbound messages are dropped by ZMQ")
+    heartbeat_timeout_s: float = _f(3.0, "a robot silent this long is marked 'lost'")
+    policy_resend_s: float = _f(2.0, "resend POLICY to a robot still reporting an older version")
+    # --- ingest
+    sync_interval_ms: float = _f(5.0, "longest wait before an fsync + ACK of received batches")
+    segment_bytes: int = _f(64 * 1024 * 1024, "size at which the store starts a new segment file")
+    fsync: bool = _f(True, "fsync the store before ACKing (turn off only for benchmarks)")
+    # --- task and data
+    task: str = _f("stand_still", "sim_models task name (obs/act spec checked at HELLO)")
+    datasets: list = _f([], "offline real datasets (D4RL HDF5) that seed the real buffer")
+    run_dir: str = _f("runs/serve", "store, checkpoints, policies, metrics and plots go here")
+    # --- training
+    train: bool = _f(True, "run the background trainer (off: ingest-only service)")
+    algorithm: str = _f("h2o", "algorithm name for learner.algorithms.make (h2o, sac, ...)")
+    device: str = _f("cpu", "torch device for training (cpu, cuda, cuda:0)")
+    hidden: int = _f(256, "hidden width of every network")
+    batch_real: int = _f(128, "real rows per update")
+    batch_sim: int = _f(128, "sim rows per update")
+    sim_profile: str = _f("nominal", "dynamics profile of the simulator the learner trusts")
+    sim_workers: int = _f(1, "sim rollout worker processes")
+    sim_steps_per_update: float = _f(1.0, "sim env steps collected per gradient update")
+    sim_capacity: int = _f(1_000_000, "FIFO capacity of the sim buffer")
+    warmup_sim_steps: int = _f(1000, "sim steps collected before the first update")
+    min_real_rows: int = _f(256, "real rows needed before the first update")
+    torch_threads: int = _f(1, "torch intra-op threads for the trainer")
+    max_updates: int = _f(0, "stop after this many updates (0 = no limit)")
+    max_seconds: float = _f(0.0, "stop after this long (0 = no limit)")
+    seed: int = _f(0, "random seed")
+    algo: dict = _f({}, "extra algorithm config (TOML table [algo]), passed to the algorithm")
+    # --- publishing and checkpoints
+    export_every_updates: int = _f(1000, "export + publish a policy every K updates")
+    export_every_s: float = _f(0.0, "... or every T seconds (0 = off), whichever comes first")
+    checkpoint_every_s: float = _f(60.0, "atomic checkpoint period (0 = only at shutdown)")
+    resume: bool = _f(True, "resume from run_dir's checkpoint if one is there")
+    # --- status
+    status_every_s: float = _f(5.0, "status line and metrics row period")
+    log_level: str = _f("INFO", "logging level")
+
+    def validate(self) -> "ServeConfig":
+        """Check ranges and the plaintext rule; fill derived values. Raises ConfigError."""
+        url = urlparse(self.bind)
+        if url.scheme not in ("tcp", "ipc", "inproc"):
+            raise ConfigError(f"bind: unsupported endpoint {self.bind!r}")
+        if self.plaintext and not _is_loopback(self.bind):
+            raise ConfigError(f"plaintext: refused on non-loopback endpoint {self.bind!r} "
+                              "(CURVE is required off this machine)")
+        for name in ("batch_real", "batch_sim", "hidden", "sim_workers", "export_every_updates",
+                     "max_message_bytes", "segment_bytes", "torch_threads"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)}")
+        for name in ("heartbeat_timeout_s", "sync_interval_ms", "status_every_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)}")
+        if self.sim_steps_per_update < 0:
+            raise ConfigError("sim_steps_per_update: must be >= 0")
+        if isinstance(self.datasets, str):
+            self.datasets = [self.datasets]
+        return self
+
+    @property
+    def run_path(self) -> Path:
+        return Path(self.run_dir)
+
+
+def _is_loopback(endpoint: str) -> bool:
+    url = urlparse(endpoint)
+    if url.scheme in ("ipc", "inproc"):
+        return True
+    host = (url.hostname or "").strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+# ------------------------------------------------------------------ generic dataclass <-> CLI/TOML
+def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One `--flag` per dataclass field (default None, so unset flags do not override TOML)."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help", "")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        tp = hints[f.name]
+        if tp is bool:
+            parser.add_argument(flag, dest=f.name, default=None,
+                                action=argparse.BooleanOptionalAction,
+                                help=f"{help_text} (default {default})")
+        elif tp is list:
+            parser.add_argument(flag, dest=f.name, default=None, nargs="*",
+                                help=f"{help_text} (default {default})")
+        elif tp is dict:
+            parser.add_argument(flag, dest=f.name, default=None, metavar="KEY=VALUE",
+                                action="append",
+                                help=f"{help_text}; repeatable, VALUE parsed as TOML")
+        else:
+            parser.add_argument(flag, dest=f.name, default=None, type=tp,
+                                help=f"{help_text} (default {default})")
+
+
+def load_config(cls: type, toml_path: str | None, args: argparse.Namespace | None):
+    """Defaults, then the TOML file (unknown keys are an error), then CLI flags that were set."""
+    values: dict = {}
+    if toml_path:
+        with open(toml_path, "rb") as fh:
+            values.update(tomllib.load(fh))
+    known = {f.name for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    unknown = set(values) - known
+    if unknown:
+        raise ConfigError(f"{toml_path}: unknown keys {sorted(unknown)}")
+    if args is not None:
+        for name in known:
+            v = getattr(args, name, None)
+            if v is None:
+                continue
+            if hints[name] is dict:
+                table = dict(values.get(name, {}))
+                for item in v:
+                    key, sep, raw = item.partition("=")
+                    if not sep:
+                        raise ConfigError(f"--{name.replace('_', '-')}: expected KEY=VALUE, got {item!r}")
+                    table[key] = tomllib.loads(f"v = {raw}")["v"]
+                v = table
+            values[name] = v
+    cfg = cls(**values)
+    return cfg.validate() if hasattr(cfg, "validate") else cfg

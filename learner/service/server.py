@@ -1,0 +1,280 @@
+"""The learner's network loop: one ROUTER socket, CURVE-authenticated, serving a fleet.
+
+One thread owns the socket (ZMQ sockets are not thread-safe). Per poll round it drains up to
+`MAX_DRAIN` inbound frames, handles each (HELLO -> WELCOME or refusal, TRANSITIONS -> ingest,
+HEARTBEAT -> liveness and policy push, POLICY_RESULT -> record), then makes the store durable with
+one fsync and sends the ACKs of that round. Bad frames are counted by reason and answered with
+ERROR; nothing a client sends can raise out of `_handle`.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import zmq
+import zmq.auth
+from zmq.auth.thread import ThreadAuthenticator
+
+from learner.service import wire
+from learner.service.ingest import Ingest
+from learner.service.publisher import Publisher
+from learner.service.sessions import HelloPolicy, SessionTable
+from learner.service.store import RealStore, StoreError
+
+log = logging.getLogger(__name__)
+
+MAX_DRAIN = 512  # frames handled per round before an fsync + ACKs (bounds ACK latency)
+POLL_MS = 100
+
+
+@dataclass
+class LinkConfig:
+    bind: str
+    plaintext: bool = False
+    server_secret_key: str = ""
+    authorized_keys_dir: str = ""
+    max_message_bytes: int = 16 * 1024 * 1024
+    heartbeat_timeout_s: float = 3.0
+    policy_resend_s: float = 2.0
+
+
+class LearnerServer:
+    """ROUTER loop: sessions, ingest, ACKs, policy push. `run()` until `stop()`."""
+
+    def __init__(self, link: LinkConfig, store: RealStore, hello_policy: HelloPolicy,
+                 publisher: Publisher, ingest: Ingest, context: zmq.Context | None = None) -> None:
+        self.link = link
+        self.store = store
+        self.hello_policy = hello_policy
+        self.publisher = publisher
+        self.ingest = ingest
+        self.context = context or zmq.Context.instance()
+        self.sessions = SessionTable()
+        self.counters: collections.Counter[str] = collections.Counter()
+        self.policy_push_log: list[tuple[int, str, float]] = []  # (version, robot, unix time sent)
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._auth: ThreadAuthenticator | None = None
+        self._sock: zmq.Socket | None = None
+        self._wake: zmq.Socket | None = None
+        self.endpoint = ""
+
+    # ------------------------------------------------------------------ lifecycle
+    def start_socket(self) -> str:
+        """Create the authenticator and bind the ROUTER; returns the bound endpoint."""
+        sock = self.context.socket(zmq.ROUTER)
+        sock.linger = 0
+        sock.maxmsgsize = self.link.max_message_bytes
+        sock.router_mandatory = True  # a send to a vanished peer raises instead of vanishing
+        sock.sndhwm = 1000
+        sock.rcvhwm = 10000
+        if not self.link.plaintext:
+            self._auth = ThreadAuthenticator(self.context, log=logging.getLogger(__name__ + ".zap"))
+            self._auth.start()
+            authorized = Path(self.link.authorized_keys_dir)
+            if not authorized.is_dir():
+                raise FileNotFoundError(f"authorised keys directory not found: {authorized}")
+            self._auth.configure_curve(domain="*", location=str(authorized))
+            public, secret = zmq.auth.load_certificate(self.link.server_secret_key)
+            if secret is None:
+                raise ValueError(f"{self.link.server_secret_key} holds no secret key")
+            sock.curve_secretkey = secret
+            sock.curve_publickey = public
+            sock.curve_server = True
+        sock.bind(self.link.bind)
+        self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._wake = self.context.socket(zmq.PULL)
+        self._wake.linger = 0
+        wake_endpoint = f"inproc://h2o-publisher-wake-{id(self):x}"
+        self._wake.bind(wake_endpoint)
+        self.publisher.attach(self.context, wake_endpoint)
+        self._sock = sock
+        self._ready.set()
+        log.info("listening on %s (%s)", self.endpoint, "PLAINTEXT" if self.link.plaintext
+                 else "CURVE")
+        return self.endpoint
+
+    def reload_authorized_keys(self) -> None:
+        """Re-read the authorised keys directory (a robot added while running)."""
+        if self._auth is not None:
+            self._auth.configure_curve(domain="*", location=self.link.authorized_keys_dir)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        return self._ready.wait(timeout_s)
+
+    def close(self) -> None:
+        for s in (self._sock, self._wake):
+            if s is not None:
+                s.close(linger=0)
+        self._sock = self._wake = None
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+
+    # ------------------------------------------------------------------ loop
+    def run(self) -> None:
+        if self._sock is None:
+            self.start_socket()
+        poller = zmq.Poller()
+        poller.register(self._sock, zmq.POLLIN)
+        poller.register(self._wake, zmq.POLLIN)
+        try:
+            while not self._stop.is_set():
+                events = dict(poller.poll(POLL_MS))
+                if self._wake in events:
+                    while self._wake.poll(0):
+                        self._wake.recv()
+                    self._push_to_all()
+                acks: dict[bytes, dict[int, int]] = {}
+                drained = 0
+                while drained < MAX_DRAIN and self._sock.poll(0):
+                    parts = self._sock.recv_multipart(copy=False)
+                    drained += 1
+                    self._handle(parts, acks)
+                if acks:
+                    self._sync_and_ack(acks)
+        finally:
+            try:
+                self.store.sync()
+            except StoreError:
+                log.exception("final store sync failed")
+
+    def _sync_and_ack(self, acks: dict[bytes, dict[int, int]]) -> None:
+        self.store.sync()
+        for identity, streams in acks.items():
+            for stream_id, acked in streams.items():
+                self._send(identity, wire.Ack(stream_id=stream_id, acked_seq=acked))
+
+    def _send(self, identity: bytes, msg) -> None:
+        try:
+            self._sock.send_multipart([identity, wire.encode(msg)], zmq.NOBLOCK)
+            self.counters[f"sent/{type(msg).__name__.lower()}"] += 1
+        except zmq.ZMQError as exc:  # peer gone (router_mandatory) or its queue is full
+            self.counters["send_failed"] += 1
+            log.debug("send to %r failed: %s", identity, exc)
+
+    def _reject(self, identity: bytes, reason: str, detail: str = "") -> None:
+        self.counters[f"rejected/{reason}"] += 1
+        self._send(identity, wire.Error(code=reason, detail=detail[:256]))
+
+    # ------------------------------------------------------------------ handlers
+    def _handle(self, parts: list, acks: dict[bytes, dict[int, int]]) -> None:
+        self.counters["received"] += 1
+        identity = bytes(parts[0].bytes)
+        if len(parts) != 2:
+            self._reject(identity, "frame_count", f"{len(parts) - 1} frames, expected 1")
+            return
+        frame = parts[1]
+        try:
+            msg = wire.decode(frame.bytes)
+        except wire.WireError as exc:
+            self._reject(identity, exc.reason, exc.detail)
+            return
+        except Exception as exc:  # a decoder bug must not take the service down
+            log.exception("decoder raised on a frame")
+            self._reject(identity, "decoder_error", type(exc).__name__)
+            return
+        try:
+            if isinstance(msg, wire.Hello):
+                self._on_hello(identity, msg, frame)
+                self.counters["ok/hello"] += 1
+                return
+            session = self.sessions.get(identity)
+            if session is None:
+                self._reject(identity, "no_session", "send HELLO first")
+                return
+            session.last_seen = time.monotonic()
+            if isinstance(msg, wire.Transitions):
+                self._on_transitions(identity, session, msg, acks)
+            elif isinstance(msg, wire.Heartbeat):
+                session.policy_version = msg.policy_version
+                session.stats = msg.stats
+                self.counters["heartbeats"] += 1
+                self._send(identity, wire.Heartbeat(policy_version=self.publisher.version))
+                self._maybe_push(session)
+            elif isinstance(msg, wire.PolicyResult):
+                session.last_policy_result = ("accepted" if msg.accepted
+                                              else f"rejected: {msg.reason}")
+                if msg.accepted:
+                    session.policy_version = max(session.policy_version, msg.version)
+                self.counters["policy_results"] += 1
+            self.counters[f"ok/{type(msg).__name__.lower()}"] += 1
+        except wire.WireError as exc:
+            self._reject(identity, exc.reason, exc.detail)
+        except StoreError:
+            log.exception("store failure; refusing the batch (the robot will resend)")
+            self._reject(identity, "store_error")
+
+    def _on_hello(self, identity: bytes, hello: wire.Hello, frame) -> None:
+        reason = self.hello_policy.check(hello)
+        if reason:
+            self.counters["hello_refused"] += 1
+            log.warning("refused robot %r: %s", hello.robot_id, reason)
+            self._send(identity, wire.Welcome(accepted=False, reason=reason))
+            return
+        try:
+            curve_key = frame.get("User-Id") or ""
+        except zmq.ZMQError:
+            curve_key = ""
+        session = self.sessions.open(identity, hello, curve_key)
+        self.counters["hello_accepted"] += 1
+        log.info("robot %r connected (policy v%d, sw %s)", hello.robot_id, hello.policy_version,
+                 hello.software_version)
+        self._send(identity, wire.Welcome(accepted=True, policy_version=self.publisher.version))
+        self._maybe_push(session)
+
+    def _on_transitions(self, identity, session, batch: wire.Transitions, acks) -> None:
+        try:
+            result = self.ingest.ingest(session.robot_id, batch)
+        except wire.WireError as exc:
+            if exc.reason == "seq_gap":  # tell the robot where to resume
+                expected = self.store.next_seq(session.robot_id, batch.stream_id)
+                acks.setdefault(identity, {})[batch.stream_id] = expected - 1
+            raise
+        session.rows_received += result.stored
+        session.rows_duplicate += result.duplicates
+        self.counters["rows_stored"] += result.stored
+        self.counters["rows_duplicate"] += result.duplicates
+        acks.setdefault(identity, {})[batch.stream_id] = result.acked_seq
+
+    # ------------------------------------------------------------------ policy push
+    def _maybe_push(self, session) -> None:
+        latest = self.publisher.latest
+        if latest is None or session.policy_version >= latest.version:
+            return
+        now = time.monotonic()
+        if session.policy_sent_version == latest.version and \
+                now - session.policy_sent_at < self.link.policy_resend_s:
+            return
+        session.policy_sent_version = latest.version
+        session.policy_sent_at = now
+        self._send(session.identity, wire.Policy(version=latest.version, sha256=latest.sha256,
+                                                 onnx=latest.onnx, metadata=latest.metadata))
+        self.policy_push_log.append((latest.version, session.robot_id, time.time()))
+        del self.policy_push_log[:-1000]
+
+    def _push_to_all(self) -> None:
+        for session in self.sessions:
+            if session.link_state(self.link.heartbeat_timeout_s) == "up":
+                self._maybe_push(session)
+
+    # ------------------------------------------------------------------ status
+    def snapshot(self) -> dict:
+        """A plain-data view for the status line and metrics (read from another thread)."""
+        robots = {}
+        for s in self.sessions:
+            robots[s.robot_id] = {"link": s.link_state(self.link.heartbeat_timeout_s),
+                                  "policy_version": s.policy_version,
+                                  "rows": s.rows_received, "duplicates": s.rows_duplicate,
+                                  "policy_result": s.last_policy_result,
+                                  "stats": dict(s.stats)}
+        return {"robots": robots, "counters": dict(self.counters),
+                "store_rows": self.store.rows_total, "policy_version": self.publisher.version}

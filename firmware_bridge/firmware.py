@@ -8,8 +8,9 @@ Rules (times are firmware time, seconds):
 - Boot in DISABLED. ENABLE -> ENABLED (refused while the e-stop is latched). DISABLE -> DISABLED.
 - ESTOP -> ESTOP mode, latched: ENABLE is refused until ESTOP_CLEAR, which returns to DISABLED;
   a fresh ENABLE is then needed (MotorMode's contract).
-- A COMMAND is accepted only with finite values and non-negative gains; a rejected one sets
-  BAD_COMMAND (until the next accepted one) and does not feed the watchdog.
+- A COMMAND is accepted only with finite values and gains in [0, kp_max] / [0, kd_max] (a huge
+  gain makes the joint servo unstable); a rejected one sets BAD_COMMAND (until the next
+  accepted one) and does not feed the watchdog.
 - Watchdog: ENABLED and no accepted COMMAND for `watchdog_ms` -> DISABLED with WATCHDOG set
   (until the next ENABLE). ENABLE itself restarts the watchdog period.
 - Outside ENABLED the motors get a zero command (no torque). In ENABLED, feed-forward torque is
@@ -34,12 +35,18 @@ DEFAULT_TORQUE_LIMIT_NM: tuple[float, ...] = (27.0, 27.0, 5.0, 27.0, 27.0, 5.0)
 # A jammed gearbox is modelled as a stiff hold at the jam position (the plant still clips it).
 STUCK_KP = 400.0
 STUCK_KD = 4.0
+# Gain limits of the joint servo: far above what the tasks use (legs kp 40, kd 1), far below
+# where a 5 ms-period impedance loop on these inertias goes unstable.
+MAX_KP = 500.0
+MAX_KD = 50.0
 
 
 @dataclass
 class FirmwareConfig:
     watchdog_ms: float = 100.0  # no accepted COMMAND for this long while ENABLED -> motors off
     torque_limit_nm: tuple[float, ...] = DEFAULT_TORQUE_LIMIT_NM
+    kp_max: float = MAX_KP  # COMMANDs with a larger stiffness are rejected (BAD_COMMAND)
+    kd_max: float = MAX_KD  # likewise for damping
 
 
 @dataclass
@@ -101,7 +108,12 @@ class FirmwareLogic:
 
     def on_command(self, cmd: MotorCommand, now_s: float) -> bool:
         """Take a COMMAND; False (and BAD_COMMAND set) when it is not safe to apply."""
-        if not cmd.is_finite() or np.any(cmd.kp < 0) or np.any(cmd.kd < 0):
+        cfg = self.config
+        if (
+            not cmd.is_finite()
+            or np.any(cmd.kp < 0) or np.any(cmd.kp > cfg.kp_max)
+            or np.any(cmd.kd < 0) or np.any(cmd.kd > cfg.kd_max)
+        ):
             self.counters.commands_rejected += 1
             self.faults |= FaultFlags.BAD_COMMAND
             return False

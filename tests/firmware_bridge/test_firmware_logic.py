@@ -53,14 +53,15 @@ def test_estop_latches_until_cleared_then_needs_a_fresh_enable():
     assert fw.mode == MotorMode.ENABLED
 
 
-def test_non_finite_or_negative_gain_command_rejected_and_does_not_feed_watchdog():
+def test_non_finite_or_out_of_range_gain_command_rejected_and_does_not_feed_watchdog():
     fw = make_fw(watchdog_ms=50.0)
     fw.on_enable(0.0)
     assert not fw.on_command(MotorCommand.torque([np.nan, 0, 0, 0, 0, 0]), 0.01)
-    bad_gain = MotorCommand()
-    bad_gain.kp[0] = -1.0
-    assert not fw.on_command(bad_gain, 0.02)
-    assert fw.faults & FaultFlags.BAD_COMMAND and fw.counters.commands_rejected == 2
+    for field_name, value in (("kp", -1.0), ("kp", 1e6), ("kd", -0.1), ("kd", 1e6)):
+        bad_gain = MotorCommand()
+        getattr(bad_gain, field_name)[0] = value
+        assert not fw.on_command(bad_gain, 0.02)
+    assert fw.faults & FaultFlags.BAD_COMMAND and fw.counters.commands_rejected == 5
     fw.output(0.051, RobotState())
     assert fw.mode == MotorMode.DISABLED  # only the ENABLE at t=0 fed it
     fw.on_enable(0.06)

@@ -152,3 +152,22 @@ def test_short_real_time_run_writes_stats_file(make_app, tmp_path):
     s = json.loads((tmp_path / "stats.json").read_text())
     assert s["mode"] == "STAND" and s["ticks"] > 100
     assert {"p50", "p99", "max"} <= set(s["period_error_ms"])
+
+
+def test_operator_estop_latches_firmware_and_reset_recovers(make_app, wait_for):
+    from onboard.safety import Operator
+    from protocol.robot_types import MotorMode
+
+    app = make_app()
+    run_ticks(app, 50)
+    app.loop.request(Operator.ESTOP)
+    run_ticks(app, 3)
+    assert app.fsm.mode is Mode.ESTOP
+    assert wait_for(lambda: app.link.latest_state().state.mode == MotorMode.ESTOP, 5)
+    app.loop.request(Operator.RESET)
+    run_ticks(app, 1)
+    assert app.fsm.mode is Mode.PASSIVE
+    assert wait_for(lambda: app.link.lifecycle.value == "active", 5)  # re-activated off the loop thread
+    run_ticks(app, 20)
+    assert app.fsm.mode is Mode.STAND
+    assert app.link.latest_state().state.mode == MotorMode.ENABLED

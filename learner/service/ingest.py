@@ -15,12 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from learner.service.store import RealStore, StoredBatch
-from learner.service.wire import Transitions, WireError
+from learner.service.wire import Transitions, WireError, columns_of
 
 log = logging.getLogger(__name__)
 
-ROW_DTYPES = {"obs": np.float32, "act": np.float32, "rew": np.float32, "next_obs": np.float32,
-              "done": np.bool_, "policy_version": np.int64}
 
 
 @dataclass
@@ -31,24 +29,12 @@ class IngestResult:
 
 
 def validate_batch(batch: Transitions, obs_dim: int, act_dim: int) -> dict[str, np.ndarray]:
-    """Check shapes, dtypes and finiteness; return the columns cast to the store's dtypes."""
-    cols = batch.columns
-    n = len(cols["rew"]) if cols["rew"].ndim == 1 else -1
-    if n <= 0:
-        raise WireError("bad_shape", "rew must be a non-empty 1-D column")
-    expect = {"obs": (n, obs_dim), "act": (n, act_dim), "rew": (n,), "next_obs": (n, obs_dim),
-              "done": (n,), "policy_version": (n,)}
-    out = {}
-    for name, shape in expect.items():
-        arr = cols[name]
-        if arr.shape != shape:
-            raise WireError("bad_shape", f"{name}: {arr.shape} != {shape}")
-        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
-            raise WireError("non_finite", name)
-        out[name] = arr.astype(ROW_DTYPES[name], copy=False)
-    if batch.first_seq < 0 or batch.stream_id < 0:
-        raise WireError("bad_seq", f"stream {batch.stream_id} first_seq {batch.first_seq}")
-    return out
+    """Check the batch fits this learner's task (the decoder checked dtypes, row counts and
+    finiteness); return its columns."""
+    if batch.obs.shape[1] != obs_dim or batch.act.shape[1] != act_dim:
+        raise WireError("bad_shape", f"obs/act columns {batch.obs.shape[1]}/{batch.act.shape[1]}, "
+                                     f"task needs {obs_dim}/{act_dim}")
+    return columns_of(batch)
 
 
 class Ingest:

@@ -28,6 +28,7 @@ from learner.service.store import RealStore, StoreError
 
 log = logging.getLogger(__name__)
 
+LEARNER_VERSION = "h2o-robot-learner/0.1"
 MAX_DRAIN = 512  # frames handled per round before an fsync + ACKs (bounds ACK latency)
 POLL_MS = 100
 
@@ -59,6 +60,7 @@ class LearnerServer:
         self.policy_push_log: list[tuple[int, str, float]] = []  # (version, robot, unix time sent)
         self._stop = threading.Event()
         self._ready = threading.Event()
+        self._hb_seq = 0
         self._auth: ThreadAuthenticator | None = None
         self._sock: zmq.Socket | None = None
         self._wake: zmq.Socket | None = None
@@ -133,7 +135,7 @@ class LearnerServer:
                     while self._wake.poll(0):
                         self._wake.recv()
                     self._push_to_all()
-                acks: dict[bytes, dict[int, int]] = {}
+                acks: dict[bytes, dict[str, int]] = {}
                 drained = 0
                 while drained < MAX_DRAIN and self._sock.poll(0):
                     parts = self._sock.recv_multipart(copy=False)
@@ -147,7 +149,7 @@ class LearnerServer:
             except StoreError:
                 log.exception("final store sync failed")
 
-    def _sync_and_ack(self, acks: dict[bytes, dict[int, int]]) -> None:
+    def _sync_and_ack(self, acks: dict[bytes, dict[str, int]]) -> None:
         self.store.sync()
         for identity, streams in acks.items():
             for stream_id, acked in streams.items():
@@ -161,12 +163,12 @@ class LearnerServer:
             self.counters["send_failed"] += 1
             log.debug("send to %r failed: %s", identity, exc)
 
-    def _reject(self, identity: bytes, reason: str, detail: str = "") -> None:
+    def _reject(self, identity: bytes, reason: str, detail: str = "", fatal: bool = False) -> None:
         self.counters[f"rejected/{reason}"] += 1
-        self._send(identity, wire.Error(code=reason, detail=detail[:256]))
+        self._send(identity, wire.Error(code=reason, message=detail[:200], fatal=fatal))
 
     # ------------------------------------------------------------------ handlers
-    def _handle(self, parts: list, acks: dict[bytes, dict[int, int]]) -> None:
+    def _handle(self, parts: list, acks: dict[bytes, dict[str, int]]) -> None:
         self.counters["received"] += 1
         identity = bytes(parts[0].bytes)
         if len(parts) != 2:
@@ -189,7 +191,11 @@ class LearnerServer:
                 return
             session = self.sessions.get(identity)
             if session is None:
-                self._reject(identity, "no_session", "send HELLO first")
+                if isinstance(msg, wire.Error):  # never answer an ERROR with an ERROR
+                    self.counters["ok/error"] += 1
+                    return
+                # fatal: the robot starts a new session (e.g. after a learner restart)
+                self._reject(identity, "no_session", "send HELLO first", fatal=True)
                 return
             session.last_seen = time.monotonic()
             if isinstance(msg, wire.Transitions):
@@ -198,7 +204,9 @@ class LearnerServer:
                 session.policy_version = msg.policy_version
                 session.stats = msg.stats
                 self.counters["heartbeats"] += 1
-                self._send(identity, wire.Heartbeat(policy_version=self.publisher.version))
+                self._hb_seq += 1
+                self._send(identity, wire.Heartbeat(seq=self._hb_seq, t_us=time.time_ns() // 1000,
+                                                    policy_version=self.publisher.version))
                 self._maybe_push(session)
             elif isinstance(msg, wire.PolicyResult):
                 session.last_policy_result = ("accepted" if msg.accepted
@@ -206,6 +214,14 @@ class LearnerServer:
                 if msg.accepted:
                     session.policy_version = max(session.policy_version, msg.version)
                 self.counters["policy_results"] += 1
+                log.info("robot %r: policy v%d %s", session.robot_id, msg.version,
+                         session.last_policy_result)
+            elif isinstance(msg, wire.Error):
+                log.warning("robot %r reports error %s: %s", session.robot_id, msg.code,
+                            msg.message)
+            else:  # a learner-side message type sent to the learner
+                self._reject(identity, "unexpected_type", msg.TYPE)
+                return
             self.counters[f"ok/{type(msg).__name__.lower()}"] += 1
         except wire.WireError as exc:
             self._reject(identity, exc.reason, exc.detail)
@@ -218,7 +234,7 @@ class LearnerServer:
         if reason:
             self.counters["hello_refused"] += 1
             log.warning("refused robot %r: %s", hello.robot_id, reason)
-            self._send(identity, wire.Welcome(accepted=False, reason=reason))
+            self._send(identity, wire.Welcome(accepted=False, reason=reason[:1000]))
             return
         try:
             curve_key = frame.get("User-Id") or ""
@@ -228,7 +244,12 @@ class LearnerServer:
         self.counters["hello_accepted"] += 1
         log.info("robot %r connected (policy v%d, sw %s)", hello.robot_id, hello.policy_version,
                  hello.software_version)
-        self._send(identity, wire.Welcome(accepted=True, policy_version=self.publisher.version))
+        latest = self.publisher.latest
+        self._send(identity, wire.Welcome(
+            accepted=True, learner_version=LEARNER_VERSION,
+            latest_policy_version=latest.version if latest else -1,
+            heartbeat_interval_s=self.link.heartbeat_timeout_s / 4,
+            acked=self.store.acked_of(hello.robot_id)))
         self._maybe_push(session)
 
     def _on_transitions(self, identity, session, batch: wire.Transitions, acks) -> None:
@@ -258,6 +279,8 @@ class LearnerServer:
         session.policy_sent_at = now
         self._send(session.identity, wire.Policy(version=latest.version, sha256=latest.sha256,
                                                  onnx=latest.onnx, metadata=latest.metadata))
+        log.info("policy v%d -> %r (was v%d)", latest.version, session.robot_id,
+                 session.policy_version)
         self.policy_push_log.append((latest.version, session.robot_id, time.time()))
         del self.policy_push_log[:-1000]
 

@@ -19,7 +19,7 @@ class Session:
     identity: bytes
     curve_key: str
     software_version: str
-    policy_version: int = 0
+    policy_version: int = -1  # -1: no policy active (the robot's controller)
     connected_unix: float = field(default_factory=time.time)
     last_seen: float = field(default_factory=time.monotonic)
     rows_received: int = 0
@@ -46,15 +46,14 @@ class HelloPolicy:
     def check(self, hello: Hello) -> str:
         """Return '' if the robot is acceptable, else a clear reason for refusing it."""
         if hello.schema_hash != self.schema_hash:
-            return (f"schema mismatch: robot {hello.schema_hash!r}, learner {self.schema_hash!r}"
-                    " (update the robot or the learner so both run the same protocol version)")
+            return (f"schema_mismatch: robot {hello.schema_hash[:12]!r}, learner "
+                    f"{self.schema_hash[:12]!r} (update the robot or the learner so both run the "
+                    "same protocol version)")
         if hello.obs_dim != self.obs_dim or hello.act_dim != self.act_dim:
-            return (f"obs/act spec mismatch: robot obs_dim={hello.obs_dim} act_dim={hello.act_dim},"
+            return (f"spec_mismatch: robot obs_dim={hello.obs_dim} act_dim={hello.act_dim},"
                     f" learner task {self.task!r} obs_dim={self.obs_dim} act_dim={self.act_dim}")
         if hello.task and self.task and hello.task != self.task:
-            return f"task mismatch: robot runs {hello.task!r}, learner trains {self.task!r}"
-        if not hello.robot_id or len(hello.robot_id) > 64:
-            return "robot_id must be 1..64 characters"
+            return f"task_mismatch: robot runs {hello.task!r}, learner trains {self.task!r}"
         return ""
 
 

@@ -44,7 +44,7 @@ class StoredBatch:
     """One stored record: `n` contiguous rows of one stream, starting at `first_seq`."""
 
     robot: str
-    stream: int
+    stream: str
     first_seq: int
     columns: dict[str, np.ndarray]
 
@@ -78,7 +78,7 @@ def _decode_columns(raw: dict) -> dict[str, np.ndarray]:
 
 
 def encode_record(batch: StoredBatch) -> bytes:
-    payload = msgpack.packb({"robot": batch.robot, "stream": int(batch.stream),
+    payload = msgpack.packb({"robot": batch.robot, "stream": str(batch.stream),
                              "first_seq": int(batch.first_seq), "n": batch.n,
                              "cols": _encode_columns(batch.columns)}, use_bin_type=True)
     return HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
@@ -110,7 +110,7 @@ class RealStore:
         self.directory = Path(directory)
         self.segment_bytes = int(segment_bytes)
         self.fsync = fsync
-        self._next_seq: dict[tuple[str, int], int] = {}
+        self._next_seq: dict[tuple[str, str], int] = {}
         self._file = None
         self._segment_index = 0
         self._pending_records = 0
@@ -138,7 +138,7 @@ class RealStore:
                 report.truncated_files.append(path.name)
             for _, payload in records:
                 meta = msgpack.unpackb(payload, raw=False)
-                key = (meta["robot"], int(meta["stream"]))
+                key = (meta["robot"], str(meta["stream"]))
                 self._next_seq[key] = int(meta["first_seq"]) + int(meta["n"])
                 report.records += 1
                 report.rows += int(meta["n"])
@@ -170,12 +170,13 @@ class RealStore:
                 os.close(fd)
 
     # ----------------------------------------------------------------- writing
-    def next_seq(self, robot: str, stream: int) -> int | None:
+    def next_seq(self, robot: str, stream: str) -> int | None:
         """The next sequence number this store expects on (robot, stream); None if never seen."""
-        return self._next_seq.get((robot, int(stream)))
+        return self._next_seq.get((robot, str(stream)))
 
-    def streams(self) -> dict[tuple[str, int], int]:
-        return dict(self._next_seq)
+    def acked_of(self, robot: str) -> dict[str, int]:
+        """stream -> last stored seq, for one robot (the WELCOME's `acked` map)."""
+        return {stream: nxt - 1 for (r, stream), nxt in self._next_seq.items() if r == robot}
 
     def append(self, batch: StoredBatch) -> None:
         """Buffer one record (not yet durable: call `sync()` before ACKing it).
@@ -185,7 +186,7 @@ class RealStore:
         """
         if self._file is None:
             raise StoreError("store is not open")
-        key = (batch.robot, int(batch.stream))
+        key = (batch.robot, str(batch.stream))
         expected = self._next_seq.get(key)
         if expected is not None and batch.first_seq != expected:
             raise StoreError(f"non-contiguous append on {key}: first_seq {batch.first_seq}, "
@@ -222,6 +223,6 @@ class RealStore:
             records, _, _ = _scan(path)
             for _, payload in records:
                 meta = msgpack.unpackb(payload, raw=False)
-                yield StoredBatch(robot=meta["robot"], stream=int(meta["stream"]),
+                yield StoredBatch(robot=meta["robot"], stream=str(meta["stream"]),
                                   first_seq=int(meta["first_seq"]),
                                   columns=_decode_columns(meta["cols"]))

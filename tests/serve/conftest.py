@@ -27,14 +27,12 @@ def make_hello(robot_id: str = "robot1", **kw) -> wire.Hello:
     return wire.Hello(**base)
 
 
-def make_batch(stream_id: int, first_seq: int, n: int) -> wire.Transitions:
-    """Rows whose obs[:, 0] is their seq, so tests can check exactly which rows were stored."""
-    seq = np.arange(first_seq, first_seq + n, dtype=np.float32)
-    obs = np.zeros((n, OBS_DIM), np.float32)
-    obs[:, 0] = seq
-    return wire.Transitions(stream_id=stream_id, first_seq=first_seq, columns={
-        "obs": obs, "act": np.zeros((n, ACT_DIM), np.float32), "rew": seq.copy(),
-        "next_obs": obs + 1, "done": np.zeros(n, bool), "policy_version": np.zeros(n, np.int64)})
+def make_batch(stream_id: str, first_seq: int, n: int) -> wire.Transitions:
+    """Rows whose rew is their seq, so tests can check exactly which rows were stored."""
+    batch = wire.empty_transitions(str(stream_id), first_seq, n, OBS_DIM, ACT_DIM)
+    batch.rew[:] = np.arange(first_seq, first_seq + n, dtype=np.float32)
+    batch.obs[:, 0] = batch.rew
+    return batch
 
 
 class RunningServer:

@@ -25,7 +25,7 @@ import numpy as np
 from firmware_bridge.recorder import FW_TO_HOST, HOST_TO_FW
 from protocol.frames import Frame, FrameDecoder, FrameType, unpack_command, unpack_state
 from protocol.recording import ENCODING_SERIAL, Reader, Record, RecordingError, Writer
-from protocol.robot_types import MotorCommand, MotorMode, RobotState
+from protocol.robot_types import LEG_INDICES, N_ACTUATORS, WHEEL_INDICES, MotorCommand, MotorMode, RobotState
 
 log = logging.getLogger(__name__)
 
@@ -214,5 +214,82 @@ def iter_serial(path: str | os.PathLike[str]) -> Iterator[TimedFrame]:
 __all__ = [
     "CONTROL_TYPES", "DecodedRecording", "FW_TO_HOST", "HOST_TO_FW", "RecordedSteps", "RecordingError",
     "SERIAL_CHANNELS", "TimedFrame", "cut", "decode_recording", "host_frames", "iter_serial", "merge",
-    "read_records", "recorded_steps",
+    "read_records", "recorded_steps", "command_to_action", "transitions", "UnsupportedTaskError",
 ]
+
+
+# ---------------------------------------------------------------------------- transitions
+
+
+class UnsupportedTaskError(ValueError):
+    """No inverse command -> action mapping is known for this task."""
+
+
+def command_to_action(task, cmd: MotorCommand) -> np.ndarray:  # task: sim_models.tasks.TaskSpec
+    """Invert the task's action_to_command (the action that produced `cmd`, in [-1, 1])."""
+    from sim_models.tasks import LEG_RANGE_RAD  # numpy only
+
+    wheels = list(WHEEL_INDICES)
+    tau = np.asarray(cmd.tau_ff, np.float64)[wheels] / task.action_scale
+    if task.act_dim == 1:
+        a = np.array([tau.mean()])
+    elif task.act_dim == 2:
+        a = tau
+    elif task.act_dim == N_ACTUATORS:
+        a = np.zeros(N_ACTUATORS)
+        legs = list(LEG_INDICES)
+        a[legs] = np.asarray(cmd.q_des, np.float64)[legs] / LEG_RANGE_RAD
+        a[wheels] = tau
+    else:
+        raise UnsupportedTaskError(f"no command->action inverse for task {task.name!r} (act_dim {task.act_dim})")
+    return np.clip(a, -1.0, 1.0).astype(np.float32)
+
+
+def transitions(steps: RecordedSteps, task_name: str, command: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """D4RL arrays (observations, actions, rewards, next_observations, terminals, timeouts).
+
+    Only steps the firmware applied (mode ENABLED) are kept; a gap (a skipped step) ends the
+    episode before it as a timeout, as does the task's episode length and the recording's end.
+    The task's command (turn, locomotion) is not on the serial line: `command`, else the task's
+    default_command, is used for every row.
+    """
+    from sim_models.tasks import get_task  # numpy only
+
+    task = get_task(task_name)
+    if command is None and task.default_command:
+        command = np.asarray(task.default_command, np.float32)
+    cols: dict[str, list] = {k: [] for k in ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")}
+    episode_len = 0
+    prev_k = None
+    for k in range(len(steps)):
+        if not steps.applied[k]:
+            continue
+        if prev_k is not None and k != prev_k + 1 and cols["timeouts"] and not cols["terminals"][-1]:
+            cols["timeouts"][-1] = True
+            episode_len = 0
+        obs = np.asarray(task.observe(steps.states[k], command), np.float32)
+        nxt = np.asarray(task.observe(steps.states[k + 1], command), np.float32)
+        act = command_to_action(task, steps.commands[k])
+        term = bool(task.terminated(nxt))
+        episode_len += 1
+        cols["observations"].append(obs)
+        cols["actions"].append(act)
+        cols["rewards"].append(float(task.reward(obs, act, nxt)))
+        cols["next_observations"].append(nxt)
+        cols["terminals"].append(term)
+        cols["timeouts"].append(not term and episode_len >= task.max_episode_steps)
+        if term or episode_len >= task.max_episode_steps:
+            episode_len = 0
+        prev_k = k
+    if cols["timeouts"] and not cols["terminals"][-1]:
+        cols["timeouts"][-1] = True
+    dims = {"observations": task.obs_dim, "next_observations": task.obs_dim, "actions": task.act_dim}
+    out: dict[str, np.ndarray] = {}
+    for key, values in cols.items():
+        if key in dims:
+            out[key] = np.asarray(values, np.float32).reshape(-1, dims[key])
+        elif key == "rewards":
+            out[key] = np.asarray(values, np.float32)
+        else:
+            out[key] = np.asarray(values, bool)
+    return out

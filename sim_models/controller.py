@@ -11,7 +11,8 @@ The error it regulates: e = [integral of (x - x_ref), x - x_ref, v - v_ref, pitc
 with x_ref advancing at v_ref per call. Per task:
 - stand_still: v_ref = 0. move_straight: v_ref = 0.2 m/s.
 - turn (no x in the obs): x is integrated from v; a differential yaw-rate term is added.
-- locomotion: legs held at the crouch (action 0), wheels balance and track the speed command.
+- locomotion: legs crouch symmetrically (hip +d, knee -2d) to the height command, wheels balance
+  and track the speed command.
 `detuned=True`: half the integral, position, speed and pitch-rate gains. On a gap profile
 ("moderate") it falls after about 1.5 s, about a third of the tuned return: genuinely medium data
 (reference/benchmark_notes.md: a tuned controller plus noise is nearly expert, and behaviour
@@ -26,10 +27,15 @@ import numpy as np
 
 from sim_models.tasks import (
     CONTROL_HZ,
+    HIP_ZERO_RAD,
+    LEG_RANGE_RAD,
     LOCO_WHEEL_TORQUE_NM,
     PAPER_TORQUE_NM,
+    SHANK_M,
     STRAIGHT_SPEED_MPS,
     TASKS,
+    THIGH_M,
+    WHEEL_RADIUS_M,
 )
 
 # u = -K e (per-wheel torque, N·m); from `python -m sim_models.lqr_design` (model 0.1.0).
@@ -37,8 +43,9 @@ LQR_GAIN = np.array([-3.782796, -5.096803, -3.326041, -11.659486, -1.798409])
 # Half the integral, position, speed and pitch-rate gains: near-expert on the nominal robot but
 # it loses a COM-shifted one after ~1.5 s ("moderate": ~30% of the tuned controller's return).
 DETUNED_GAIN = LQR_GAIN * np.array([0.5, 0.5, 0.5, 1.0, 0.5])
+CROUCH_RATE_RAD_S = 0.3  # locomotion: how fast the hip angle moves toward the height command
 YAW_RATE_GAIN = 2.0  # N·m of wheel-torque difference per rad/s of yaw-rate error
-_LOCO_PITCH, _LOCO_GYRO_Y, _LOCO_V, _LOCO_VCMD = 0, 3, 15, 17
+_LOCO_PITCH, _LOCO_GYRO_Y, _LOCO_V, _LOCO_VCMD, _LOCO_HCMD = 0, 3, 15, 17, 18
 
 
 class UnsupportedTaskError(ValueError):
@@ -65,6 +72,7 @@ class BalanceController:
         self._x_ref: float | None = None
         self._x_hat = 0.0
         self._integral = 0.0
+        self._crouch = 0.0
 
     def _balance_torque(self, x: float | None, v: float, pitch: float, pitch_rate: float,
                         speed: float) -> float:
@@ -92,6 +100,15 @@ class BalanceController:
             return np.clip(np.array([tau - diff, tau + diff]) / PAPER_TORQUE_NM,
                            -1.0, 1.0).astype(np.float32)
         tau = self._balance_torque(None, o[_LOCO_V], o[_LOCO_PITCH], o[_LOCO_GYRO_Y], o[_LOCO_VCMD])
+        # Height: hip +d, knee -2d keeps the axle under the hip; axle drop = 2 L cos(hip0 + d).
+        reach = (float(o[_LOCO_HCMD]) - WHEEL_RADIUS_M) / (THIGH_M + SHANK_M)
+        target = float(np.arccos(np.clip(reach, -1.0, 1.0))) - HIP_ZERO_RAD
+        # Crouch slowly: a step change of the leg targets throws the body off balance.
+        step = CROUCH_RATE_RAD_S * self.dt
+        self._crouch += float(np.clip(target - self._crouch, -step, step))
+        d = self._crouch
         a = np.zeros(6)
+        a[[0, 3]] = d / LEG_RANGE_RAD
+        a[[1, 4]] = -2.0 * d / LEG_RANGE_RAD
         a[[2, 5]] = tau / LOCO_WHEEL_TORQUE_NM
         return np.clip(a, -1.0, 1.0).astype(np.float32)

@@ -39,8 +39,8 @@ HIP_ZERO_RAD = 0.6  # thigh pitched back at joint zero
 KNEE_ZERO_RAD = -1.2  # shank relative to thigh at joint zero
 # Locomotion: legs are position-controlled around joint zero.
 LEG_RANGE_RAD = 0.5
-LEG_KP = 40.0
-LEG_KD = 1.0
+LEG_KP = 150.0  # stiff enough that the balance loop sees an almost rigid body (40 oscillated)
+LEG_KD = 3.0
 LOCO_WHEEL_TORQUE_NM = 5.0
 LEFT_WHEEL, RIGHT_WHEEL = WHEEL_INDICES
 
@@ -187,7 +187,7 @@ def observe_locomotion(state: RobotState, command: np.ndarray | None = None) -> 
 
 
 def locomotion_command(action: np.ndarray) -> MotorCommand:
-    """Legs: position targets (+-0.5 rad about the crouch, kp 40, kd 1); wheels: torque (5 N·m)."""
+    """Legs: position targets (+-0.5 rad about the crouch, kp 150, kd 3); wheels: torque (5 N·m)."""
     a = _clip(action)
     cmd = MotorCommand()
     legs = list(LEG_INDICES)

@@ -71,3 +71,17 @@ def test_stored_gains_match_the_offline_design():
 def test_unknown_task_is_rejected():
     with pytest.raises(UnsupportedTaskError):
         BalanceController("cartwheel")
+
+
+def test_locomotion_tracks_speed_and_height_commands():
+    env = sim_models.make_env("locomotion", "mild")
+    ctrl = BalanceController("locomotion")
+    obs, _ = env.reset(seed=2, options={"command": [0.3, 0.26]})
+    speed_err, height_err = [], []
+    for step in range(1000):
+        obs, _, terminated, _, _ = env.step(ctrl.act(obs))
+        assert not terminated, step
+        if step >= 500:
+            speed_err.append(obs[15] - 0.3)
+            height_err.append(obs[16] - 0.26)
+    assert abs(np.mean(speed_err)) < 0.05 and abs(np.mean(height_err)) < 0.01

@@ -1,0 +1,66 @@
+"""The onboard app against the real learner service (learner/service/server.py) on loopback.
+
+Checks the two halves of the protocol agree: HELLO/WELCOME, TRANSITIONS stored exactly once and
+acked out of the robot's spool, a policy published on the learner validated and activated on the
+robot, POLICY_RESULT recorded by the learner.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import zmq
+
+from learner.service import wire
+from learner.service.ingest import Ingest
+from learner.service.publisher import PolicyBlob, Publisher
+from learner.service.server import LearnerServer, LinkConfig
+from learner.service.sessions import HelloPolicy
+from learner.service.store import RealStore
+from onboard.dev_policies import mlp_policy_bytes, sha256_hex
+from onboard.safety import Mode
+
+pytestmark = pytest.mark.timeout(90)
+
+BALANCE_GAIN = np.array([[1.0, 2.0, 30.0, 3.0]]) / 3.0
+
+
+def test_stream_and_policy_push_through_the_learner_service(make_app, wait_for, endpoint, tmp_path):
+    ctx = zmq.Context()
+    store = RealStore(tmp_path / "store")
+    store.open()
+    stored: list[int] = []
+    ingest = Ingest(store, 4, 1, sink=lambda c: stored.append(len(c["rew"])))
+    publisher = Publisher()
+    server = LearnerServer(LinkConfig(bind=endpoint, plaintext=True, heartbeat_timeout_s=2.0, policy_resend_s=0.5),
+                           store, HelloPolicy(wire.schema_hash(), 4, 1, "stand_still"), publisher, ingest, context=ctx)
+    server.start_socket()
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        app = make_app(stream=True, endpoint=endpoint)
+        assert wait_for(lambda: app.streamer.connected)
+        data = mlp_policy_bytes(4, 1, version=3, hidden=0, linear_gain=BALANCE_GAIN)
+        publisher.publish(PolicyBlob(version=3, onnx=data, sha256=sha256_hex(data)))
+        stop = threading.Event()
+        loop = threading.Thread(target=app.run, args=(stop,))
+        loop.start()
+        try:
+            assert wait_for(lambda: app.fsm.mode is Mode.POLICY and app.loop.policy_version == 3, 20)
+        finally:
+            stop.set()
+            loop.join(10)
+        app.recorder.flush()
+        total = app.recorder.rows_recorded
+        assert wait_for(lambda: app.streamer.spool.pending_rows == 0 and sum(stored) == total, 20)
+        snap = server.snapshot()["robots"][app.cfg.learner.robot_id]
+        assert snap["duplicates"] == 0 and snap["rows"] == total
+        assert wait_for(lambda: server.sessions.by_robot["robot0"].last_policy_result == "accepted")
+    finally:
+        server.stop()
+        thread.join(10)
+        server.close()
+        store.close()
+        ctx.destroy(linger=0)

@@ -110,6 +110,7 @@ class WheelLeggedSim:
                *range(self._gyro_adr, self._gyro_adr + 3), *range(self._acc_adr, self._acc_adr + 3)]
         dest = [*(_POS + self._act_slots), *(_VEL + self._act_slots), *range(_QUAT, _STATE_LEN)]
         self._src, self._dest = np.array(src), np.array(dest)
+        self._torque_dest = _TORQUE + self._act_slots
         self._base_id = m.body(BASE_BODY).id
         self._wheel_qadr = [int(m.joint(w).qposadr[0]) for w in WHEEL_BODIES]
         self._home = m.key("home").id
@@ -132,7 +133,7 @@ class WheelLeggedSim:
         m.actuator_forcerange[ids] *= s
         self._strength = s
         self._gains_set = False
-        self._clip_level = m.actuator_forcerange[ids, 1] * (1 - 1e-6)
+        self._clip_level = (m.actuator_forcerange[ids, 1] * (1 - 1e-6)).tolist()
         self._gear_ok = np.allclose(m.actuator_gear[ids, 0], 1.0)
         if not self._gear_ok:
             raise ValueError("impedance actuators assume gear 1")
@@ -249,11 +250,11 @@ class WheelLeggedSim:
         buf = np.zeros(_STATE_LEN, np.float32)
         buf[self._dest] = d.sensordata[self._src]
         force = d.actuator_force
-        buf[_TORQUE + self._act_slots] = force
+        buf[self._torque_dest] = force
         pos, vel, torque = buf[_POS:_POS + 6], buf[_VEL:_VEL + 6], buf[_TORQUE:_TORQUE + 6]
         quat, gyro, acc = buf[_QUAT:_QUAT + 4], buf[_GYRO:_GYRO + 3], buf[_ACC:_ACC + 3]
         faults = self._faults
-        if (np.abs(force) >= self._clip_level).any():
+        if any(abs(f) >= c for f, c in zip(force.tolist(), self._clip_level)):
             faults |= FaultFlags.TORQUE_LIMITED
         if p.sensor_noise_std or p.sensor_bias:
             pos, vel, quat, gyro, acc = self._corrupt(pos, vel, quat, gyro, acc)

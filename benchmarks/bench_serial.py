@@ -6,7 +6,9 @@ Prints, in one run (the machine is shared and noisy, so compare figures side by 
   3. send_command() cost for the caller (it only queues), p50/p99;
   4. throughput: COMMANDs pipelined (a window in flight), frames/s each way;
   5. real time (200 Hz firmware): STATE inter-arrival p50/p99 and command -> next STATE latency;
-  6. in-process parts of a round trip (encode, decode, one MuJoCo control step), to explain 1.
+  6. in-process parts of a round trip (encode, decode, one MuJoCo control step), to explain 1;
+  7. A/B in one run: lock-step round trip with the sender's direct write vs the writer-thread
+     hand-off (`SerialLinkConfig.direct_write`), interleaved in blocks so load noise hits both.
 
 Usage: .venv/bin/python benchmarks/bench_serial.py [--n 2000] [--window 8] [--realtime-s 3]
 """
@@ -156,6 +158,41 @@ def bench_parts(args: argparse.Namespace) -> None:
         print(f"  {name:28s} {best * 1e6:7.1f} us")
 
 
+def bench_direct_write_ab(args: argparse.Namespace) -> None:
+    proc, device = start_firmware(True, args.profile)
+    link = SerialLink(SerialLinkConfig(url=device))
+    try:
+        link.configure()
+        if not link.activate():
+            raise RuntimeError("firmware did not confirm ENABLE")
+        cmd = MotorCommand.torque([0, 0, 0.1, 0, 0, 0.1])
+        rtt: dict[bool, list[float]] = {True: [], False: []}
+        cost: dict[bool, list[float]] = {True: [], False: []}
+        for _block in range(20):
+            for direct in (True, False):
+                link.config.direct_write = direct  # read at each send
+                for _ in range(max(1, args.n // 40)):
+                    i = link.states_received
+                    t0 = time.perf_counter()
+                    link.send_command(cmd)
+                    t1 = time.perf_counter()
+                    if link.wait_for_state(timeout_s=2.0, after_index=i) is None:
+                        raise RuntimeError("lost a lock-step reply")
+                    rtt[direct].append(time.perf_counter() - t0)
+                    cost[direct].append(t1 - t0)
+        r = {d: np.percentile(rtt[d], 50) for d in rtt}
+        c = {d: np.percentile(cost[d], 50) for d in cost}
+        print("A/B lock-step, direct write vs writer-thread hand-off (interleaved blocks):")
+        print(f"  round trip   direct {pct(rtt[True])}")
+        print(f"               queued {pct(rtt[False])}")
+        print(f"  send cost    direct {pct(cost[True])}")
+        print(f"               queued {pct(cost[False])}")
+        print(f"  p50 ratio queued/direct: round trip {r[False] / r[True]:.2f}x, send cost {c[False] / c[True]:.2f}x")
+    finally:
+        link.close()
+        stop_firmware(proc)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--n", type=int, default=2000, help="round trips measured (lock-step)")
@@ -168,6 +205,7 @@ def main() -> None:
     bench_lockstep(args)
     bench_realtime(args)
     bench_parts(args)
+    bench_direct_write_ab(args)
 
 
 if __name__ == "__main__":

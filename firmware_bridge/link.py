@@ -3,9 +3,9 @@
 Why this shape: the control loop must never block or unwind on the serial line. So one reader
 thread owns `read` (decodes frames, keeps the latest RobotState with its arrival time), one
 writer thread owns `write`, and the loop only swaps references and puts encoded frames into a
-bounded queue: every send returns a `WriteStatus`, never raises. On a file-descriptor port (tty,
-pty) with nothing queued, the sending thread writes the frame itself with one non-blocking
-write(2) (no thread hand-off; a partial write queues the rest), so order is kept. pyserial's
+bounded queue: every send returns a `WriteStatus`, never raises. Optionally (`direct_write`),
+on a tty/pty with nothing queued, the sending thread writes the frame itself with one
+non-blocking write(2) (a partial write queues the rest, so order is kept). pyserial's
 `serial_for_url` makes one code path serve /dev/ttyUSB0, a pty path, socket://host:port and
 loop://.
 
@@ -117,7 +117,10 @@ class SerialLinkConfig:
     state_queue_size: int = 0  # > 0: also put every state in `link.states` (oldest dropped)
     activate_timeout_s: float = 1.0  # wait this long for a STATE in ENABLED after ENABLE
     low_latency: bool = True  # best effort ASYNC_LOW_LATENCY on a real tty (see docs)
-    direct_write: bool = True  # tty/pty: the sender writes when nothing is queued (no hand-off)
+    # tty/pty: the sender itself writes when nothing is queued (no hand-off; read at each send).
+    # Off by default: measured ~5 % faster round trip but a worse caller p99 (the woken reader
+    # can preempt the sender inside write(2)); docs/bench/firmware_bridge.md.
+    direct_write: bool = False
     write_stall_s: float = 0.5  # a write blocked this long (peer not reading) -> ERROR state
 
 
@@ -229,8 +232,8 @@ class SerialLink:
         if self.config.low_latency:
             self.low_latency_set = try_low_latency(self._serial)
         fd = getattr(self._serial, "fd", None)
-        if self.config.direct_write and isinstance(fd, int):
-            self._direct_fd = fd
+        if isinstance(fd, int):
+            self._direct_fd = fd  # used while config.direct_write (read at each send)
         self._stop.clear()
         self._threads = [
             threading.Thread(target=self._read_loop, name="serial-reader", daemon=True),
@@ -389,7 +392,7 @@ class SerialLink:
                 return WriteStatus.QUEUE_FULL
             data = encode(self._seq_out)
             self._seq_out = (self._seq_out + 1) & 0xFFFF
-            if self._queued == 0 and self._direct_fd is not None:
+            if self._queued == 0 and self._direct_fd is not None and self.config.direct_write:
                 data = self._write_direct(data)
             if data:
                 self._queued += 1

@@ -97,10 +97,12 @@ def test_open_failure_is_a_link_error_naming_the_url(tmp_path):
         link.configure()
 
 
-def test_stalled_peer_gives_queue_full_then_error_without_blocking_the_sender():
+@pytest.mark.parametrize("direct_write", [False, True])
+def test_stalled_peer_gives_queue_full_then_error_without_blocking_the_sender(direct_write):
     """A firmware that stops reading: sends keep returning at once, then the link reports ERROR."""
     with PtyPort(None) as firmware_end:  # nobody reads its master: the kernel buffer fills
-        link = SerialLink(SerialLinkConfig(url=firmware_end.device, write_queue_frames=8, write_stall_s=0.3))
+        link = SerialLink(SerialLinkConfig(url=firmware_end.device, write_queue_frames=8, write_stall_s=0.3,
+                                           direct_write=direct_write))
         link.configure()
 
         def answer_enable() -> None:

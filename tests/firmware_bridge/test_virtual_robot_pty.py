@@ -120,11 +120,11 @@ def test_one_percent_corrupt_bytes_no_bad_frame_accepted_link_keeps_up(start_rob
     assert t == sorted(t)
 
 
-def lockstep_bytes(start_robot, open_link, seed: int) -> dict[str, bytes]:
+def lockstep_bytes(start_robot, open_link, seed: int, direct_write: bool = False) -> dict[str, bytes]:
     recorder = ListRecorder()
     faults = FaultConfig(sensor_dropout_prob=0.2, duplicate_frame_prob=0.05, seed=seed)
     robot = start_robot(lockstep=True, seed=seed, profile="moderate", faults=faults, recorder=recorder)
-    link = open_link(robot.device)
+    link = open_link(robot.device, direct_write=direct_write)
     assert link.activate()
     rng = np.random.default_rng(0)
     for _ in range(40):
@@ -139,7 +139,7 @@ def lockstep_bytes(start_robot, open_link, seed: int) -> dict[str, bytes]:
 
 def test_lockstep_byte_streams_bit_identical_for_same_seed(start_robot, open_link):
     a = lockstep_bytes(start_robot, open_link, seed=7)
-    b = lockstep_bytes(start_robot, open_link, seed=7)
+    b = lockstep_bytes(start_robot, open_link, seed=7, direct_write=True)  # other write path, same bytes
     c = lockstep_bytes(start_robot, open_link, seed=8)
     assert len(a[FW_TO_HOST]) > 40 * 130
     assert a[HOST_TO_FW] == b[HOST_TO_FW] == c[HOST_TO_FW]

@@ -63,14 +63,25 @@ class ConfigError(ValueError):
 
 
 def field_help(cls: type) -> dict[str, str]:
-    """Field name -> its trailing `# comment` in the class source (the --help text)."""
+    """Field name -> its `# comment` in the class source (trailing, else the lines just above)."""
     try:
-        src = inspect.getsource(cls)
+        lines = inspect.getsource(cls).splitlines()
     except (OSError, TypeError):
         return {}
-    out = {}
-    for m in re.finditer(r"^\s+(\w+)\s*:\s*[^=\n]+=.*?#\s*(.+)$", src, re.M):
-        out[m.group(1)] = m.group(2).strip()
+    out: dict[str, str] = {}
+    above: list[str] = []
+    for line in lines:
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            above.append(stripped.lstrip("#").strip())
+            continue
+        m = re.match(r"^\s+(\w+)\s*:\s*[^=]+=\s*(.*)$", line)
+        if m:
+            trailing = re.search(r"#\s*(.+)$", m.group(2))
+            text = trailing.group(1).strip() if trailing else " ".join(above)
+            if text:
+                out[m.group(1)] = text
+        above = []
     return out
 
 
@@ -155,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
         for f in dataclasses.fields(part):
             text = helps.get(f.name) or f.name.replace("_", " ")
             group.add_argument(f"--{section}.{f.name}", dest=f"{section}.{f.name}", default=None, metavar="V",
-                               help=f"{text} (default: {getattr(part, f.name)!r})")
+                               help=f"{text} (default: {getattr(part, f.name)!r})".replace("%", "%%"))  # argparse %-formats help
     return p
 
 

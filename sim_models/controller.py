@@ -43,6 +43,9 @@ LQR_GAIN = np.array([-3.782796, -5.096803, -3.326041, -11.659486, -1.798409])
 # Half the integral, position, speed and pitch-rate gains: near-expert on the nominal robot but
 # it loses a COM-shifted one after ~1.5 s ("moderate": ~30% of the tuned controller's return).
 DETUNED_GAIN = LQR_GAIN * np.array([0.5, 0.5, 0.5, 1.0, 0.5])
+# Anti-windup: a +4 cm COM shift needs ~0.5 m·s of integral; beyond 1 m·s it only saturates the
+# motors (a robot held in the air or stuck would otherwise wind it up without bound).
+INTEGRAL_LIMIT_M_S = 1.0
 CROUCH_RATE_RAD_S = 0.3  # locomotion: how fast the hip angle moves toward the height command
 YAW_RATE_GAIN = 2.0  # N·m of wheel-torque difference per rad/s of yaw-rate error
 _LOCO_PITCH, _LOCO_GYRO_Y, _LOCO_V, _LOCO_VCMD, _LOCO_HCMD = 0, 3, 15, 17, 18
@@ -84,7 +87,8 @@ class BalanceController:
         else:
             self._x_ref += speed * self.dt
         x_err = x - self._x_ref
-        self._integral += x_err * self.dt
+        self._integral = min(INTEGRAL_LIMIT_M_S,
+                             max(-INTEGRAL_LIMIT_M_S, self._integral + x_err * self.dt))
         err = np.array([self._integral, x_err, v - speed, pitch, pitch_rate])
         return float(-self.gain @ err)
 

@@ -85,3 +85,14 @@ def test_locomotion_tracks_speed_and_height_commands():
             speed_err.append(obs[15] - 0.3)
             height_err.append(obs[16] - 0.26)
     assert abs(np.mean(speed_err)) < 0.05 and abs(np.mean(height_err)) < 0.01
+
+
+def test_integral_is_bounded_when_the_robot_cannot_move():
+    """A robot held in place (x stuck 2 m from the reference) must not wind the integral up."""
+    ctrl = BalanceController("stand_still")
+    ctrl.act(np.zeros(4))
+    actions = [ctrl.act(np.array([2.0, 0.0, 0.0, 0.0]))[0] for _ in range(5000)]
+    assert abs(ctrl._integral) <= 1.0
+    assert np.all(np.abs(actions) <= 1.0)
+    ctrl.reset()
+    assert ctrl.act(np.zeros(4))[0] == 0.0  # a fresh reference after reset

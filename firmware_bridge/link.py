@@ -277,10 +277,12 @@ class SerialLink:
         self._stop.set()
         with self._send_lock:
             self._direct_fd = None  # from here every write goes through (and drains in) the queue
-        try:
-            self._write_queue.put_nowait(None)  # wake the writer; it drains what was queued first
+        writer_alive = any(t.name == "serial-writer" and t.is_alive() for t in self._threads)
+        try:  # wake the writer after what is queued; a stalled writer fails within write_stall_s
+            if writer_alive:
+                self._write_queue.put(None, timeout=self.config.write_stall_s + 0.5)
         except queue.Full:
-            pass
+            log.warning("closing %s: writer did not drain; pending frames dropped", self.config.url)
         ser = self._serial
         for t in self._threads:
             if t.name == "serial-reader" and ser is not None and hasattr(ser, "cancel_read"):

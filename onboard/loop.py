@@ -174,6 +174,9 @@ class ControlLoop:
             op = self._operator.get_nowait()
         except queue.Empty:
             op = None
+        if op is Operator.ROLLBACK:
+            self.rollback()
+            op = None
         before = self.fsm.mode
         inputs = SafetyInputs(
             now_s=now,

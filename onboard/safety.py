@@ -42,6 +42,7 @@ class Operator(str, enum.Enum):
     DAMP = "damp"
     ESTOP = "estop"
     RESET = "reset"  # DAMPING / ESTOP -> PASSIVE
+    ROLLBACK = "rollback"  # back to the previous policy (handled by the loop, not a mode change)
 
 
 LEARNER_LOST_CHOICES = ("keep", "stand", "damping")

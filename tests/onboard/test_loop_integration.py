@@ -175,3 +175,21 @@ def test_operator_estop_latches_firmware_and_reset_recovers(make_app, wait_for):
     run_ticks(app, 20)
     assert app.fsm.mode is Mode.STAND
     assert app.link.latest_state().state.mode == MotorMode.ENABLED
+
+
+def test_operator_rollback_returns_to_previous_policy_then_controller(make_app):
+    from onboard.safety import Operator
+
+    app = make_app()
+    for v in (1, 2):
+        data = balance_policy(v)
+        app.loop.activate_policy(app.loader.validate_now(PolicyCandidate(v, sha256_hex(data), data)))
+    run_ticks(app, 20)
+    assert app.loop.policy_version == 2 and app.fsm.mode is Mode.POLICY
+    app.loop.request(Operator.ROLLBACK)
+    run_ticks(app, 5)
+    assert app.loop.policy_version == 1 and app.fsm.mode is Mode.POLICY
+    app.loop.request(Operator.ROLLBACK)
+    run_ticks(app, 5)
+    assert app.loop.policy_version == -1 and app.fsm.mode is Mode.STAND  # the controller holds it
+    assert app.loop.rollbacks == 2

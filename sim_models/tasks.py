@@ -139,12 +139,13 @@ def pitch_terminated(next_obs: np.ndarray) -> bool:
 
 # ------------------------------------------------------------------ turn (2 torques, yaw-rate command)
 TURN_YAW_RATE_RANGE = 1.0  # rad/s, command drawn uniformly in +-this
+TURN_DEFAULT_YAW_RATE = 0.5  # rad/s, the command when none is given (onboard default)
 
 
 def observe_turn(state: RobotState, command: np.ndarray | None = None) -> np.ndarray:
     """[v, pitch, pitch_rate, yaw_rate, yaw_rate_command]."""
     _, v = wheel_odometry(state)
-    cmd = 0.0 if command is None else float(command[0])
+    cmd = TURN_DEFAULT_YAW_RATE if command is None else float(command[0])
     return np.array([v, pitch_of(state.imu_quat), state.imu_gyro[1], state.imu_gyro[2], cmd],
                     dtype=np.float32)
 
@@ -168,13 +169,14 @@ def turn_terminated(next_obs: np.ndarray) -> bool:
 # ------------------------------------------------------------------ locomotion (6 actuators)
 LOCO_SPEED_RANGE = 0.5  # m/s, forward-velocity command in +-this
 LOCO_HEIGHT_RANGE = (0.24, 0.32)  # m, base-height command
+LOCO_DEFAULT_COMMAND = (0.0, 0.296)  # stand at the nominal crouch height
 _LOCO_V, _LOCO_H, _LOCO_VCMD, _LOCO_HCMD = 15, 16, 17, 18
 
 
 def observe_locomotion(state: RobotState, command: np.ndarray | None = None) -> np.ndarray:
     """[pitch, roll, gyro(3), leg q(4), leg qd(4), wheel qd(2), v, height, v_cmd, height_cmd]."""
     _, v = wheel_odometry(state)
-    v_cmd, h_cmd = (0.0, 0.296) if command is None else (float(command[0]), float(command[1]))
+    v_cmd, h_cmd = LOCO_DEFAULT_COMMAND if command is None else (float(command[0]), float(command[1]))
     legs = list(LEG_INDICES)
     return np.concatenate([
         [pitch_of(state.imu_quat), roll_of(state.imu_quat)],
@@ -249,12 +251,12 @@ TASKS: dict[str, TaskSpec] = {
     "turn": TaskSpec("turn", 5, 2, "legs_locked", observe_turn, turn_command, turn_reward,
                      turn_terminated, PAPER_TORQUE_NM,
                      command_low=(-TURN_YAW_RATE_RANGE,), command_high=(TURN_YAW_RATE_RANGE,),
-                     default_command=(0.5,)),
+                     default_command=(TURN_DEFAULT_YAW_RATE,)),
     "locomotion": TaskSpec("locomotion", 19, 6, "full", observe_locomotion, locomotion_command,
                            locomotion_reward, locomotion_terminated, LOCO_WHEEL_TORQUE_NM,
                            command_low=(-LOCO_SPEED_RANGE, LOCO_HEIGHT_RANGE[0]),
                            command_high=(LOCO_SPEED_RANGE, LOCO_HEIGHT_RANGE[1]),
-                           default_command=(0.0, 0.296)),
+                           default_command=LOCO_DEFAULT_COMMAND),
 }
 
 

@@ -113,3 +113,10 @@ def test_tasks_and_controller_import_without_mujoco():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "(1,)"
+
+
+@pytest.mark.parametrize("name", ["turn", "locomotion"])
+def test_observation_without_a_command_uses_the_default_command(name):
+    spec = TASKS[name]
+    state = RobotState()
+    np.testing.assert_array_equal(spec.observe(state), spec.observe(state, np.array(spec.default_command)))

@@ -97,18 +97,24 @@ def test_spooled_batches_survive_a_robot_process_restart(tmp_path, endpoint, wai
     assert learner.rows_of("r1-second") == list(range(5))
 
 
-def test_curve_link_and_policy_push_reaches_the_loader(tmp_path, endpoint, wait_for):
-    keys = tmp_path / "keys"
+def curve_pair(tmp_path, endpoint: str, authorise: bool) -> tuple[DevLearner, StreamerConfig]:
+    """A CURVE dev learner and a robot config; the robot's key is authorised only if asked."""
+    keys, authorised = tmp_path / "keys", tmp_path / "authorised"
     keys.mkdir()
+    authorised.mkdir()
     srv_pub, srv_sec = zmq.auth.create_certificates(str(keys), "server")
     cli_pub, cli_sec = zmq.auth.create_certificates(str(keys), "robot")
-    authorised = tmp_path / "authorised"
-    authorised.mkdir()
-    (authorised / "robot.key").write_bytes(open(cli_pub, "rb").read())
-    ep = endpoint
-    learner = DevLearner(ep, server_secret_key_file=srv_sec, client_keys_dir=str(authorised))
+    if authorise:
+        (authorised / "robot.key").write_bytes(open(cli_pub, "rb").read())
+    learner = DevLearner(endpoint, server_secret_key_file=srv_sec, client_keys_dir=str(authorised))
+    cfg = fast_cfg(endpoint, str(tmp_path / "spool"), plaintext=False, client_secret_key_file=cli_sec,
+                   server_public_key_file=srv_pub)
+    return learner, cfg
+
+
+def test_curve_link_and_policy_push_reaches_the_loader(tmp_path, endpoint, wait_for):
+    learner, cfg = curve_pair(tmp_path, endpoint, authorise=True)
     got: list[PolicyCandidate] = []
-    cfg = fast_cfg(ep, str(tmp_path / "spool"), plaintext=False, client_secret_key_file=cli_sec, server_public_key_file=srv_pub)
     st = Streamer(cfg, hello, on_policy=got.append)
     st.start()
     try:
@@ -130,15 +136,7 @@ def test_curve_link_and_policy_push_reaches_the_loader(tmp_path, endpoint, wait_
 
 
 def test_unauthorised_robot_key_gets_no_session(tmp_path, endpoint, wait_for):
-    keys = tmp_path / "keys"
-    keys.mkdir()
-    srv_pub, srv_sec = zmq.auth.create_certificates(str(keys), "server")
-    _, cli_sec = zmq.auth.create_certificates(str(keys), "intruder")
-    empty = tmp_path / "authorised"
-    empty.mkdir()
-    ep = endpoint
-    learner = DevLearner(ep, server_secret_key_file=srv_sec, client_keys_dir=str(empty))
-    cfg = fast_cfg(ep, str(tmp_path / "spool"), plaintext=False, client_secret_key_file=cli_sec, server_public_key_file=srv_pub)
+    learner, cfg = curve_pair(tmp_path, endpoint, authorise=False)
     st = Streamer(cfg, hello)
     st.start()
     try:

@@ -7,7 +7,8 @@ same SerialLink as everything else, so what works here works in onboard/.
 One-shot:     python -m firmware_bridge.console --device /tmp/ttyRobot --enable \\
                   --torque 0,0,1,0,0,1 --duration 2
 Interactive:  python -m firmware_bridge.console --device /tmp/ttyRobot --interactive
-              then: enable | disable | estop | clear | torque a,b,c,d,e,f | zero | state | stats | quit
+              then: enable | disable | estop | clear | torque a,b,c,d,e,f | zero | state | wait s
+                    | stats | quit  (also from a pipe: printf 'enable\\nwait 1\\nstate\\n' | ...)
 While ENABLED the console re-sends the held command at --rate-hz, so the firmware watchdog stays fed.
 """
 
@@ -106,10 +107,16 @@ def run_line(line: str, link: SerialLink, pump: CommandPump) -> bool:
         print("holding zero command")
     elif verb == "state":
         print(format_state(link.latest_state()))
+    elif verb == "wait":  # for scripted sessions piped into stdin
+        try:
+            seconds = float(arg)
+        except ValueError as exc:
+            raise ConsoleInputError(f"wait takes seconds: {arg!r}") from exc
+        time.sleep(min(max(seconds, 0.0), 60.0))
     elif verb == "stats":
         print(link.stats())
     else:
-        print(f"unknown command {verb!r}; try: enable disable estop clear torque zero state stats quit")
+        print(f"unknown command {verb!r}; try: enable disable estop clear torque zero state wait stats quit")
     return True
 
 

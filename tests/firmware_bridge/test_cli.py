@@ -88,3 +88,17 @@ def test_config_layering_defaults_then_toml_then_flags(tmp_path):
     toml.write_text("watchdog = 5\n[faults]\nbogus = 1\n")
     with pytest.raises(VirtualRobotConfigError, match="watchdog, faults.bogus"):
         load_config(toml)
+
+
+def test_console_interactive_session(start_robot):
+    robot = start_robot(lockstep=False, watchdog_ms=500.0)
+    lines = "enable\ntorque 0,0,1,0,0,1\nwait 0.3\nstate\ntorque 1,2\nbogus\nestop\nstate\nquit\n"
+    console = subprocess.run(
+        [sys.executable, "-m", "firmware_bridge.console", "--device", robot.device, "--interactive"],
+        cwd=REPO, input=lines, capture_output=True, text=True, timeout=60,
+    )
+    assert console.returncode == 0, console.stderr
+    out = console.stdout
+    assert "enabled" in out and "holding torque" in out and "mode=ENABLED" in out
+    assert "error: torque must be 6" in out and "unknown command 'bogus'" in out
+    assert robot.firmware.counters.estops == 1 and robot.firmware.counters.commands_accepted > 0

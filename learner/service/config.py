@@ -39,7 +39,6 @@ class ServeConfig:
     heartbeat_timeout_s: float = _f(3.0, "a robot silent this long is marked 'lost'")
     policy_resend_s: float = _f(2.0, "resend POLICY to a robot still reporting an older version")
     # --- ingest
-    sync_interval_ms: float = _f(5.0, "longest wait before an fsync + ACK of received batches")
     segment_bytes: int = _f(64 * 1024 * 1024, "size at which the store starts a new segment file")
     fsync: bool = _f(True, "fsync the store before ACKing (turn off only for benchmarks)")
     # --- task and data
@@ -50,7 +49,10 @@ class ServeConfig:
     train: bool = _f(True, "run the background trainer (off: ingest-only service)")
     algorithm: str = _f("h2o", "algorithm name for learner.algorithms.make (h2o, sac, ...)")
     device: str = _f("cpu", "torch device for training (cpu, cuda, cuda:0)")
-    hidden: int = _f(256, "hidden width of every network")
+    hidden: str = _f("256-256", "policy/critic hidden sizes, '-'-separated")
+    disc_hidden: str = _f("256-256", "classifier hidden sizes (h2o, darc)")
+    disc_batch: int = _f(256, "rows per source for each classifier update (h2o, darc)")
+    real_capacity: int = _f(1_000_000, "streamed real rows kept beside the offline data (FIFO)")
     batch_real: int = _f(128, "real rows per update")
     batch_sim: int = _f(128, "sim rows per update")
     sim_profile: str = _f("nominal", "dynamics profile of the simulator the learner trusts")
@@ -81,11 +83,11 @@ class ServeConfig:
         if self.plaintext and not _is_loopback(self.bind):
             raise ConfigError(f"plaintext: refused on non-loopback endpoint {self.bind!r} "
                               "(CURVE is required off this machine)")
-        for name in ("batch_real", "batch_sim", "hidden", "sim_workers", "export_every_updates",
+        for name in ("batch_real", "batch_sim", "sim_workers", "disc_batch", "real_capacity", "export_every_updates",
                      "max_message_bytes", "segment_bytes", "torch_threads"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)}")
-        for name in ("heartbeat_timeout_s", "sync_interval_ms", "status_every_s"):
+        for name in ("heartbeat_timeout_s", "status_every_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)}")
         if self.sim_steps_per_update < 0:

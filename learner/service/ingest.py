@@ -41,7 +41,7 @@ class Ingest:
     """Dedup + append into the store; hands newly stored rows to `sink` (the real buffer feed)."""
 
     def __init__(self, store: RealStore, obs_dim: int, act_dim: int,
-                 sink: Callable[[dict[str, np.ndarray]], None] | None = None) -> None:
+                 sink: Callable[[str, str, dict[str, np.ndarray]], None] | None = None) -> None:
         self.store = store
         self.obs_dim = obs_dim
         self.act_dim = act_dim
@@ -68,5 +68,5 @@ class Ingest:
         self.rows_stored += stored
         self.rows_duplicate += skip
         if self.sink is not None:
-            self.sink(cols)
+            self.sink(robot_id, batch.stream_id, cols)
         return IngestResult(stored, skip, start + n - 1)

@@ -43,7 +43,7 @@ class RunningServer:
         self.store = RealStore(tmp_path / "store")
         self.report = self.store.open()
         self.rows_seen: list[np.ndarray] = []
-        self.ingest = Ingest(self.store, OBS_DIM, ACT_DIM, sink=lambda c: self.rows_seen.append(c["rew"]))
+        self.ingest = Ingest(self.store, OBS_DIM, ACT_DIM, sink=lambda r, s, c: self.rows_seen.append(c["rew"]))
         self.publisher = Publisher()
         link = LinkConfig(bind="tcp://127.0.0.1:*", plaintext=plaintext,
                           server_secret_key=str(keys["learner_secret"]),

@@ -1,0 +1,60 @@
+"""The learner service: `python learner/serve.py --config configs/serve.toml` (or -m learner.serve).
+
+Robots connect over ZMQ (CURVE-authenticated ROUTER), stream transitions into a durable store,
+and get newer policies as training produces them. See docs/service.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python learner/serve.py` from the project root
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from learner.service.config import ConfigError, ServeConfig, add_arguments, load_config  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="learner/serve.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="TOML file of ServeConfig fields (CLI flags override it)")
+    add_arguments(parser, ServeConfig)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = load_config(ServeConfig, args.config, args)
+    except (ConfigError, OSError, TypeError) as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=getattr(logging, cfg.log_level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from learner.service.app import Service
+
+    try:
+        service = Service(cfg)
+    except (OSError, ValueError) as exc:
+        logging.getLogger("learner.serve").error("cannot start: %s", exc)
+        return 2
+    service.install_signal_handlers()
+    try:
+        endpoint = service.start()
+    except Exception as exc:  # noqa: BLE001 - bind/key errors: say so and stop cleanly
+        logging.getLogger("learner.serve").error("cannot start: %s", exc)
+        service.shutdown()
+        return 2
+    print(f"serving on {endpoint} (run folder {cfg.run_dir})", flush=True)
+    try:
+        service.wait()
+    finally:
+        service.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""The service assembled: store, ingest, ROUTER server, trainer, status; start and stop.
+
+Start order matters for exactly-once: the store is opened (torn tails cut) before the socket is
+bound, and the stored rows are fed to the real buffer before training starts. Stop order: trainer
+(writes its checkpoint), then the server (final fsync), then the store, then the last status row.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+
+from learner.service import wire
+from learner.service.config import ServeConfig
+from learner.service.ingest import Ingest
+from learner.service.publisher import Publisher
+from learner.service.server import LearnerServer, LinkConfig
+from learner.service.sessions import HelloPolicy
+from learner.service.status import RobotReturns, StatusBoard
+from learner.service.store import RealStore
+from learner.service.trainer import RealFeed, Trainer, task_info
+
+log = logging.getLogger(__name__)
+
+
+def load_datasets(paths: list[str]) -> list:
+    from sim_models.datasets import load_d4rl
+
+    out = []
+    for p in paths:
+        data, _meta = load_d4rl(p)
+        log.info("offline dataset %s: %d rows", p, len(data["rewards"]))
+        out.append(data)
+    return out
+
+
+class Service:
+    def __init__(self, cfg: ServeConfig) -> None:
+        self.cfg = cfg
+        self.stop_event = threading.Event()
+        run = cfg.run_path
+        run.mkdir(parents=True, exist_ok=True)
+        self.info = task_info(cfg.task)
+        self.store = RealStore(run / "store", cfg.segment_bytes, cfg.fsync)
+        report = self.store.open()
+        log.info("store: %d rows in %d records (%d segments), %d torn bytes cut", report.rows,
+                 report.records, report.segments, report.truncated_bytes)
+        self.feed = RealFeed()
+        self.returns = RobotReturns(run / "episodes.jsonl")
+        self.publisher = Publisher()
+        self.trainer = None
+        if cfg.train:
+            self.trainer = Trainer(cfg, self.publisher, self.feed, load_datasets(cfg.datasets))
+            for batch in self.store.iter_batches():  # streamed rows from earlier runs
+                self.feed.put(batch.columns)
+
+        def sink(robot: str, stream: str, cols) -> None:
+            if self.trainer is not None:
+                self.feed.put(cols)
+            self.returns.add(robot, stream, cols)
+
+        self.ingest = Ingest(self.store, self.info.obs_dim, self.info.act_dim, sink=sink)
+        link = LinkConfig(bind=cfg.bind, plaintext=cfg.plaintext,
+                          server_secret_key=cfg.server_secret_key,
+                          authorized_keys_dir=cfg.authorized_keys_dir,
+                          max_message_bytes=cfg.max_message_bytes,
+                          heartbeat_timeout_s=cfg.heartbeat_timeout_s,
+                          policy_resend_s=cfg.policy_resend_s)
+        self.server = LearnerServer(link, self.store, HelloPolicy(wire.schema_hash(),
+                                                                  self.info.obs_dim,
+                                                                  self.info.act_dim, cfg.task),
+                                    self.publisher, self.ingest)
+        self.status = StatusBoard(run, self.server, self.trainer, self.returns, cfg.status_every_s)
+        self._threads: list[threading.Thread] = []
+        self._trainer_stop = threading.Event()
+
+    def install_signal_handlers(self) -> None:
+        def handler(signum, _frame):
+            log.info("signal %s: shutting down", signal.Signals(signum).name)
+            self.stop_event.set()
+
+        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, handler)
+
+    def start(self) -> str:
+        endpoint = self.server.start_socket()
+        self._spawn("server", self.server.run)
+        if self.trainer is not None:
+            self._spawn("trainer", lambda: self.trainer.run(self._trainer_stop))
+        self._spawn("status", lambda: self.status.run(self.stop_event))
+        return endpoint
+
+    def _spawn(self, name: str, target) -> None:
+        def guarded():
+            try:
+                target()
+            except Exception:  # noqa: BLE001 - a dead thread stops the whole service, loudly
+                log.exception("%s thread failed; stopping the service", name)
+                self.stop_event.set()
+
+        t = threading.Thread(target=guarded, name=name, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def wait(self) -> None:
+        t0 = time.monotonic()
+        while not self.stop_event.wait(0.5):
+            if self.cfg.max_seconds and time.monotonic() - t0 >= self.cfg.max_seconds:
+                log.info("max_seconds reached")
+                break
+
+    def shutdown(self) -> None:
+        self.stop_event.set()
+        self._trainer_stop.set()
+        for t in self._threads:
+            if t.name == "trainer":
+                t.join(60)
+        self.server.stop()
+        for t in self._threads:
+            t.join(10)
+        self.server.close()
+        self.store.close()
+        try:
+            self.status.tick()
+        finally:
+            self.status.close()
+            self.returns.close()
+        log.info("service stopped")

@@ -1,0 +1,224 @@
+"""Live status: robot episode returns from the stream, a status line, a metrics file, plots.
+
+Why robot return here: the paper's lesson is that sim returns mislead; the robot's own return is
+computed from the streamed rewards (episode = rows up to terminated/truncated), per robot, and is
+shown beside the sim return everywhere (status line, metrics.jsonl, plots).
+
+Files in the run folder: metrics.jsonl (one row every status period), episodes.jsonl (one row per
+finished robot episode), plots/*.png (`python -m learner.service.status plot RUN_DIR`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class RobotReturns:
+    """Per (robot, stream) running episode sums; finished episodes go to `episodes.jsonl`."""
+
+    def __init__(self, path: Path | None = None, keep: int = 1000) -> None:
+        self._running: dict[tuple[str, str], list[float]] = {}
+        self._lock = threading.Lock()
+        self.episodes: list[dict] = []
+        self.keep = keep
+        self.path = path
+        self._fh = open(path, "a", buffering=1) if path is not None else None
+
+    def add(self, robot: str, stream: str, cols: dict[str, np.ndarray]) -> None:
+        rew = np.asarray(cols["rew"], np.float64)
+        ends = np.flatnonzero(np.asarray(cols["terminated"]) | np.asarray(cols["truncated"]))
+        versions = np.asarray(cols["policy_version"])
+        with self._lock:
+            acc = self._running.setdefault((robot, stream), [0.0, 0])
+            start = 0
+            for end in ends:
+                acc[0] += float(rew[start:end + 1].sum())
+                acc[1] += int(end + 1 - start)
+                ep = {"t": time.time(), "robot": robot, "stream": stream, "return": acc[0],
+                      "length": acc[1], "policy_version": int(versions[end]),
+                      "terminated": bool(cols["terminated"][end])}
+                self.episodes.append(ep)
+                if self._fh is not None:
+                    self._fh.write(json.dumps(ep) + "\n")
+                acc[0], acc[1] = 0.0, 0
+                start = end + 1
+            acc[0] += float(rew[start:].sum())
+            acc[1] += int(len(rew) - start)
+            del self.episodes[:-self.keep]
+
+    def recent(self, robot: str | None = None, n: int = 5) -> float:
+        with self._lock:
+            eps = [e["return"] for e in self.episodes if robot is None or e["robot"] == robot]
+        return float(np.mean(eps[-n:])) if eps else math.nan
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+class StatusBoard:
+    """Collects the server's and trainer's snapshots every period: a log line + a metrics row."""
+
+    def __init__(self, run_dir: Path, server, trainer, returns: RobotReturns, period_s: float) -> None:
+        self.server, self.trainer, self.returns = server, trainer, returns
+        self.period_s = period_s
+        self.path = run_dir / "metrics.jsonl"
+        self._fh = open(self.path, "a", buffering=1)
+        self.t0 = time.time()
+
+    def row(self) -> dict:
+        srv = self.server.snapshot()
+        tr = self.trainer.snapshot() if self.trainer is not None else {}
+        row = {"t": time.time(), "elapsed_s": time.time() - self.t0,
+               "updates": tr.get("updates", 0), "updates_per_s": tr.get("updates_per_s", 0.0),
+               "real_rows": tr.get("real_rows", 0), "real_offline_rows": tr.get("real_offline_rows", 0),
+               "sim_rows": tr.get("sim_rows", 0), "sim_return": tr.get("sim_return", math.nan),
+               "trainer_state": tr.get("state", "off"),
+               "policy_version": srv["policy_version"], "store_rows": srv["store_rows"],
+               "robot_return": self.returns.recent(), "rejected": sum(
+                   v for k, v in srv["counters"].items() if k.startswith("rejected/")),
+               "robots": {}}
+        for rid, r in srv["robots"].items():
+            stats = r.get("stats", {})
+            row["robots"][rid] = {"link": r["link"], "policy_version": r["policy_version"],
+                                  "rows": r["rows"], "return": self.returns.recent(rid),
+                                  **{k: stats[k] for k in sorted(stats)[:16]}}
+        for k, v in tr.get("losses", {}).items():
+            if k.startswith(("losses/", "charts/")):
+                row[k] = v
+        return row
+
+    def line(self, row: dict) -> str:
+        robots = " ".join(f"{rid}:{r['link']} v{r['policy_version']} ret {r['return']:.0f}"
+                          for rid, r in row["robots"].items()) or "no robots"
+        return (f"upd {row['updates']} ({row['updates_per_s']:.1f}/s) | real {row['real_rows']} "
+                f"sim {row['sim_rows']} | policy v{row['policy_version']} | sim ret "
+                f"{row['sim_return']:.0f} robot ret {row['robot_return']:.0f} | {robots} | "
+                f"{row['trainer_state']}")
+
+    def tick(self) -> dict:
+        row = self.row()
+        self._fh.write(json.dumps(row, default=_json_default) + "\n")
+        log.info("%s", self.line(row))
+        return row
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.wait(self.period_s):
+            try:
+                self.tick()
+            except Exception:  # noqa: BLE001 - status must never take the service down
+                log.exception("status tick failed")
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def _json_default(x):
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    return str(x)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a torn last line after a crash
+    return out
+
+
+def plot_run(run_dir: str | Path) -> list[Path]:
+    """PNG plots of a run: returns (robot vs sim), policy versions, updates/s, loop timing."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run_dir = Path(run_dir)
+    out_dir = run_dir / "plots"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics = read_jsonl(run_dir / "metrics.jsonl")
+    episodes = read_jsonl(run_dir / "episodes.jsonl")
+    written = []
+    t0 = min([m["t"] for m in metrics] + [e["t"] for e in episodes] or [0.0])
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for robot in sorted({e["robot"] for e in episodes}):
+        eps = [e for e in episodes if e["robot"] == robot]
+        ax.plot([e["t"] - t0 for e in eps], [e["return"] for e in eps], "o-", ms=3,
+                label=f"{robot} (robot return)")
+    if metrics:
+        ax.plot([m["t"] - t0 for m in metrics], [m["sim_return"] for m in metrics], "--",
+                label="sim return (nominal model, stochastic policy)")
+    ax.set_xlabel("time [s]"), ax.set_ylabel("episode return"), ax.legend(fontsize=8)
+    ax.set_title("robot vs sim return")
+    written.append(_save(fig, out_dir / "returns.png"))
+
+    fig, ax = plt.subplots(figsize=(7, 3))
+    if metrics:
+        ax.step([m["t"] - t0 for m in metrics], [m["policy_version"] for m in metrics], where="post",
+                label="published")
+        for robot in sorted({r for m in metrics for r in m.get("robots", {})}):
+            pts = [(m["t"] - t0, m["robots"][robot]["policy_version"]) for m in metrics
+                   if robot in m.get("robots", {})]
+            ax.step(*zip(*pts), where="post", label=f"{robot} active")
+    ax.set_xlabel("time [s]"), ax.set_ylabel("policy version"), ax.legend(fontsize=8)
+    written.append(_save(fig, out_dir / "policy_versions.png"))
+
+    fig, axes = plt.subplots(2, 1, figsize=(7, 5), sharex=True)
+    if metrics:
+        axes[0].plot([m["t"] - t0 for m in metrics], [m["updates_per_s"] for m in metrics])
+        axes[0].set_ylabel("updates/s")
+        keys = sorted({k for m in metrics for r in m.get("robots", {}).values() for k in r
+                       if any(s in k for s in ("period", "tick", "compute", "overrun", "_ms"))})
+        for robot in sorted({r for m in metrics for r in m.get("robots", {})}):
+            for k in keys[:4]:
+                pts = [(m["t"] - t0, m["robots"][robot][k]) for m in metrics
+                       if k in m.get("robots", {}).get(robot, {})]
+                if pts:
+                    axes[1].plot(*zip(*pts), label=f"{robot} {k}")
+        axes[1].set_ylabel("robot loop timing"), axes[1].legend(fontsize=7)
+    axes[1].set_xlabel("time [s]")
+    written.append(_save(fig, out_dir / "timing.png"))
+    return written
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m learner.service.status",
+                                     description="Plots and a summary of a service run folder.")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("plot", help="write PNG plots into RUN_DIR/plots")
+    p.add_argument("run_dir", help="the service's run folder (holds metrics.jsonl)")
+    args = parser.parse_args(argv)
+    for path in plot_run(args.run_dir):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,326 @@
+"""Background training: H2O (or a baseline, by name) on real rows + nominal-sim rollouts.
+
+Why a thread in the service process: the algorithm, the buffers and the publisher live in one
+address space with the network loop (torch releases the GIL inside its kernels); the heavy sim
+stepping runs in worker processes (`simworkers`). The trainer owns the algorithm and both buffers;
+other threads hand it real rows through `RealFeed` and read its `snapshot()`.
+
+Every `export_every_updates` updates (or `export_every_s` seconds) it exports ONNX (metadata,
+sha256, parity check: learner/export.py) and publishes it; every `checkpoint_every_s` it writes an
+atomic checkpoint (networks, optimisers, sim buffer, counters, policy version). The real buffer is
+not checkpointed: it is rebuilt from the offline datasets and the durable store on start.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from learner import algorithms
+from learner.buffers import TransitionBuffer
+from learner.export import PolicyMetadata, export_policy
+from learner.service.config import ServeConfig
+from learner.service.publisher import PolicyBlob, Publisher
+from learner.service.simworkers import SimWorkers, WorkerSpec
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "checkpoint.pt"
+SIM_CHUNK_STEPS = 200  # steps per worker request: small enough to track the latest weights
+
+
+@dataclass
+class TaskInfo:
+    name: str
+    obs_dim: int
+    act_dim: int
+    action_scale: float = 1.0
+    control_hz: float = 200.0
+
+
+def task_info(task: str) -> TaskInfo:
+    """The task's dims without building an env (sim_models.tasks is numpy-only)."""
+    from sim_models.tasks import TASKS
+
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choices: {', '.join(sorted(TASKS))}")
+    t = TASKS[task]
+    return TaskInfo(task, t.obs_dim, t.act_dim, float(t.action_scale), float(t.control_hz))
+
+
+class RealFeed:
+    """Rows handed from the network thread to the trainer (bounded: old chunks are never dropped
+    silently; past `max_chunks` the producer blocks briefly, which slows ACKs, not the robot)."""
+
+    def __init__(self, max_chunks: int = 100_000) -> None:
+        self._q: collections.deque = collections.deque()
+        self._lock = threading.Lock()
+        self.max_chunks = max_chunks
+        self.rows_in = 0
+
+    def put(self, cols: dict[str, np.ndarray]) -> None:
+        with self._lock:
+            self._q.append(cols)
+            self.rows_in += len(cols["rew"])
+
+    def drain(self) -> list[dict[str, np.ndarray]]:
+        with self._lock:
+            out = list(self._q)
+            self._q.clear()
+        return out
+
+
+@dataclass
+class TrainerStats:
+    updates: int = 0
+    updates_per_s: float = 0.0
+    sim_steps: int = 0
+    sim_return: float = float("nan")
+    sim_episodes: int = 0
+    real_rows: int = 0
+    real_offline_rows: int = 0
+    sim_rows: int = 0
+    policy_version: int = 0
+    last_export_unix: float = 0.0
+    last_export_s: float = 0.0
+    losses: dict = field(default_factory=dict)
+    state: str = "starting"
+
+
+def atomic_torch_save(obj, path: Path) -> None:
+    """torch.save to a temp file in the same folder, fsync, rename, fsync the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class Trainer:
+    """Owns the algorithm and buffers; `run(stop_event)` trains until stopped or a limit is hit."""
+
+    def __init__(self, cfg: ServeConfig, publisher: Publisher, feed: RealFeed,
+                 offline: list[dict[str, np.ndarray]] | None = None) -> None:
+        self.cfg = cfg
+        self.publisher = publisher
+        self.feed = feed
+        self.info = task_info(cfg.task)
+        self.device = torch.device(cfg.device)
+        torch.set_num_threads(cfg.torch_threads)
+        torch.manual_seed(cfg.seed)
+        o, a = self.info.obs_dim, self.info.act_dim
+        data = _concat(offline or [])
+        n_off = len(data["rewards"]) if data else 0
+        self.real = TransitionBuffer(o, a, n_off + cfg.real_capacity, self.device, seed=cfg.seed * 2 + 1)
+        if n_off:
+            self.real.load_fixed(data)
+        self.sim = TransitionBuffer(o, a, cfg.sim_capacity, self.device, seed=cfg.seed * 2 + 2)
+        algo_cfg = {"hidden": cfg.hidden, "seed": cfg.seed, **cfg.algo}
+        import dataclasses
+        if "disc_hidden" in {f.name for f in dataclasses.fields(algorithms.config_class(cfg.algorithm))}:
+            algo_cfg.setdefault("disc_hidden", cfg.disc_hidden)
+        self.algo = algorithms.make(cfg.algorithm, o, a, algo_cfg, self.device)
+        self.stats = TrainerStats(real_offline_rows=n_off)
+        self._lock = threading.Lock()
+        self._sim_returns: collections.deque = collections.deque(maxlen=20)
+        self.run_dir = cfg.run_path
+        self.policy_dir = self.run_dir / "policies"
+        self.workers: SimWorkers | None = None
+        self._update_times: collections.deque = collections.deque(maxlen=200)
+
+    # ------------------------------------------------------------------ checkpoint
+    def checkpoint(self) -> Path:
+        path = self.run_dir / CHECKPOINT_NAME
+        state = {"algo": self.algo.state_dict(), "sim": self.sim.state_dict(),
+                 "stats": {k: v for k, v in self.stats.__dict__.items() if k != "losses"},
+                 "config": {k: v for k, v in self.cfg.__dict__.items()}}
+        atomic_torch_save(state, path)
+        log.info("checkpoint at %d updates, policy v%d -> %s", self.stats.updates,
+                 self.stats.policy_version, path)
+        return path
+
+    def try_resume(self) -> bool:
+        path = self.run_dir / CHECKPOINT_NAME
+        if not (self.cfg.resume and path.exists()):
+            return False
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        self.algo.load_state_dict(state["algo"])
+        self.sim.load_state_dict(state["sim"])
+        for k, v in state["stats"].items():
+            if hasattr(self.stats, k) and k not in ("real_rows", "real_offline_rows", "state"):
+                setattr(self.stats, k, v)
+        version = self.stats.policy_version
+        onnx_path = self._policy_path(version)
+        if version and onnx_path.exists():  # robots that reconnect get the latest policy again
+            self.publisher.publish(PolicyBlob.from_file(onnx_path, version, self._props(version)))
+        log.info("resumed from %s: %d updates, policy v%d", path, self.stats.updates, version)
+        return True
+
+    # ------------------------------------------------------------------ export
+    def _policy_path(self, version: int) -> Path:
+        return self.policy_dir / f"policy-v{version:05d}.onnx"
+
+    def _props(self, version: int) -> dict:
+        return PolicyMetadata(version=version, task=self.cfg.task, algorithm=self.cfg.algorithm,
+                              parent=str(version - 1) if version > 1 else "",
+                              action_scale=self.info.action_scale,
+                              control_hz=self.info.control_hz).props(self.info.obs_dim,
+                                                                     self.info.act_dim)
+
+    def export_and_publish(self) -> PolicyBlob:
+        version = self.stats.policy_version + 1
+        meta = PolicyMetadata(version=version, task=self.cfg.task, algorithm=self.cfg.algorithm,
+                              parent=str(version - 1) if version > 1 else "",
+                              action_scale=self.info.action_scale, control_hz=self.info.control_hz)
+        t0 = time.perf_counter()
+        exported = export_policy(self.algo.policy_for_export(), meta, self._policy_path(version))
+        blob = PolicyBlob(version=version, onnx=exported.onnx_bytes, sha256=exported.sha256,
+                          metadata=dict(exported.metadata), published_unix=time.time())
+        self.publisher.publish(blob)
+        with self._lock:
+            self.stats.policy_version = version
+            self.stats.last_export_unix = blob.published_unix
+            self.stats.last_export_s = time.perf_counter() - t0
+        log.info("published policy v%d after %d updates (export %.0f ms)", version,
+                 self.stats.updates, 1e3 * self.stats.last_export_s)
+        return blob
+
+    # ------------------------------------------------------------------ data
+    def _drain_real(self) -> None:
+        for cols in self.feed.drain():
+            self.real.add(cols["obs"], cols["act"], cols["rew"], cols["next_obs"],
+                          cols["terminated"].astype(np.float32))
+
+    def _policy_weights(self) -> dict:
+        return {k: v.detach().cpu().clone() for k, v in self.algo.policy.state_dict().items()}
+
+    def _collect_sim(self, timeout_s: float) -> None:
+        if self.workers is None:
+            return
+        for data, returns in self.workers.poll(timeout_s):
+            self.sim.add(data["observations"], data["actions"], data["rewards"],
+                         data["next_observations"], data["terminals"])
+            self._sim_returns.extend(returns)
+            with self._lock:
+                self.stats.sim_steps += len(data["rewards"])
+                self.stats.sim_episodes += len(returns)
+                if self._sim_returns:
+                    self.stats.sim_return = float(np.mean(self._sim_returns))
+        self.workers.submit(self._policy_weights())
+
+    def _sample(self) -> dict:
+        a, c = self.algo, self.cfg
+        if a.uses_real and a.uses_sim:
+            kw = {"real_batch": self.real.sample(c.batch_real), "sim_batch": self.sim.sample(c.batch_sim)}
+        elif a.uses_sim:
+            kw = {"real_batch": None, "sim_batch": self.sim.sample(c.batch_real + c.batch_sim)}
+        else:
+            kw = {"real_batch": self.real.sample(c.batch_real + c.batch_sim), "sim_batch": None}
+        if a.uses_classifiers:
+            kw["disc_real"], kw["disc_sim"] = self.real.sample(c.disc_batch), self.sim.sample(c.disc_batch)
+        return kw
+
+    def _ready(self) -> str:
+        """'' when an update can run, else what it waits for."""
+        if self.algo.uses_real and len(self.real) < self.cfg.min_real_rows:
+            return f"waiting for real rows ({len(self.real)}/{self.cfg.min_real_rows})"
+        if self.algo.uses_sim:
+            if len(self.sim) < max(1, self.cfg.warmup_sim_steps):
+                return f"warming up sim ({len(self.sim)}/{self.cfg.warmup_sim_steps})"
+            budget = self.cfg.warmup_sim_steps + self.cfg.sim_steps_per_update * self.stats.updates
+            if self.stats.sim_steps < budget - 2 * SIM_CHUNK_STEPS * self.cfg.sim_workers:
+                return "waiting for sim steps"
+        return ""
+
+    # ------------------------------------------------------------------ loop
+    def run(self, stop: threading.Event) -> None:
+        cfg = self.cfg
+        self.try_resume()
+        if self.algo.uses_sim:
+            spec = WorkerSpec(cfg.task, cfg.sim_profile, self.info.obs_dim, self.info.act_dim,
+                              cfg.hidden, cfg.seed + self.stats.updates)
+            self.workers = SimWorkers(spec, cfg.sim_workers, SIM_CHUNK_STEPS)
+            self.workers.submit(self._policy_weights())
+        t_start = time.monotonic()
+        last_export_t = last_ckpt_t = time.monotonic()
+        real_std_set_at = -1
+        try:
+            while not stop.is_set():
+                self._drain_real()
+                self._collect_sim(0.0)
+                with self._lock:
+                    self.stats.real_rows, self.stats.sim_rows = len(self.real), len(self.sim)
+                waiting = self._ready()
+                if waiting:
+                    self.stats.state = waiting
+                    if self.workers is not None:
+                        self._collect_sim(0.1)
+                    else:
+                        stop.wait(0.1)
+                    continue
+                self.stats.state = "training"
+                if hasattr(self.algo, "set_real_state_std") and \
+                        (real_std_set_at < 0 or self.stats.updates - real_std_set_at >= 1000):
+                    self.algo.set_real_state_std(self.real.obs_mean_std()[1])
+                    real_std_set_at = self.stats.updates
+                losses = self.algo.update(**self._sample())
+                now = time.monotonic()
+                self._update_times.append(now)
+                with self._lock:
+                    self.stats.updates += 1
+                    self.stats.losses = losses
+                    if len(self._update_times) > 1:
+                        span = self._update_times[-1] - self._update_times[0]
+                        self.stats.updates_per_s = (len(self._update_times) - 1) / max(span, 1e-9)
+                due_k = self.stats.updates % cfg.export_every_updates == 0
+                due_t = cfg.export_every_s > 0 and now - last_export_t >= cfg.export_every_s
+                if due_k or due_t:
+                    self.export_and_publish()
+                    last_export_t = now
+                if cfg.checkpoint_every_s > 0 and now - last_ckpt_t >= cfg.checkpoint_every_s:
+                    self.checkpoint()
+                    last_ckpt_t = now
+                if cfg.max_updates and self.stats.updates >= cfg.max_updates:
+                    log.info("reached max_updates=%d", cfg.max_updates)
+                    break
+                if cfg.max_seconds and now - t_start >= cfg.max_seconds:
+                    break
+        finally:
+            self.stats.state = "stopped"
+            if self.workers is not None:
+                self.workers.close()
+            if self.stats.updates:
+                self.checkpoint()
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            d = dict(self.stats.__dict__)
+            d["losses"] = dict(self.stats.losses)
+        return d
+
+
+def _concat(datasets: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray] | None:
+    if not datasets:
+        return None
+    keys = ("observations", "actions", "rewards", "next_observations", "terminals")
+    return {k: np.concatenate([np.asarray(d[k], np.float32) for d in datasets]) for k in keys}

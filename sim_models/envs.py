@@ -58,6 +58,7 @@ class WheelLeggedEnv(gym.Env):
                                   init_pitch_rad=init_pitch_rad)
         self.observation_space = gym.spaces.Box(-OBS_BOUND, OBS_BOUND, (self.task.obs_dim,), np.float32)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (self.task.act_dim,), np.float32)
+        self._action_shape = (self.task.act_dim,)
         self._fixed_command = None if command is None else np.asarray(command, np.float32)
         self._command = np.asarray(self.task.default_command, np.float32)
         self._obs = np.zeros(self.task.obs_dim, np.float32)
@@ -85,8 +86,8 @@ class WheelLeggedEnv(gym.Env):
     def step(self, action):
         task = self.task
         action = np.asarray(action, dtype=np.float32)
-        if action.shape != self.action_space.shape:
-            raise ValueError(f"action shape {action.shape} != {self.action_space.shape}")
+        if action.shape != self._action_shape:
+            raise ValueError(f"action shape {action.shape} != {self._action_shape}")
         state = self.sim.step(task.action_to_command(action))
         next_obs = task.observe(state, self._command)
         self._steps += 1

@@ -44,6 +44,11 @@ DEFAULT_INIT_PITCH_RAD = 0.05  # reset draws pitch uniformly in +-this (about th
 _POS, _VEL, _TORQUE, _QUAT, _GYRO, _ACC = 0, 6, 12, 18, 22, 25
 _STATE_LEN = 28
 _CMD_SHAPE = (N_ACTUATORS,)
+# Plain ints: IntFlag/IntEnum arithmetic costs microseconds per step.
+_NO_FAULT = int(FaultFlags.NONE)
+_BAD_COMMAND = int(FaultFlags.BAD_COMMAND)
+_TORQUE_LIMITED = int(FaultFlags.TORQUE_LIMITED)
+_ENABLED = int(MotorMode.ENABLED)
 
 
 class CommandShapeError(ValueError):
@@ -87,6 +92,7 @@ class WheelLeggedSim:
         self.bad_commands = 0
         self._faults = int(FaultFlags.NONE)
         self._push_steps_left = 0
+        self._push_prob = self.profile.push_prob
         self._state = RobotState()
         self.reset()
 
@@ -170,13 +176,14 @@ class WheelLeggedSim:
 
         The returned state is the simulator's own reading: treat it as read-only (state() copies).
         """
-        self._faults = int(FaultFlags.NONE)
+        self._faults = _NO_FAULT
         cmd = self._accept(cmd)
         if self.profile.latency_steps:
             self._queue.append(cmd)
             cmd = self._queue.popleft()
         self._apply(cmd)
-        self._push()
+        if self._push_prob:
+            self._push()
         mujoco.mj_step(self.model, self.data, nstep=self.n_substeps)
         self._state = self._read_state()
         return self._state
@@ -194,15 +201,21 @@ class WheelLeggedSim:
     # ----------------------------------------------------------------------------- internals
     def _accept(self, cmd: MotorCommand) -> MotorCommand:
         fields = (cmd.q_des, cmd.qd_des, cmd.kp, cmd.kd, cmd.tau_ff)
-        if not all(type(v) is np.ndarray and v.shape == _CMD_SHAPE for v in fields):
+        try:
+            shapes_ok = (fields[0].shape == _CMD_SHAPE and fields[1].shape == _CMD_SHAPE
+                         and fields[2].shape == _CMD_SHAPE and fields[3].shape == _CMD_SHAPE
+                         and fields[4].shape == _CMD_SHAPE)
+        except AttributeError:
+            shapes_ok = False
+        if not shapes_ok:
             for name, value in zip(("q_des", "qd_des", "kp", "kd", "tau_ff"), fields):
-                if getattr(value, "shape", None) != (N_ACTUATORS,):
+                if getattr(value, "shape", None) != _CMD_SHAPE:
                     raise CommandShapeError(f"MotorCommand.{name} has shape {np.shape(value)}, "
                                             f"expected a numpy array of shape ({N_ACTUATORS},)")
         # One float64 sum is finite iff every value is (and cheaper than five isfinite passes).
         if not math.isfinite(np.concatenate(fields).sum(dtype=np.float64)):
             self.bad_commands += 1
-            self._faults |= FaultFlags.BAD_COMMAND
+            self._faults |= _BAD_COMMAND
             log.warning("non-finite MotorCommand rejected (%d so far); keeping the previous one",
                         self.bad_commands)
             return self._last_valid
@@ -231,8 +244,6 @@ class WheelLeggedSim:
 
     def _push(self) -> None:
         p = self.profile
-        if not p.push_prob:
-            return
         if self._push_steps_left == 0 and self._rng.random() < p.push_prob:
             angle = self._rng.uniform(0.0, 2.0 * math.pi)
             self.data.xfrc_applied[self._base_id, :3] = (
@@ -255,7 +266,7 @@ class WheelLeggedSim:
         quat, gyro, acc = buf[_QUAT:_QUAT + 4], buf[_GYRO:_GYRO + 3], buf[_ACC:_ACC + 3]
         faults = self._faults
         if any(abs(f) >= c for f, c in zip(force.tolist(), self._clip_level)):
-            faults |= FaultFlags.TORQUE_LIMITED
+            faults |= _TORQUE_LIMITED
         if p.sensor_noise_std or p.sensor_bias:
             pos, vel, quat, gyro, acc = self._corrupt(pos, vel, quat, gyro, acc)
         return RobotState(
@@ -266,8 +277,8 @@ class WheelLeggedSim:
             imu_quat=quat,
             imu_gyro=gyro,
             imu_acc=acc,
-            mode=int(MotorMode.ENABLED),
-            faults=int(faults),
+            mode=_ENABLED,
+            faults=faults,
         )
 
     def _corrupt(self, pos, vel, quat, gyro, acc):  # noqa: ANN001, ANN202 - arrays in, arrays out

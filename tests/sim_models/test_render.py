@@ -58,3 +58,16 @@ def test_without_a_gl_context_the_error_says_what_to_install():
                          env=env)
     assert out.returncode == 0, out.stderr
     assert "TYPED" in out.stdout and "apt-get install libegl1 libegl-mesa0 libgl1" in out.stdout
+
+
+def test_mp4_is_written_or_the_missing_backend_is_named(tmp_path):
+    from sim_models.render import RenderingUnavailableError
+
+    env = WheelLeggedEnv("stand_still", render_mode="rgb_array")
+    try:
+        n = render_episode(env, lambda o: np.zeros(1), tmp_path / "ep.mp4", max_steps=8, every=4)
+        assert n == 3 and (tmp_path / "ep.mp4").stat().st_size > 0
+    except RenderingUnavailableError as err:
+        assert "imageio-ffmpeg" in str(err)
+    finally:
+        env.close()

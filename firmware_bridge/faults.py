@@ -7,7 +7,9 @@ lock-step run with the same seed damages exactly the same bytes every time.
 
 Channel faults work on encoded frames (COBS, 0x00-terminated), so they need no codec: a frame is
 everything up to and including a 0x00 byte. Frame-level faults (drop, duplicate, delay) pick
-whole frames; byte-level faults (corrupt, drop) then pick bytes inside what is sent.
+whole frames; byte-level faults (corrupt, drop, duplicate) then pick bytes inside what is sent.
+A stall holds this frame and every later one until it ends, keeping their order (a line that
+stops, then delivers a burst); a delayed frame alone is held, so later ones overtake it.
 """
 
 from __future__ import annotations
@@ -34,10 +36,13 @@ class FaultConfig:
     # --- serial line (applied to the directions named by `directions`) ---
     corrupt_byte_prob: float = 0.0  # flip one random bit of a byte
     drop_byte_prob: float = 0.0  # a byte never arrives
+    duplicate_byte_prob: float = 0.0  # a byte arrives twice
     drop_frame_prob: float = 0.0  # a whole frame never arrives
     duplicate_frame_prob: float = 0.0  # a frame arrives twice
     delay_frame_prob: float = 0.0  # a frame is held back by `delay_ms` (others may overtake it)
     delay_ms: float = 20.0
+    stall_prob: float = 0.0  # per frame: the line stalls; this and later frames wait, in order
+    stall_ms: float = 50.0
     directions: str = "fw_to_host"  # one of DIRECTIONS
     # --- firmware sensors and motors ---
     sensor_dropout_prob: float = 0.0  # per STATE: encoders and IMU hold last values, flag set
@@ -53,8 +58,10 @@ class FaultConfig:
                     raise FaultConfigError(f"{f.name}={p!r}: a probability must be in [0, 1]")
         if self.directions not in DIRECTIONS:
             raise FaultConfigError(f"directions={self.directions!r}: expected one of {DIRECTIONS}")
-        if not (math.isfinite(self.delay_ms) and self.delay_ms >= 0):
-            raise FaultConfigError(f"delay_ms={self.delay_ms!r}: must be finite and >= 0")
+        for name in ("delay_ms", "stall_ms"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise FaultConfigError(f"{name}={value!r}: must be finite and >= 0")
         if self.stuck_motor < -1:
             raise FaultConfigError(f"stuck_motor={self.stuck_motor}: -1 (none) or an actuator index")
         return self
@@ -65,9 +72,11 @@ class FaultConfig:
             for name in (
                 "corrupt_byte_prob",
                 "drop_byte_prob",
+                "duplicate_byte_prob",
                 "drop_frame_prob",
                 "duplicate_frame_prob",
                 "delay_frame_prob",
+                "stall_prob",
             )
         )
 
@@ -81,8 +90,10 @@ class ChannelFaultCounters:
     frames_dropped: int = 0
     frames_duplicated: int = 0
     frames_delayed: int = 0
+    stalls: int = 0
     bytes_corrupted: int = 0
     bytes_dropped: int = 0
+    bytes_duplicated: int = 0
 
 
 class ChannelFaults:
@@ -101,6 +112,7 @@ class ChannelFaults:
         self._pending = bytearray()  # partial frame for feed()
         self._delayed: list[tuple[float, int, bytes]] = []  # heap of (due time, order, frame)
         self._order = itertools.count()
+        self._stalled_until = -math.inf
         self.counters = ChannelFaultCounters()
 
     def frame(self, encoded: bytes, now_s: float) -> bytes:
@@ -115,9 +127,16 @@ class ChannelFaults:
         if cfg.duplicate_frame_prob and rng.random() < cfg.duplicate_frame_prob:
             self.counters.frames_duplicated += 1
             copies = 2
+        due = None
+        if cfg.stall_prob and now_s >= self._stalled_until and rng.random() < cfg.stall_prob:
+            self.counters.stalls += 1
+            self._stalled_until = now_s + cfg.stall_ms * 1e-3
+        if now_s < self._stalled_until:
+            due = self._stalled_until  # FIFO behind the stall: same due time, insertion order
         if cfg.delay_frame_prob and rng.random() < cfg.delay_frame_prob:
             self.counters.frames_delayed += 1
-            due = now_s + cfg.delay_ms * 1e-3
+            due = max(now_s if due is None else due, now_s + cfg.delay_ms * 1e-3)
+        if due is not None:
             for _ in range(copies):
                 heapq.heappush(self._delayed, (due, next(self._order), self._damage(encoded)))
             return bytes(out)
@@ -161,6 +180,10 @@ class ChannelFaults:
             keep = self._rng.random(data.size) >= cfg.drop_byte_prob
             self.counters.bytes_dropped += int(data.size - keep.sum())
             data = data[keep]
+        if cfg.duplicate_byte_prob:
+            repeats = 1 + (self._rng.random(data.size) < cfg.duplicate_byte_prob)
+            self.counters.bytes_duplicated += int(repeats.sum() - data.size)
+            data = np.repeat(data, repeats)
         return data.tobytes()
 
 

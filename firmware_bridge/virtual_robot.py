@@ -329,10 +329,13 @@ _FLAG_FIELDS: dict[str, tuple[str, str]] = {
     "watchdog_ms": ("", "watchdog_ms"),
     "corrupt_bytes": ("faults", "corrupt_byte_prob"),
     "drop_bytes": ("faults", "drop_byte_prob"),
+    "duplicate_bytes": ("faults", "duplicate_byte_prob"),
     "drop_frames": ("faults", "drop_frame_prob"),
     "duplicate_frames": ("faults", "duplicate_frame_prob"),
     "delay_frames": ("faults", "delay_frame_prob"),
     "delay_ms": ("faults", "delay_ms"),
+    "stall": ("faults", "stall_prob"),
+    "stall_ms": ("faults", "stall_ms"),
     "fault_directions": ("faults", "directions"),
     "sensor_dropout": ("faults", "sensor_dropout_prob"),
     "stuck_motor": ("faults", "stuck_motor"),
@@ -376,10 +379,13 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--watchdog-ms", type=float, help="motors off after this long without a COMMAND (100)")
     p.add_argument("--corrupt-bytes", type=float, help="probability a byte gets a bit flipped (0)")
     p.add_argument("--drop-bytes", type=float, help="probability a byte is lost (0)")
+    p.add_argument("--duplicate-bytes", type=float, help="probability a byte arrives twice (0)")
     p.add_argument("--drop-frames", type=float, help="probability a frame is lost (0)")
     p.add_argument("--duplicate-frames", type=float, help="probability a frame is sent twice (0)")
     p.add_argument("--delay-frames", type=float, help="probability a frame is held back (0)")
     p.add_argument("--delay-ms", type=float, help="how long a delayed frame is held back (20)")
+    p.add_argument("--stall", type=float, help="probability per frame that the line stalls, later frames queue (0)")
+    p.add_argument("--stall-ms", type=float, help="how long a stall lasts (50)")
     p.add_argument("--fault-directions", choices=("fw_to_host", "host_to_fw", "both"),
                    help="which direction of the line the byte/frame faults hit (fw_to_host)")
     p.add_argument("--sensor-dropout", type=float, help="probability a STATE holds stale sensor values (0)")

@@ -66,8 +66,32 @@ def test_feed_splits_a_chunked_stream_at_delimiters():
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"corrupt_byte_prob": 1.5}, {"drop_frame_prob": -0.1}, {"directions": "up"}, {"delay_ms": np.nan}]
+    "kwargs",
+    [{"corrupt_byte_prob": 1.5}, {"drop_frame_prob": -0.1}, {"directions": "up"}, {"delay_ms": np.nan},
+     {"stall_ms": -1.0}, {"duplicate_byte_prob": 2.0}],
 )
 def test_bad_fault_config_names_the_field(kwargs):
     with pytest.raises(FaultConfigError, match=next(iter(kwargs))):
         FaultConfig(**kwargs).validate()
+
+
+def test_stall_holds_later_frames_in_order_and_duplicate_bytes_are_counted():
+    cfg = FaultConfig(stall_prob=0.05, stall_ms=30.0, seed=9)
+    ch = ChannelFaults(cfg, stream_id=1)
+    decoder, arrivals = FrameDecoder(), []
+    for i, f in enumerate(frames(200)):
+        now = i * 0.005
+        arrivals += [(now, fr.seq) for fr in decoder.feed(ch.frame(f, now))]
+    arrivals += [(1e9, fr.seq) for fr in decoder.feed(ch.release_due(1e9))]
+    assert [seq for _, seq in arrivals] == list(range(200))  # a stall delays, never reorders
+    assert ch.counters.stalls > 0
+    late = [now - seq * 0.005 for now, seq in arrivals if now < 1e9]
+    assert max(late) > 0.02  # some frames really waited for the stall to end
+
+    cfg = FaultConfig(duplicate_byte_prob=0.01, seed=3)
+    ch = ChannelFaults(cfg, stream_id=1)
+    sent = frames(300)
+    wire = b"".join(ch.frame(f, 0.0) for f in sent)
+    assert len(wire) == sum(map(len, sent)) + ch.counters.bytes_duplicated > sum(map(len, sent))
+    got = FrameDecoder().feed(wire)
+    assert all(unpack_state(f.payload).t_us == 1000 * (f.seq + 1) for f in got)

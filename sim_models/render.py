@@ -71,10 +71,11 @@ def render_episode(env: Any, policy: Callable[[np.ndarray], np.ndarray], path: s
         imageio.mimsave(path, frames, duration=1000.0 / fps, loop=0)
     else:
         try:
-            imageio.mimsave(path, frames, fps=fps)
-        except (ImportError, ValueError, RuntimeError) as err:
+            import imageio_ffmpeg  # noqa: F401  (imageio's MP4 writer)
+        except ImportError as err:
             raise RenderingUnavailableError(
                 "MP4 needs an ffmpeg backend: `pip install imageio-ffmpeg` (or write a .gif)"
             ) from err
+        imageio.mimsave(path, frames, fps=fps)
     log.info("wrote %d frames to %s", len(frames), path)
     return len(frames)

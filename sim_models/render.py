@@ -56,6 +56,13 @@ def render_episode(env: Any, policy: Callable[[np.ndarray], np.ndarray], path: s
         raise ValueError(f"output must end in .gif or .mp4, got {path.name}")
     import imageio.v2 as imageio
 
+    if path.suffix == ".mp4":
+        try:
+            import imageio_ffmpeg  # noqa: F401  (imageio's MP4 writer)
+        except ImportError as err:
+            raise RenderingUnavailableError(
+                "MP4 needs an ffmpeg backend: `pip install imageio-ffmpeg` (or write a .gif)"
+            ) from err
     obs, _ = env.reset(seed=seed)
     frames = [env.render()]
     for step in range(1, max_steps + 1):
@@ -70,12 +77,6 @@ def render_episode(env: Any, policy: Callable[[np.ndarray], np.ndarray], path: s
     if path.suffix == ".gif":
         imageio.mimsave(path, frames, duration=1000.0 / fps, loop=0)
     else:
-        try:
-            import imageio_ffmpeg  # noqa: F401  (imageio's MP4 writer)
-        except ImportError as err:
-            raise RenderingUnavailableError(
-                "MP4 needs an ffmpeg backend: `pip install imageio-ffmpeg` (or write a .gif)"
-            ) from err
         imageio.mimsave(path, frames, fps=fps)
     log.info("wrote %d frames to %s", len(frames), path)
     return len(frames)

@@ -118,3 +118,13 @@ def test_halfcheetah_joint_noise_perturbs_the_executed_action_only():
     noisy, a2 = run("jointnoise")
     np.testing.assert_array_equal(a1, a2)  # the caller's action is untouched
     assert np.max(np.abs(clean - noisy)) > 1e-2
+
+
+def test_make_env_builds_halfcheetah_variants_by_id_or_by_profile():
+    by_id = sim_models.make_env("h2o/HalfCheetah-gravity2-v0", seed=0)
+    by_profile = sim_models.make_env("halfcheetah", profile="friction03", seed=0)
+    nominal = sim_models.make_env("halfcheetah", profile="nominal")
+    g0 = nominal.unwrapped.model.opt.gravity[2]
+    assert by_id.unwrapped.model.opt.gravity[2] == pytest.approx(2 * g0)
+    np.testing.assert_allclose(by_profile.unwrapped.model.geom_friction,
+                               0.3 * nominal.unwrapped.model.geom_friction)

@@ -150,38 +150,15 @@ class ControlLoop:
             n += 1
 
     def step(self) -> Mode:
-        if self.loader is not None:
-            pending = self.loader.take_pending()
-            if pending is not None:
-                self.activate_policy(*pending)
-        sample = self._read_state()
-        now = self.sched.clock.now()
-        state = sample.state if sample is not None else None
-        age = sample.age_s if sample is not None else math.inf
-        if self.opt.lockstep and sample is not None and sample.index > self._last_index:
-            age = 0.0  # simulated time: the STATE answering our last COMMAND is fresh by definition
-        self.last_state_age_s = age
-        new_state = sample is not None and sample.index > self._last_index
-        if sample is not None:
-            self._last_index = sample.index
-        obs = None
-        if state is not None:
-            obs = np.asarray(self.task.observe(state, self.task_command), np.float32)
-            self._recent_obs[self._n_obs % RECENT_OBS] = obs
-            self._n_obs += 1
-        tilt = tilt_from_quat(state.imu_quat) if state is not None else math.inf
-        try:
-            op = self._operator.get_nowait()
-        except queue.Empty:
-            op = None
-        if op is Operator.ROLLBACK:
-            self.rollback()
-            op = None
+        """One tick; returns the safety mode it ended in."""
+        self._swap_if_pending()
+        state, obs, age, new_state = self._sense()
+        op = self._take_operator()
         before = self.fsm.mode
         inputs = SafetyInputs(
-            now_s=now,
+            now_s=self.sched.clock.now(),
             state_age_s=age,
-            tilt_rad=tilt,
+            tilt_rad=tilt_from_quat(state.imu_quat) if state is not None else math.inf,
             policy_ready=self.policy is not None,
             learner_connected=self.learner_connected(),
             missed_recent=self.sched.missed_in_last(self.fsm.cfg.overrun_window_ticks),
@@ -211,6 +188,38 @@ class ControlLoop:
         return mode
 
     # ------------------------------------------------------------------ tick parts
+    def _swap_if_pending(self) -> None:
+        if self.loader is not None:
+            pending = self.loader.take_pending()
+            if pending is not None:
+                self.activate_policy(*pending)
+
+    def _sense(self):
+        """(state, observation, state age in s, whether the state is new since the last tick)."""
+        sample = self._read_state()
+        if sample is None:
+            self.last_state_age_s = math.inf
+            return None, None, math.inf, False
+        new_state = sample.index > self._last_index
+        self._last_index = sample.index
+        # Lock-step runs on simulated time: the STATE answering our last COMMAND is fresh.
+        age = 0.0 if self.opt.lockstep and new_state else sample.age_s
+        self.last_state_age_s = age
+        obs = np.asarray(self.task.observe(sample.state, self.task_command), np.float32)
+        self._recent_obs[self._n_obs % RECENT_OBS] = obs
+        self._n_obs += 1
+        return sample.state, obs, age, new_state
+
+    def _take_operator(self) -> Operator | None:
+        try:
+            op = self._operator.get_nowait()
+        except queue.Empty:
+            return None
+        if op is Operator.ROLLBACK:  # a policy matter, not a mode change
+            self.rollback()
+            return None
+        return op
+
     def _read_state(self):
         if self.opt.lockstep:
             s = self.link.wait_for_state(timeout_s=self.opt.lockstep_state_timeout_s, after_index=self._last_index)

@@ -32,7 +32,7 @@ def test_stream_and_policy_push_through_the_learner_service(make_app, wait_for, 
     store = RealStore(tmp_path / "store")
     store.open()
     stored: list[int] = []
-    ingest = Ingest(store, 4, 1, sink=lambda c: stored.append(len(c["rew"])))
+    ingest = Ingest(store, 4, 1, sink=lambda *args: stored.append(len(args[-1]["rew"])))  # (..., columns)
     publisher = Publisher()
     server = LearnerServer(LinkConfig(bind=endpoint, plaintext=True, heartbeat_timeout_s=2.0, policy_resend_s=0.5),
                            store, HelloPolicy(wire.schema_hash(), 4, 1, "stand_still"), publisher, ingest, context=ctx)

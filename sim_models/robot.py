@@ -90,7 +90,7 @@ class WheelLeggedSim:
         self._make_impedance_actuators()
         self._rng = np.random.default_rng(seed)
         self.bad_commands = 0
-        self._faults = int(FaultFlags.NONE)
+        self._faults = _NO_FAULT
         self._push_steps_left = 0
         self._push_prob = self.profile.push_prob
         self._state = RobotState()
@@ -140,9 +140,8 @@ class WheelLeggedSim:
         self._strength = s
         self._gains_set = False
         self._clip_level = (m.actuator_forcerange[ids, 1] * (1 - 1e-6)).tolist()
-        self._gear_ok = np.allclose(m.actuator_gear[ids, 0], 1.0)
-        if not self._gear_ok:
-            raise ValueError("impedance actuators assume gear 1")
+        if not np.allclose(m.actuator_gear[ids, 0], 1.0):
+            raise ValueError("impedance actuators assume gear 1 (length = joint angle)")
 
     # ----------------------------------------------------------------------------- API
     def reset(self, seed: int | None = None, pitch_rad: float | None = None) -> RobotState:
@@ -167,7 +166,7 @@ class WheelLeggedSim:
         )
         self._last_valid = MotorCommand()
         self._push_steps_left = 0
-        self._faults = int(FaultFlags.NONE)
+        self._faults = _NO_FAULT
         self._state = self._read_state()
         return self._copy_state()
 

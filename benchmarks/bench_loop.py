@@ -104,9 +104,12 @@ def scheduled_run(app: OnboardApp, seconds: float) -> dict[str, float]:
     return summarize(sched.period_error, sched.compute, sched.missed_deadlines, sched.ticks, seconds)
 
 
-def bench_rate(rate: float, seconds: float, device: str, endpoint: str, spool: str, gil_us: float) -> tuple[dict, dict, dict]:
+def bench_rate(rate: float, seconds: float, device: str, endpoint: str, spool: str, args: argparse.Namespace) -> tuple[dict, dict, dict]:
     cfg = OnboardConfig()
-    cfg.run.gil_switch_interval_us = gil_us
+    cfg.run.gil_switch_interval_us = args.gil_switch_us
+    cfg.run.fifo_priority = args.fifo_priority
+    cfg.run.cpus = args.cpus
+    cfg.run.lock_memory = args.fifo_priority > 0
     cfg.run.rate_hz = rate
     cfg.run.explore = True
     cfg.run.stats_file = ""
@@ -144,6 +147,9 @@ def main() -> int:
     p.add_argument("--rates", default="200,500", help="comma-separated loop rates in Hz")
     p.add_argument("--push-every-s", type=float, default=3.0, help="the learner pushes a new policy this often")
     p.add_argument("--gil-switch-us", type=float, default=500.0, help="sys.setswitchinterval for the robot process (0: Python's 5000)")
+    p.add_argument("--fifo-priority", type=int, default=0,
+                   help="SCHED_FIFO priority of the loop thread (and mlockall); the virtual robot gets it minus 1; 0: none")
+    p.add_argument("--cpus", default="", help="pin the loop thread to these CPUs, e.g. '1'")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     tmp = tempfile.mkdtemp(prefix="bench_loop_")
@@ -155,13 +161,13 @@ def main() -> int:
         # A fresh virtual robot per rate: unpowered, the robot falls within a few seconds, and
         # the loop (rightly) stays PASSIVE with a fallen robot. The link waits for the device.
         device = os.path.join(tmp, f"tty{rate:.0f}")
-        vr = subprocess.Popen([sys.executable, "-m", "firmware_bridge.virtual_robot", "--profile", "nominal",
-                               "--device", device, "--log-level", "WARNING"], cwd=ROOT)
+        rt = ["chrt", "-f", str(args.fifo_priority - 1)] if args.fifo_priority > 1 else []
+        vr = subprocess.Popen(rt + [sys.executable, "-m", "firmware_bridge.virtual_robot", "--profile", "nominal",
+                                    "--device", device, "--log-level", "WARNING"], cwd=ROOT)
         learner = ctx.Process(target=learner_process, args=(endpoint, args.push_every_s, stop, rate), daemon=True)
         learner.start()
         try:
-            sched, naive, info = bench_rate(rate, args.seconds, device, endpoint, os.path.join(tmp, f"spool{rate:.0f}"),
-                                            args.gil_switch_us)
+            sched, naive, info = bench_rate(rate, args.seconds, device, endpoint, os.path.join(tmp, f"spool{rate:.0f}"), args)
             rows.append((rate, sched, naive, info))
         finally:
             stop.set()
@@ -170,7 +176,8 @@ def main() -> int:
             vr.terminate()
             vr.wait(10)
     print(f"\nonboard loop, {args.seconds:.0f} s per run, streaming on, policy pushed every {args.push_every_s} s,"
-          f" GIL switch interval {args.gil_switch_us or 5000:.0f} us, load average {os.getloadavg()[0]:.2f}")
+          f" GIL switch interval {args.gil_switch_us or 5000:.0f} us, FIFO priority {args.fifo_priority or 'none'},"
+          f" CPUs {args.cpus or 'any'}, load average {os.getloadavg()[0]:.2f}")
     print(f"{'rate':>5} {'pacing':>9} {'err p50':>8} {'err p99':>8} {'err max':>8} {'missed':>7} {'tick p99':>9} {'achieved':>9}  (ms, Hz)")
     for rate, sched, naive, info in rows:
         for name, r in (("deadline", sched), ("sleep(dt)", naive)):

@@ -14,13 +14,13 @@ import time
 
 from learner.service import wire
 from learner.service.config import ServeConfig
-from learner.service.ingest import Ingest
+from learner.service.ingest import Ingest, RealFeed
 from learner.service.publisher import Publisher
 from learner.service.server import LearnerServer, LinkConfig
 from learner.service.sessions import HelloPolicy
 from learner.service.status import RobotReturns, StatusBoard
 from learner.service.store import RealStore
-from learner.service.trainer import RealFeed, Trainer, task_info
+from learner.service.tasks import task_info
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,8 @@ class Service:
         self.publisher = Publisher()
         self.trainer = None
         if cfg.train:
+            from learner.service.trainer import Trainer  # torch: only when training
+
             self.trainer = Trainer(cfg, self.publisher, self.feed, load_datasets(cfg.datasets))
             for batch in self.store.iter_batches():  # streamed rows from earlier runs
                 self.feed.put(batch.columns)

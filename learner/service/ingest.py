@@ -8,7 +8,9 @@ tells the robot where to resume. The caller ACKs only after `RealStore.sync()`.
 
 from __future__ import annotations
 
+import collections
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -70,3 +72,37 @@ class Ingest:
         if self.sink is not None:
             self.sink(robot_id, batch.stream_id, cols)
         return IngestResult(stored, skip, start + n - 1)
+
+
+class RealFeed:
+    """Rows handed from the network thread to the trainer, which drains it every iteration.
+
+    Bounded: past `max_rows` waiting rows the oldest chunks are dropped from the feed (counted in
+    `rows_dropped`); they stay in the durable store, so nothing is lost, only not trained on.
+    """
+
+    def __init__(self, max_rows: int = 2_000_000) -> None:
+        self._q: collections.deque = collections.deque()
+        self._lock = threading.Lock()
+        self.max_rows = max_rows
+        self._rows_waiting = 0
+        self.rows_in = 0
+        self.rows_dropped = 0
+
+    def put(self, cols: dict[str, np.ndarray]) -> None:
+        n = len(cols["rew"])
+        with self._lock:
+            self._q.append(cols)
+            self.rows_in += n
+            self._rows_waiting += n
+            while self._rows_waiting > self.max_rows and len(self._q) > 1:
+                old = self._q.popleft()
+                self._rows_waiting -= len(old["rew"])
+                self.rows_dropped += len(old["rew"])
+
+    def drain(self) -> list[dict[str, np.ndarray]]:
+        with self._lock:
+            out = list(self._q)
+            self._q.clear()
+            self._rows_waiting = 0
+        return out

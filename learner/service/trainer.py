@@ -30,53 +30,14 @@ from learner.buffers import TransitionBuffer
 from learner.export import PolicyMetadata, export_policy
 from learner.service.config import ServeConfig
 from learner.service.publisher import PolicyBlob, Publisher
+from learner.service.ingest import RealFeed
 from learner.service.simworkers import SimWorkers, WorkerSpec
+from learner.service.tasks import task_info
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoint.pt"
 SIM_CHUNK_STEPS = 200  # steps per worker request: small enough to track the latest weights
-
-
-@dataclass
-class TaskInfo:
-    name: str
-    obs_dim: int
-    act_dim: int
-    action_scale: float = 1.0
-    control_hz: float = 200.0
-
-
-def task_info(task: str) -> TaskInfo:
-    """The task's dims without building an env (sim_models.tasks is numpy-only)."""
-    from sim_models.tasks import TASKS
-
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; choices: {', '.join(sorted(TASKS))}")
-    t = TASKS[task]
-    return TaskInfo(task, t.obs_dim, t.act_dim, float(t.action_scale), float(t.control_hz))
-
-
-class RealFeed:
-    """Rows handed from the network thread to the trainer (bounded: old chunks are never dropped
-    silently; past `max_chunks` the producer blocks briefly, which slows ACKs, not the robot)."""
-
-    def __init__(self, max_chunks: int = 100_000) -> None:
-        self._q: collections.deque = collections.deque()
-        self._lock = threading.Lock()
-        self.max_chunks = max_chunks
-        self.rows_in = 0
-
-    def put(self, cols: dict[str, np.ndarray]) -> None:
-        with self._lock:
-            self._q.append(cols)
-            self.rows_in += len(cols["rew"])
-
-    def drain(self) -> list[dict[str, np.ndarray]]:
-        with self._lock:
-            out = list(self._q)
-            self._q.clear()
-        return out
 
 
 @dataclass

@@ -95,3 +95,95 @@ def server(tmp_path, keys):
     srv = RunningServer(tmp_path, keys)
     yield srv
     srv.close()
+
+
+# ---------------------------------------------------------------- serve.py as a real subprocess
+import os  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServeProcess:
+    """`python learner/serve.py` in a child process; restartable on the same port and run dir."""
+
+    def __init__(self, run_dir: Path, keys, port: int, extra: list[str] | None = None) -> None:
+        self.run_dir, self.keys, self.port = run_dir, keys, port
+        self.extra = extra or []
+        self.proc: subprocess.Popen | None = None
+        self.log_path = run_dir.parent / f"serve-{port}.log"
+
+    @property
+    def endpoint(self) -> str:
+        return f"tcp://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        cmd = [sys.executable, str(ROOT / "learner" / "serve.py"), "--bind", self.endpoint,
+               "--run-dir", str(self.run_dir), "--task", TASK,
+               "--server-secret-key", str(self.keys["learner_secret"]),
+               "--authorized-keys-dir", str(self.keys["authorized"]),
+               "--status-every-s", "1", *self.extra]
+        log = open(self.log_path, "a")
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if "serving on" in self.log_path.read_text():
+                if self.log_path.read_text().count("serving on") > getattr(self, "_starts", 0):
+                    self._starts = getattr(self, "_starts", 0) + 1
+                    return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"serve.py exited {self.proc.returncode}:\n{self.log()}")
+            time.sleep(0.1)
+        raise TimeoutError(f"serve.py did not start:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text()[-4000:]
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def pause(self, seconds: float) -> None:
+        """A link outage: the learner process is frozen (no replies, no ACKs) for `seconds`."""
+        self.proc.send_signal(signal.SIGSTOP)
+        time.sleep(seconds)
+        self.proc.send_signal(signal.SIGCONT)
+
+    def stop(self) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+            raise
+
+
+@pytest.fixture
+def serve_process(tmp_path, keys):
+    procs: list[ServeProcess] = []
+
+    def factory(extra: list[str] | None = None) -> ServeProcess:
+        p = ServeProcess(tmp_path / "run", keys, free_port(), extra)
+        procs.append(p)
+        return p
+
+    yield factory
+    for p in procs:
+        if p.proc is not None and p.proc.poll() is None:
+            p.proc.kill()
+            p.proc.wait(10)

@@ -19,7 +19,8 @@ host sees exactly one STATE per COMMAND and a run is deterministic.
 - lock-step: one recorded STATE (with any FAULT recorded before it) per COMMAND received; a
   control frame (ENABLE, DISABLE, ESTOP, ESTOP_CLEAR) gets the answer the recorded host frame at
   the same position got (the start-up ENABLE is answered with the first STATE);
-- timed: every frame at its recorded time offset, whatever the host sends.
+- timed: every frame at its recorded time offset, whatever the host sends (from the host's
+  first byte on: a host opening the port flushes what was sent before).
 HEARTBEATs are echoed live (their payload is the host's clock, different in every run). The
 replayer records what the host sends back, so the result is itself a recording.
 
@@ -194,7 +195,7 @@ class SensorReplayer:
 
     def __init__(self, recording: str | os.PathLike[str] | DecodedRecording, lockstep: bool = True,
                  record_path: str | os.PathLike[str] | None = None, link_path: str | None = None,
-                 speed: float = 1.0) -> None:
+                 speed: float = 1.0, wait_for_host: bool = True) -> None:
         self.recording = recording if isinstance(recording, DecodedRecording) else decode_recording(recording)
         if not self.recording.of(FW_TO_HOST, FrameType.STATE):
             raise ValueError(f"{self.recording.path}: no firmware STATE frames to replay")
@@ -202,6 +203,7 @@ class SensorReplayer:
             raise ValueError(f"speed must be > 0, got {speed}")
         self.lockstep = lockstep
         self.speed = speed
+        self.wait_for_host = wait_for_host  # timed: start on the host's first byte (opening a port flushes it)
         self.pty = PtyPort(link_path)
         self.sink = SerialByteRecorder(record_path) if record_path else None
         self.counters = ReplayCounters()
@@ -287,6 +289,12 @@ class SensorReplayer:
     def _run_timed(self) -> None:
         frames = [f for f in self.recording.of(FW_TO_HOST) if f.frame.type != FrameType.HEARTBEAT]
         t_first = frames[0].t_ns if frames else 0
+        while self.wait_for_host and not self._stop.is_set():
+            data = self.pty.read(timeout_s=POLL_S)
+            if data:
+                self._t0 = time.monotonic()
+                self._receive(data)
+                break
         i = 0
         while not self._stop.is_set():
             due = frames[i].t_ns - t_first if i < len(frames) else None

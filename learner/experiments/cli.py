@@ -26,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--total-updates", type=int, help="override the per-cell update budget")
     p.add_argument("--out-dir", help="override the run folder root (datasets, checkpoints, logs)")
     p.add_argument("--results-dir", help="override where the table and plots go")
+    p.add_argument("--train", action="append", metavar="KEY=VALUE", default=[],
+                   help="override a [train] key for every cell, e.g. --train device=cpu (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="prepare datasets and list the cells to run, run nothing")
     p.add_argument("--report-only", action="store_true", help="only (re)write the table and plots from finished cells")
     return p
@@ -37,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {"workers": args.workers, "seeds": args.seeds, "algorithms": args.algorithms, "tasks": args.tasks,
                  "total_updates": args.total_updates, "out_dir": args.out_dir, "results_dir": args.results_dir}
     try:
+        overrides["train"] = grid_config.parse_assignments(args.train)
         cfg = grid_config.load(args.config, overrides)
     except (OSError, tomllib.TOMLDecodeError, grid_config.GridConfigError, DatasetSpecError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -100,8 +100,11 @@ class GridConfig:
 def from_dict(values: dict[str, Any]) -> GridConfig:
     values = dict(values)
     grid = dict(values.pop("grid", {}))
-    gaps = [GapSpec(**g) for g in values.pop("gaps", [])]
-    datasets = [DatasetSpec(**d) for d in values.pop("datasets", [])]
+    try:
+        gaps = [GapSpec(**g) for g in values.pop("gaps", [])]
+        datasets = [DatasetSpec(**d) for d in values.pop("datasets", [])]
+    except TypeError as exc:
+        raise GridConfigError(f"bad gap or dataset entry: {exc}") from exc
     train = dict(values.pop("train", {}))
     if values:
         raise GridConfigError(f"unknown top-level table(s) {sorted(values)}; expected grid, gaps, datasets, train")
@@ -117,9 +120,26 @@ def from_dict(values: dict[str, Any]) -> GridConfig:
     return cfg
 
 
+def parse_assignments(items: list[str]) -> dict[str, Any]:
+    """["device=cpu", "eval_episodes=2"] -> {"device": "cpu", "eval_episodes": 2} (values read as TOML)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise GridConfigError(f"expected KEY=VALUE, got {item!r}")
+        key, text = (t.strip() for t in item.split("=", 1))
+        try:
+            out[key] = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key] = text
+    return out
+
+
 def load(path: str | Path, overrides: dict[str, Any] | None = None) -> GridConfig:
-    """Read a grid TOML; `overrides` replace [grid] keys (the CLI's --seeds, --total-updates, ...)."""
+    """Read a grid TOML; `overrides` replace [grid] keys (the CLI's --seeds, --total-updates, ...),
+    except overrides["train"], which updates the [train] table."""
     with open(path, "rb") as fh:
         values = tomllib.load(fh)
-    values.setdefault("grid", {}).update({k: v for k, v in (overrides or {}).items() if v is not None})
+    overrides = dict(overrides or {})
+    values.setdefault("train", {}).update(overrides.pop("train", None) or {})
+    values.setdefault("grid", {}).update({k: v for k, v in overrides.items() if v is not None})
     return from_dict(values)

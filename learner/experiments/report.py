@@ -105,7 +105,8 @@ def markdown_table(cfg: GridConfig, rows: list[dict]) -> str:
                         txt = f"**{txt}**"
                     seeds = f", n={r['n_seeds']}" if r["n_seeds"] != len(cfg.seeds) else ""
                     cells.append(f"{txt} (sim {r['sim_mean']:.0f}{seeds})")
-                data = f"{ref['behaviour_return']:.0f} / {ref['tuned_return']:.0f}"
+                data = " / ".join("n/a" if math.isnan(v) else f"{v:.0f}"
+                                  for v in (ref["behaviour_return"], ref["tuned_return"]))
                 lines.append("| " + " | ".join([task, gap.name, ds.name, data] + cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -1,0 +1,102 @@
+"""CI smoke test: a 2x2 grid (2 algorithms x 2 seeds) end to end with a tiny budget.
+
+Real MuJoCo envs, a real process pool (spawn), real files. Checks the table and plots appear,
+that re-running skips finished cells, and that raising the budget resumes each cell from its
+checkpoint instead of starting again.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from learner.experiments.cli import main
+
+pytestmark = pytest.mark.timeout(150)
+
+GRID_TOML = """
+[grid]
+name = "smoke"
+tasks = ["stand_still"]
+algorithms = ["h2o", "sac"]
+seeds = [0, 1]
+total_updates = 20
+out_dir = "{out}"
+results_dir = "{results}"
+workers = 2
+
+[[gaps]]
+name = "moderate"
+
+[[datasets]]
+name = "medium"
+kind = "medium"
+steps = 400
+noise = 0.3
+
+[train]
+hidden = "16-16"
+disc_hidden = "16-16"
+real_batch = 16
+sim_batch = 16
+disc_batch = 16
+updates_per_epoch = 10
+sim_steps_per_epoch = 60
+max_episode_steps = 40
+eval_every = 10
+eval_episodes = 1
+checkpoint_every = 10
+"""
+
+
+def _cell(out: Path, algo: str, seed: int) -> Path:
+    return out / "stand_still" / "moderate" / "medium" / f"{algo}_seed{seed}"
+
+
+def _run(args: list[str], capsys) -> dict:
+    rc = main(args)
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    return json.loads(text.strip().splitlines()[-1])
+
+
+def test_grid_runs_reports_skips_and_resumes(tmp_path: Path, capsys) -> None:
+    out, results = tmp_path / "runs", tmp_path / "results"
+    cfg = tmp_path / "grid.toml"
+    cfg.write_text(GRID_TOML.format(out=out, results=results))
+
+    first = _run([str(cfg)], capsys)
+    assert first == {"done_before": 0, "ran": 4, "failed": []}
+    for algo in ("h2o", "sac"):
+        for seed in (0, 1):
+            summary = json.loads((_cell(out, algo, seed) / "summary.json").read_text())
+            assert summary["updates"] == 20 and summary["real_transitions"] == 400
+    with open(results / "results.csv", newline="") as fh:
+        rows = {r["algorithm"]: r for r in csv.DictReader(fh)}
+    assert set(rows) == {"h2o", "sac"}
+    assert all(r["n_seeds"] == "2" and r["gap"] == "moderate" and r["dataset"] == "medium" for r in rows.values())
+    table = (results / "results.md").read_text()
+    assert "| task | gap | dataset | data / tuned ctrl | h2o | sac |" in table
+    assert "4 of 4 cells finished" in table
+    for png in ("learning_curves.png", "sim_vs_real.png"):
+        assert (results / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # Same command again: every cell is done, nothing runs, the summaries are untouched.
+    before = (_cell(out, "h2o", 0) / "summary.json").stat().st_mtime_ns
+    second = _run([str(cfg)], capsys)
+    assert second == {"done_before": 4, "ran": 0, "failed": [], "pending": 0}
+    assert (_cell(out, "h2o", 0) / "summary.json").stat().st_mtime_ns == before
+
+    # A larger budget continues each cell from its checkpoint: the first 20 updates' rows are kept.
+    with open(_cell(out, "sac", 1) / "progress.csv", newline="") as fh:
+        old_rows = list(csv.DictReader(fh))
+    third = _run([str(cfg), "--total-updates", "30", "--algorithms", "sac", "--seeds", "1", "--workers", "1"], capsys)
+    assert third == {"done_before": 0, "ran": 1, "failed": []}
+    with open(_cell(out, "sac", 1) / "progress.csv", newline="") as fh:
+        new_rows = list(csv.DictReader(fh))
+    assert [r["update"] for r in new_rows] == [r["update"] for r in old_rows] + ["30"]
+    assert [r["eval/real_return"] for r in new_rows[: len(old_rows)]] == [r["eval/real_return"] for r in old_rows]
+    assert json.loads((_cell(out, "sac", 1) / "summary.json").read_text())["updates"] == 30

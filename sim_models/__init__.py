@@ -22,17 +22,14 @@ def _register() -> None:
         import gymnasium as gym
     except ImportError:  # the robot computer: no gymnasium, nothing to register
         return
-    ids = {
-        "h2o/StandStill-v0": {"task": "stand_still"},
-        "h2o/MoveStraight-v0": {"task": "move_straight"},
-        "h2o/Turn-v0": {"task": "turn"},
-        "h2o/Locomotion-v0": {"task": "locomotion"},
-    }
-    for env_id, kwargs in ids.items():
+    from sim_models.halfcheetah import HALFCHEETAH_GAPS
+    from sim_models.tasks import ENV_IDS, TASKS
+
+    for task, env_id in ENV_IDS.items():
         if env_id not in gym.registry:
-            gym.register(env_id, entry_point="sim_models.envs:WheelLeggedEnv", kwargs=kwargs,
-                         max_episode_steps=1000)
-    for gap in ("nominal", "gravity2", "friction03", "jointnoise"):
+            gym.register(env_id, entry_point="sim_models.envs:WheelLeggedEnv", kwargs={"task": task},
+                         max_episode_steps=TASKS[task].max_episode_steps)
+    for gap in HALFCHEETAH_GAPS:
         env_id = f"h2o/HalfCheetah-{gap}-v0"
         if env_id not in gym.registry:
             gym.register(env_id, entry_point="sim_models.halfcheetah:make_halfcheetah",

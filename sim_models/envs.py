@@ -21,16 +21,11 @@ import numpy as np
 
 from sim_models.profiles import DynamicsProfile, load_profile
 from sim_models.robot import DEFAULT_INIT_PITCH_RAD, WheelLeggedSim
-from sim_models.tasks import TaskSpec, get_task
+from sim_models.tasks import ENV_IDS, TaskSpec, get_task
 
 log = logging.getLogger(__name__)
 
-TASK_IDS: dict[str, str] = {
-    "stand_still": "h2o/StandStill-v0",
-    "move_straight": "h2o/MoveStraight-v0",
-    "turn": "h2o/Turn-v0",
-    "locomotion": "h2o/Locomotion-v0",
-}
+TASK_IDS = ENV_IDS
 RENDER_WIDTH, RENDER_HEIGHT = 320, 240
 OBS_BOUND = 1e6  # finite (check_env asks for it); no quantity in these observations comes near it
 

@@ -260,6 +260,15 @@ TASKS: dict[str, TaskSpec] = {
 }
 
 
+# Gymnasium ids of the tasks (registered by `import sim_models` where gymnasium is installed).
+ENV_IDS: dict[str, str] = {
+    "stand_still": "h2o/StandStill-v0",
+    "move_straight": "h2o/MoveStraight-v0",
+    "turn": "h2o/Turn-v0",
+    "locomotion": "h2o/Locomotion-v0",
+}
+
+
 class UnknownTaskError(KeyError):
     """A task name not in TASKS."""
 

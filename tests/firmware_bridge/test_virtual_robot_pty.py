@@ -57,12 +57,16 @@ def test_watchdog_disables_motors_when_host_stops_commanding(start_robot, open_l
     link = open_link(robot.device)
     assert link.activate()
     for _ in range(5):
-        link.send_command(WHEEL_TORQUE)
         link.wait_for_state(timeout_s=2.0)
+        link.send_command(WHEEL_TORQUE)
+    last_seen = link.latest_state().state.t_us  # the last command went out after this STATE
     # Host goes quiet.
     tripped = link.wait_for_state(lambda s: bool(s.state.faults & FaultFlags.WATCHDOG), timeout_s=3.0)
     assert tripped is not None
     assert tripped.state.mode == MotorMode.DISABLED
+    # Within the watchdog time, in firmware time (STATE clocks, not the test's wall clock):
+    # 40 ms + one tick of granularity + at most two catch-up ticks + the tick the command waited.
+    assert tripped.state.t_us - last_seen <= (40 + 4 * 5) * 1000
     after = link.wait_for_state(timeout_s=2.0)
     assert np.allclose(after.state.joint_torque, 0.0)  # motors off
     assert robot.firmware.counters.watchdog_trips == 1

@@ -36,6 +36,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import serial
@@ -60,6 +61,11 @@ log = logging.getLogger(__name__)
 
 POLL_S = 0.02  # how often the forwarding/replay threads look at their stop flag
 COMMAND_FIELDS = ("q_des", "qd_des", "kp", "kd", "tau_ff")
+
+
+def _open_sink(path: str | os.PathLike[str]) -> SerialByteRecorder:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return SerialByteRecorder(path)
 
 
 def _ns_since(t0: float) -> int:
@@ -87,9 +93,13 @@ class SerialTap:
 
     def __init__(self, firmware_url: str, record_path: str | os.PathLike[str],
                  drop_repeated_states: bool = False, link_path: str | None = None) -> None:
-        self.firmware = serial.serial_for_url(firmware_url, baudrate=1_000_000, timeout=POLL_S)
+        self.sink = _open_sink(record_path)
+        try:
+            self.firmware = serial.serial_for_url(firmware_url, baudrate=1_000_000, timeout=POLL_S)
+        except (serial.SerialException, OSError, ValueError):
+            self.sink.close()
+            raise
         self.pty = PtyPort(link_path)
-        self.sink = SerialByteRecorder(record_path)
         self.drop_repeated_states = drop_repeated_states
         self.counters = TapCounters()
         self._pending = b""
@@ -205,7 +215,7 @@ class SensorReplayer:
         self.speed = speed
         self.wait_for_host = wait_for_host  # timed: start on the host's first byte (opening a port flushes it)
         self.pty = PtyPort(link_path)
-        self.sink = SerialByteRecorder(record_path) if record_path else None
+        self.sink = _open_sink(record_path) if record_path else None
         self.counters = ReplayCounters()
         self.done = threading.Event()
         self._decoder = FrameDecoder()

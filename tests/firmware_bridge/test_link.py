@@ -125,3 +125,19 @@ def test_stalled_peer_gives_queue_full_then_error_without_blocking_the_sender(di
         assert link.lifecycle == LinkState.ERROR and link.counters.write_errors == 1
         assert link.send_command(MotorCommand()) == WriteStatus.NOT_OPEN
         link.close()
+
+
+def test_robot_side_modules_import_without_torch_or_mujoco():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import firmware_bridge.link, firmware_bridge.console, firmware_bridge.replay\n"
+        "import firmware_bridge.recorder, firmware_bridge.firmware, firmware_bridge.faults, firmware_bridge.pty_port\n"
+        "heavy = [m for m in sys.modules if m.split('.')[0] in ('torch', 'mujoco', 'gymnasium', 'sim_models')]\n"
+        "print(heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -31,6 +31,8 @@ class RobotLinkClient:
         self.sock = self.context.socket(zmq.DEALER)
         self.sock.linger = 0
         if server_public_key is not None:
+            if robot_secret_key is None:
+                raise ValueError("CURVE needs this client's secret key file too")
             pub, sec = zmq.auth.load_certificate(str(robot_secret_key))
             server_pub, _ = zmq.auth.load_certificate(str(server_public_key))
             self.sock.curve_publickey = pub

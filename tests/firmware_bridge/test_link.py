@@ -138,6 +138,7 @@ def test_robot_side_modules_import_without_torch_or_mujoco():
         "heavy = [m for m in sys.modules if m.split('.')[0] in ('torch', 'mujoco', 'gymnasium', 'sim_models')]\n"
         "print(heavy)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    repo = __import__("pathlib").Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import collections
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -128,9 +131,6 @@ def test_stalled_peer_gives_queue_full_then_error_without_blocking_the_sender(di
 
 
 def test_robot_side_modules_import_without_torch_or_mujoco():
-    import subprocess
-    import sys
-
     code = (
         "import sys\n"
         "import firmware_bridge.link, firmware_bridge.console, firmware_bridge.replay\n"
@@ -138,7 +138,7 @@ def test_robot_side_modules_import_without_torch_or_mujoco():
         "heavy = [m for m in sys.modules if m.split('.')[0] in ('torch', 'mujoco', 'gymnasium', 'sim_models')]\n"
         "print(heavy)\n"
     )
-    repo = __import__("pathlib").Path(__file__).resolve().parents[2]
+    repo = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"

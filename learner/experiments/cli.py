@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 import tomllib
 
@@ -33,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -45,9 +50,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     result: dict = {}
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill <pid>` stops the workers too, like Ctrl-C
     if not args.report_only:
         try:
             result = run_grid(cfg, dry_run=args.dry_run)
+        except KeyboardInterrupt:
+            print("interrupted; finished cells are kept, re-run the same command to resume", file=sys.stderr)
+            return 130
         except DatasetSpecError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

@@ -115,16 +115,31 @@ def run_grid(cfg: GridConfig, dry_run: bool = False) -> dict:
         result["pending"] = [j.key for j in jobs]
         return result
     ctx = mp.get_context("spawn")  # fresh interpreter per worker: no forked torch/mujoco state
-    with ProcessPoolExecutor(max_workers=min(cfg.workers, len(jobs)), mp_context=ctx) as pool:
-        futures = {pool.submit(run_cell, job): job.key for job in jobs}
-        for i, fut in enumerate(as_completed(futures), 1):
-            out = fut.result()
-            if out["ok"]:
-                s = out["summary"]
-                result["ran"].append(out["key"])
-                log.info("[%d/%d] %s: real %.0f, sim %.0f (%.0f s)", i, len(jobs), out["key"],
-                         s["final_real_return"], s["final_sim_return"], out["seconds"])
-            else:
-                result["failed"].append({"key": out["key"], "error": out["error"]})
-                log.error("[%d/%d] %s FAILED: %s", i, len(jobs), out["key"], out["error"])
+    pool = ProcessPoolExecutor(max_workers=min(cfg.workers, len(jobs)), mp_context=ctx)
+    try:
+        _collect(pool, jobs, result)
+    except KeyboardInterrupt:
+        # Stop the workers too (they would otherwise finish their cells unattended); checkpoints are
+        # atomic, so the same command later resumes every interrupted cell.
+        log.warning("interrupted: stopping workers; re-run the same command to resume")
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            proc.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
     return result
+
+
+def _collect(pool: ProcessPoolExecutor, jobs: list[CellJob], result: dict) -> None:
+    """Submit every job and log each cell as it finishes (in completion order)."""
+    futures = {pool.submit(run_cell, job): job.key for job in jobs}
+    for i, fut in enumerate(as_completed(futures), 1):
+        out = fut.result()
+        if out["ok"]:
+            s = out["summary"]
+            result["ran"].append(out["key"])
+            log.info("[%d/%d] %s: real %.0f, sim %.0f (%.0f s)", i, len(jobs), out["key"],
+                     s["final_real_return"], s["final_sim_return"], out["seconds"])
+        else:
+            result["failed"].append({"key": out["key"], "error": out["error"]})
+            log.error("[%d/%d] %s FAILED: %s", i, len(jobs), out["key"], out["error"])

@@ -30,6 +30,10 @@ RENDER_WIDTH, RENDER_HEIGHT = 320, 240
 OBS_BOUND = 1e6  # finite (check_env asks for it); no quantity in these observations comes near it
 
 
+class InvalidActionError(ValueError):
+    """An action with the wrong shape or a non-finite value (a learner bug: fail loudly)."""
+
+
 class WheelLeggedEnv(gym.Env):
     """One task on the wheel-legged robot under one dynamics profile."""
 
@@ -60,6 +64,7 @@ class WheelLeggedEnv(gym.Env):
         self._steps = 0
         self._renderer = None
         self.nonfinite_episodes = 0
+        self.invalid_actions = 0
         if seed is not None:
             self.action_space.seed(seed)
 
@@ -81,8 +86,10 @@ class WheelLeggedEnv(gym.Env):
     def step(self, action):
         task = self.task
         action = np.asarray(action, dtype=np.float32)
-        if action.shape != self._action_shape:
-            raise ValueError(f"action shape {action.shape} != {self._action_shape}")
+        if action.shape != self._action_shape or not math.isfinite(float(action.sum())):
+            self.invalid_actions += 1
+            raise InvalidActionError(
+                f"action must be finite with shape {self._action_shape}, got {action!r}")
         state = self.sim.step(task.action_to_command(action))
         next_obs = task.observe(state, self._command)
         self._steps += 1

@@ -94,10 +94,14 @@ def _clip(action: np.ndarray) -> np.ndarray:
     return np.clip(np.asarray(action, dtype=np.float64).reshape(-1), -1.0, 1.0)
 
 
+def _clip_scalar(a: float) -> float:
+    """Clip to [-1, 1]; NaN stays NaN (the robot rejects a non-finite command, never hides it)."""
+    return -1.0 if a < -1.0 else (1.0 if a > 1.0 else a)
+
+
 def _clip_first(action: np.ndarray) -> float:
     """The first action component clipped to [-1, 1] (scalar math: this runs every step)."""
-    a = float(np.asarray(action).reshape(-1)[0])
-    return -1.0 if a < -1.0 else (1.0 if a > 1.0 else a)
+    return _clip_scalar(float(np.asarray(action).reshape(-1)[0]))
 
 
 def _finite(values: list[float]) -> bool:
@@ -144,15 +148,16 @@ TURN_DEFAULT_YAW_RATE = 0.5  # rad/s, the command when none is given (onboard de
 
 def observe_turn(state: RobotState, command: np.ndarray | None = None) -> np.ndarray:
     """[v, pitch, pitch_rate, yaw_rate, yaw_rate_command]."""
-    _, v = wheel_odometry(state)
+    pitch = pitch_of(state.imu_quat)
+    _, v = wheel_odometry(state, pitch)
     cmd = TURN_DEFAULT_YAW_RATE if command is None else float(command[0])
-    return np.array([v, pitch_of(state.imu_quat), state.imu_gyro[1], state.imu_gyro[2], cmd],
-                    dtype=np.float32)
+    _, pitch_rate, yaw_rate = state.imu_gyro.tolist()
+    return np.array([v, pitch, pitch_rate, yaw_rate, cmd], dtype=np.float32)
 
 
 def turn_command(action: np.ndarray) -> MotorCommand:
-    a = _clip(action)
-    return _wheel_torque_command(PAPER_TORQUE_NM * float(a[0]), PAPER_TORQUE_NM * float(a[1]))
+    left, right = (_clip_scalar(v) for v in np.asarray(action, np.float64).reshape(-1).tolist())
+    return _wheel_torque_command(PAPER_TORQUE_NM * left, PAPER_TORQUE_NM * right)
 
 
 def turn_reward(obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray) -> float:

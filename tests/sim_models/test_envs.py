@@ -12,7 +12,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import sim_models
-from sim_models.envs import TASK_IDS, WheelLeggedEnv
+from sim_models.envs import TASK_IDS, InvalidActionError, WheelLeggedEnv
 from sim_models.halfcheetah import UnknownGapError, make_halfcheetah
 
 WHEEL_IDS = sorted(TASK_IDS.values())
@@ -128,3 +128,15 @@ def test_make_env_builds_halfcheetah_variants_by_id_or_by_profile():
     assert by_id.unwrapped.model.opt.gravity[2] == pytest.approx(2 * g0)
     np.testing.assert_allclose(by_profile.unwrapped.model.geom_friction,
                                0.3 * nominal.unwrapped.model.geom_friction)
+
+
+def test_invalid_actions_raise_a_typed_error_and_are_counted():
+    env = WheelLeggedEnv("stand_still")
+    env.reset(seed=0)
+    with pytest.raises(InvalidActionError, match="finite"):
+        env.step(np.array([np.nan]))
+    with pytest.raises(InvalidActionError, match=r"shape \(1,\)"):
+        env.step(np.zeros(2))
+    assert env.invalid_actions == 2
+    obs, reward, *_ = env.step(np.zeros(1))  # the env is still usable
+    assert np.all(np.isfinite(obs)) and np.isfinite(reward)

@@ -120,3 +120,10 @@ def test_observation_without_a_command_uses_the_default_command(name):
     spec = TASKS[name]
     state = RobotState()
     np.testing.assert_array_equal(spec.observe(state), spec.observe(state, np.array(spec.default_command)))
+
+
+@pytest.mark.parametrize("name", ["stand_still", "turn", "locomotion"])
+def test_non_finite_actions_stay_non_finite_for_the_robot_to_reject(name):
+    spec = TASKS[name]
+    cmd = spec.action_to_command(np.full(spec.act_dim, np.nan))
+    assert not cmd.is_finite()

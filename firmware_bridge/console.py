@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import threading
 import time
@@ -137,8 +138,13 @@ def build_arg_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _raise_interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_arg_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_interrupt)  # same clean exit as Ctrl-C: DISABLE, close
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     try:
         torque = parse_torque(args.torque) if args.torque else None

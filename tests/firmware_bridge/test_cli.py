@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -102,3 +103,23 @@ def test_console_interactive_session(start_robot):
     assert "enabled" in out and "holding torque" in out and "mode=ENABLED" in out
     assert "error: torque must be 6" in out and "unknown command 'bogus'" in out
     assert robot.firmware.counters.estops == 1 and robot.firmware.counters.commands_accepted > 0
+
+
+def test_console_sigterm_disables_motors_before_exit(start_robot):
+    robot = start_robot(lockstep=False, watchdog_ms=2000.0)
+    console = subprocess.Popen(
+        [sys.executable, "-m", "firmware_bridge.console", "--device", robot.device, "--enable",
+         "--torque", "0,0,0.5,0,0,0.5", "--duration", "30", "--watch-hz", "20"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert "mode=ENABLED" in console.stdout.readline() + console.stdout.readline()
+    finally:
+        console.send_signal(signal.SIGTERM)
+        console.communicate(timeout=30)
+    assert console.returncode == 130
+    for _ in range(200):  # the DISABLE is on the wire; give the firmware thread a moment to read it
+        if robot.firmware.counters.disables:
+            break
+        time.sleep(0.01)
+    assert robot.firmware.counters.disables == 1  # the console switched the motors off on its way out

@@ -11,7 +11,8 @@ baseline wins trivially). The paper's point needs data like D4RL's:
 - medium_expert: half medium episodes, half tuned-controller episodes (D4RL's medium-expert).
 
 Every dataset is collected in the REAL profile (the robot) and written as HDF5 with the D4RL keys
-(observations, actions, rewards, next_observations, terminals, timeouts) plus a JSON sidecar with
+(observations, actions, rewards, next_observations, terminals, timeouts; sim_models.datasets)
+plus a JSON sidecar with
 the behaviour's episode returns and reference returns (tuned controller, zero action) so a
 results table can say how "medium" the data really is.
 """
@@ -127,17 +128,10 @@ def collect(spec: DatasetSpec, task: str, profile: str, seed: int = 0) -> tuple[
 
 
 def save_hdf5(path: Path, data: dict[str, np.ndarray], meta: dict) -> None:
-    """D4RL-layout HDF5 (written to a temp name, then renamed) and a `.json` sidecar."""
-    import h5py
+    """D4RL-layout HDF5 through the sim_models.datasets contract, plus a `.json` sidecar."""
+    from sim_models.datasets import save_d4rl
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with h5py.File(tmp, "w") as f:
-        for k, v in data.items():
-            f.create_dataset(k, data=v)
-        for k, v in meta.items():
-            f.attrs[k] = v
-    tmp.replace(path)
+    save_d4rl(path, data, meta)
     path.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
 
 

@@ -3,7 +3,7 @@
 `replay_regression` turns a recording into a regression test in one line:
 
     def test_balance_run(replay_regression):
-        replay_regression("tests/hil/data/balance.mcap")               # commands must be bit-identical
+        replay_regression(path_to_recording)                           # commands must be bit-identical
         diff = replay_regression("run.mcap", config={"safety.tilt_limit_rad": 0.3}, expect_identical=False)
 
 Everything is real: the virtual robot (MuJoCo) behind a pty, the recording tap, the unchanged

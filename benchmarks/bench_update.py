@@ -99,7 +99,7 @@ class NaiveH2OStep:
             for t, q in ((self.t1, self.q1), (self.t2, self.q2)):
                 for pt, pq in zip(t.parameters(), q.parameters()):
                     pt.mul_(1 - 5e-3).add_(5e-3 * pq)
-        return {"losses/q": float(q_loss)}
+        return {"losses/q": float(q_loss.detach())}
 
 
 def make_buffers(device: str, n: int = 20_000) -> tuple[TransitionBuffer, TransitionBuffer]:

@@ -21,7 +21,6 @@ import logging
 import multiprocessing as mp
 import os
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -37,9 +36,50 @@ from onboard.app import OnboardApp  # noqa: E402
 from onboard.config import OnboardConfig  # noqa: E402
 from onboard.dev_policies import mlp_policy_bytes, sha256_hex  # noqa: E402
 from onboard.policy import PolicyCandidate  # noqa: E402
+from onboard.safety import Mode  # noqa: E402
 from onboard.scheduler import RollingStats  # noqa: E402
 
 BALANCE_GAIN = np.array([[1.0, 2.0, 30.0, 3.0]]) / 3.0  # stand_still linear law, action units
+
+
+class HeldUntilDriven:
+    """The plant on a stand: it stays at its reset pose until the first non-zero torque command.
+
+    Why: unpowered, the virtual robot falls within 0.3 s of starting, long before the loop has
+    connected, and the loop (rightly) never stands a fallen robot up by itself. A person holds
+    the real robot until the controller takes over; this is that person.
+    """
+
+    def __init__(self, plant) -> None:
+        self._plant = plant
+        self._held = True
+
+    def __getattr__(self, name):
+        return getattr(self._plant, name)
+
+    def reset(self):
+        return self._plant.reset(pitch_rad=0.0)
+
+    def step(self, cmd):
+        if self._held and np.any(np.asarray(cmd.tau_ff) != 0):
+            self._held = False
+        return self._plant.reset(pitch_rad=0.0) if self._held else self._plant.step(cmd)
+
+
+def virtual_robot_process(device: str, priority: int, stop: mp.Event) -> None:
+    """Child process: the real-time virtual robot (nominal profile) on a pty, held until driven."""
+    from firmware_bridge.virtual_robot import VirtualRobot, VirtualRobotConfig, make_plant
+
+    if priority > 0:
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+        except OSError as e:
+            print(f"virtual robot: FIFO refused ({e})", file=sys.stderr)
+    logging.basicConfig(level=logging.WARNING)
+    cfg = VirtualRobotConfig(profile="nominal", device_link=device)
+    vr = VirtualRobot(cfg, plant=HeldUntilDriven(make_plant(cfg))).start()
+    stop.wait()
+    vr.stop()
 
 
 def learner_process(endpoint: str, push_every_s: float, stop: mp.Event, control_hz: float) -> None:
@@ -109,7 +149,8 @@ def bench_rate(rate: float, seconds: float, device: str, endpoint: str, spool: s
     cfg.run.gil_switch_interval_us = args.gil_switch_us
     cfg.run.fifo_priority = args.fifo_priority
     cfg.run.cpus = args.cpus
-    cfg.run.lock_memory = args.fifo_priority > 0
+    cfg.run.lock_memory = args.lock_memory
+    cfg.run.helper_priority = args.helper_priority
     cfg.run.rate_hz = rate
     cfg.run.explore = True
     cfg.run.stats_file = ""
@@ -122,10 +163,14 @@ def bench_rate(rate: float, seconds: float, device: str, endpoint: str, spool: s
     cfg.safety.stale_state_ms = 100.0
     app = OnboardApp(cfg)
     first = mlp_policy_bytes(4, 1, version=1, hidden=256, linear_gain=BALANCE_GAIN, control_hz=rate)
+    # Validated before the link opens: the unpowered virtual robot starts falling at once.
+    app.loop.activate_policy(app.loader.validate_now(PolicyCandidate(1, sha256_hex(first), first)))
     app.start()
     try:
-        app.loop.activate_policy(app.loader.validate_now(PolicyCandidate(1, sha256_hex(first), first)))
         scheduled_run(app, 1.0)  # warm-up: connect, first heartbeats, caches; not measured
+        if app.fsm.mode is not Mode.POLICY:
+            print(f"warning: {rate:.0f} Hz: robot not under policy control after warm-up ({app.fsm.mode.value},"
+                  f" {list(app.fsm.history)[-1:]}); figures are for a lighter tick", file=sys.stderr)
         app.loop.swap_latency = RollingStats(100)
         swaps_before = app.loop.swaps
         sched = scheduled_run(app, seconds)
@@ -150,6 +195,9 @@ def main() -> int:
     p.add_argument("--fifo-priority", type=int, default=0,
                    help="SCHED_FIFO priority of the loop thread (and mlockall); the virtual robot gets it minus 1; 0: none")
     p.add_argument("--cpus", default="", help="pin the loop thread to these CPUs, e.g. '1'")
+    p.add_argument("--lock-memory", action="store_true", help="mlockall the robot process")
+    p.add_argument("--helper-priority", type=int, default=0,
+                   help="SCHED_FIFO priority of the robot process's helper threads (below the loop's); 0: none")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     tmp = tempfile.mkdtemp(prefix="bench_loop_")
@@ -161,9 +209,9 @@ def main() -> int:
         # A fresh virtual robot per rate: unpowered, the robot falls within a few seconds, and
         # the loop (rightly) stays PASSIVE with a fallen robot. The link waits for the device.
         device = os.path.join(tmp, f"tty{rate:.0f}")
-        rt = ["chrt", "-f", str(args.fifo_priority - 1)] if args.fifo_priority > 1 else []
-        vr = subprocess.Popen(rt + [sys.executable, "-m", "firmware_bridge.virtual_robot", "--profile", "nominal",
-                                    "--device", device, "--log-level", "WARNING"], cwd=ROOT)
+        vr_stop = ctx.Event()
+        vr = ctx.Process(target=virtual_robot_process, args=(device, max(args.fifo_priority - 1, 0), vr_stop), daemon=True)
+        vr.start()
         learner = ctx.Process(target=learner_process, args=(endpoint, args.push_every_s, stop, rate), daemon=True)
         learner.start()
         try:
@@ -173,11 +221,11 @@ def main() -> int:
             stop.set()
             learner.join(5)
             stop.clear()
-            vr.terminate()
-            vr.wait(10)
+            vr_stop.set()
+            vr.join(10)
     print(f"\nonboard loop, {args.seconds:.0f} s per run, streaming on, policy pushed every {args.push_every_s} s,"
           f" GIL switch interval {args.gil_switch_us or 5000:.0f} us, FIFO priority {args.fifo_priority or 'none'},"
-          f" CPUs {args.cpus or 'any'}, load average {os.getloadavg()[0]:.2f}")
+          f" helpers {args.helper_priority or 'none'}, CPUs {args.cpus or 'any'}, load average {os.getloadavg()[0]:.2f}")
     print(f"{'rate':>5} {'pacing':>9} {'err p50':>8} {'err p99':>8} {'err max':>8} {'missed':>7} {'tick p99':>9} {'achieved':>9}  (ms, Hz)")
     for rate, sched, naive, info in rows:
         for name, r in (("deadline", sched), ("sleep(dt)", naive)):

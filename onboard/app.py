@@ -18,7 +18,7 @@ from firmware_bridge.link import SerialLink
 from onboard.config import OnboardConfig
 from onboard.loop import ControlLoop, LoopOptions
 from onboard.policy import PolicyLoader, PolicyRejected, PolicySpec, load_policy_file
-from onboard.realtime import apply_realtime
+from onboard.realtime import apply_realtime, raise_helper_threads
 from onboard.recorder import TransitionRecorder
 from onboard.safety import ActionFilter, SafetyFSM
 from onboard.scheduler import DeadlineScheduler, LockStepClock, MonotonicClock
@@ -133,6 +133,12 @@ class OnboardApp:
             # A woken loop thread waits up to this long for the GIL held by a busy helper thread.
             sys.setswitchinterval(r.gil_switch_interval_us * 1e-6)
         cpus = tuple(int(c) for c in r.cpus.split(",") if c.strip())
+        if r.helper_priority > 0:
+            # Before the loop thread's own request: helpers holding the GIL must not be preempted.
+            # The serial threads above the others: FIFO does not time-slice, and a policy
+            # validation (tens of ms) must not hold up the firmware state.
+            serial = min(r.helper_priority + 5, max(r.fifo_priority - 1, r.helper_priority))
+            raise_helper_threads(r.helper_priority, {"serial-": serial})
         apply_realtime(r.fifo_priority, cpus, r.lock_memory)
 
     def run(self, stop: threading.Event, max_ticks: int | None = None) -> None:

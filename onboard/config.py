@@ -38,6 +38,7 @@ class RunConfig:
     stats_file: str = "runs/onboard_stats.json"  # JSON stats, rewritten atomically each status period
     status_interval_s: float = 1.0  # status line and stats file period
     fifo_priority: int = 0  # SCHED_FIFO priority for the loop thread; 0: do not ask
+    helper_priority: int = 0  # SCHED_FIFO priority (below the loop's) for the helper threads; 0: do not ask
     cpus: str = ""  # CPU affinity of the process, e.g. "1" or "0,1"; empty: do not ask
     lock_memory: bool = False  # mlockall the process
     spin_us: float = 300.0  # spin this long before each deadline instead of sleeping

@@ -116,3 +116,26 @@ def test_realtime_requests_report_what_was_refused():
     assert (r.cpus == (0,)) != ("cpus" in r.refused)
     import os
     os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+
+
+def test_helper_threads_get_fifo_by_name_or_report_refusal():
+    # In a child process: SCHED_FIFO on pytest's own threads would outlive this test.
+    import subprocess
+    import sys
+
+    code = """
+import os, threading
+from onboard.realtime import raise_helper_threads
+ev = threading.Event()
+ts = [threading.Thread(target=ev.wait, name=n) for n in ("serial-reader", "streamer")]
+for t in ts: t.start()
+refused = raise_helper_threads(10, {"serial-": 12})
+out = []
+for t in ts:
+    out.append("refused" if t.name in refused else str(os.sched_getparam(t.native_id).sched_priority))
+ev.set()
+print(",".join(out))
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() in ("12,10", "refused,refused")

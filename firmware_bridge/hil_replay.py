@@ -21,6 +21,8 @@ host sees exactly one STATE per COMMAND and a run is deterministic.
   the same position got (the start-up ENABLE is answered with the first STATE);
 - timed: every frame at its recorded time offset, whatever the host sends (from the host's
   first byte on: a host opening the port flushes what was sent before).
+Frames are replayed as decoded: bytes the recording holds that do not form a valid frame (line
+noise) are not replayed; replay.py `--serve` plays the raw bytes, damage included.
 HEARTBEATs are echoed live (their payload is the host's clock, different in every run). The
 replayer records what the host sends back, so the result is itself a recording.
 
@@ -48,6 +50,7 @@ from protocol.frames import (
     Frame,
     FrameDecoder,
     FrameError,
+    MAX_ENCODED_FRAME,
     FrameType,
     decode_frame,
     encode_frame,
@@ -60,6 +63,7 @@ from protocol.robot_types import ACTUATOR_NAMES
 log = logging.getLogger(__name__)
 
 POLL_S = 0.02  # how often the forwarding/replay threads look at their stop flag
+WRITE_STALL_S = 0.5  # tap: a firmware that stops reading for this long fails the write (logged)
 COMMAND_FIELDS = ("q_des", "qd_des", "kp", "kd", "tau_ff")
 
 
@@ -95,7 +99,8 @@ class SerialTap:
                  drop_repeated_states: bool = False, link_path: str | None = None) -> None:
         self.sink = _open_sink(record_path)
         try:
-            self.firmware = serial.serial_for_url(firmware_url, baudrate=1_000_000, timeout=POLL_S)
+            self.firmware = serial.serial_for_url(firmware_url, baudrate=1_000_000, timeout=POLL_S,
+                                                  write_timeout=WRITE_STALL_S)
         except (serial.SerialException, OSError, ValueError):
             self.sink.close()
             raise
@@ -161,12 +166,18 @@ class SerialTap:
         pieces = buf.split(b"\x00")
         self._pending = pieces.pop()  # no delimiter yet: wait for the rest
         out: list[tuple[Frame | None, bytes]] = []
+        if len(self._pending) > MAX_ENCODED_FRAME:  # garbage without delimiters: pass it on, bounded
+            overflow, self._pending = self._pending, b""
+        else:
+            overflow = b""
         for piece in pieces:
             try:
                 frame = decode_frame(piece) if piece else None
             except FrameError:
                 frame = None
             out.append((frame, piece + b"\x00"))
+        if overflow:
+            out.append((None, overflow))
         return out
 
     def close(self) -> None:

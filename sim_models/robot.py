@@ -197,6 +197,25 @@ class WheelLeggedSim:
         """The last sensor reading (the same noise sample as step/reset returned)."""
         return self._copy_state()
 
+    # -------------------------------------------------------------- state-reset tools (HIL, gap report)
+    def apply_command(self, cmd: MotorCommand) -> None:
+        """Put `cmd` on the actuators now, bypassing the latency queue (no physics step).
+
+        For tools that place the model into a recorded state and must reproduce the command in
+        force at that moment (sim_models.gap_report). Non-finite commands are rejected as in step.
+        """
+        self._apply(self._accept(cmd))
+
+    def set_pending_commands(self, commands: "list[MotorCommand]") -> None:
+        """Replace the latency queue: the commands that will act in the next steps, oldest first.
+
+        Exactly `profile.latency_steps` commands; missing history is the caller's zero command.
+        """
+        if len(commands) != self.profile.latency_steps:
+            raise ValueError(f"need {self.profile.latency_steps} pending commands "
+                             f"(the profile's latency), got {len(commands)}")
+        self._queue = collections.deque(self._accept(c) for c in commands)
+
     # ----------------------------------------------------------------------------- internals
     def _accept(self, cmd: MotorCommand) -> MotorCommand:
         fields = (cmd.q_des, cmd.qd_des, cmd.kp, cmd.kd, cmd.tau_ff)

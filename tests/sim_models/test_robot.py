@@ -114,3 +114,22 @@ def test_torque_limits_are_the_motor_spec_for_firmware_clipping():
     for variant in ("legs_locked", "full"):
         sim = WheelLeggedSim(variant, DynamicsProfile(motor_strength_scale=0.5), seed=0)
         np.testing.assert_array_equal(sim.torque_limits, [27, 27, 5, 27, 27, 5])
+
+
+def test_pending_commands_replace_the_latency_queue():
+    sim = WheelLeggedSim("legs_locked", DynamicsProfile(latency_steps=2), seed=0)
+    sim.reset(pitch_rad=0.0)
+    sim.set_pending_commands([_torque(1.0), _torque(-1.0)])
+    torques = [sim.step(_torque(0.0)).joint_torque[2] for _ in range(3)]
+    np.testing.assert_allclose(torques, [1.0, -1.0, 0.0], atol=1e-6)
+    with pytest.raises(ValueError, match="need 2 pending commands"):
+        sim.set_pending_commands([_torque(0.0)])
+
+
+def test_apply_command_sets_the_actuators_without_stepping():
+    sim = WheelLeggedSim("legs_locked", DynamicsProfile(latency_steps=3), seed=0)
+    sim.reset(pitch_rad=0.0)
+    t0 = sim.data.time
+    sim.apply_command(_torque(2.0))
+    assert sim.data.time == t0
+    np.testing.assert_allclose(sim.data.ctrl, [2.0, 2.0])

@@ -481,7 +481,13 @@ class SerialLink:
         ser = self._serial
         assert ser is not None
         fd = getattr(ser, "fd", None)
-        read = self._read_fd if isinstance(fd, int) else self._read_pyserial
+        if isinstance(fd, int):
+            read = self._read_fd
+        elif callable(getattr(ser, "fileno", None)):
+            ser.timeout = 0  # we wait in select; pyserial's read then returns what is there
+            read = self._read_selectable
+        else:
+            read = self._read_pyserial
         while not self._stop.is_set():
             try:
                 data = read(ser)
@@ -498,8 +504,19 @@ class SerialLink:
                 self._handle(frame, now)
 
     def _read_pyserial(self, ser: serial.SerialBase) -> bytes:
-        """socket://, loop:// and other URL handlers: pyserial's own read with its timeout."""
+        """loop:// and other URL handlers without a file handle: pyserial's read and timeout."""
         return ser.read(max(1, ser.in_waiting))
+
+    def _read_selectable(self, ser: serial.SerialBase) -> bytes:
+        """socket:// (and handlers with fileno()): select, then take everything available.
+
+        pyserial's socket `in_waiting` says only 0 or 1, so its usual read pattern would fetch
+        one byte per call; with timeout 0, `read(n)` returns all that is buffered instead.
+        """
+        ready, _, _ = select.select([ser.fileno()], [], [], self.config.read_poll_s)
+        if not ready:
+            return b""
+        return ser.read(READ_CHUNK)
 
     def _read_fd(self, ser: serial.SerialBase) -> bytes:
         """tty/pty: one select + one read(2) of everything available (a whole STATE at once)."""

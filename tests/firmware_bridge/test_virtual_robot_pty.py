@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import select
+import socket
+import threading
+
 import numpy as np
 
 from firmware_bridge.faults import FaultConfig
@@ -189,3 +194,42 @@ def test_non_finite_command_rejected_by_link_and_by_firmware(start_robot, open_l
     assert robot.firmware.counters.commands_rejected == 1
     assert link.stats()["counters"].writes_rejected_invalid == 1
     assert link.stats()["counters"].frames_out.get(FrameType.COMMAND.name, 0) == 0
+
+
+def test_socket_url_reaches_the_firmware_through_a_tcp_relay(start_robot, open_link):
+    """socket://host:port (ser2net-style serial over TCP) works with the same link code."""
+    robot = start_robot(lockstep=True)
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    stop = threading.Event()
+
+    def relay() -> None:  # TCP <-> the pty, as ser2net does for a real UART
+        conn, _ = server.accept()
+        fd = os.open(robot.device, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        try:
+            while not stop.is_set():
+                ready, _, _ = select.select([conn, fd], [], [], 0.05)
+                if conn in ready:
+                    data = conn.recv(4096)
+                    if not data:
+                        return
+                    os.write(fd, data)
+                if fd in ready:
+                    conn.sendall(os.read(fd, 4096))
+        finally:
+            os.close(fd)
+            conn.close()
+
+    relay_thread = threading.Thread(target=relay, daemon=True)
+    relay_thread.start()
+    try:
+        link = open_link(f"socket://127.0.0.1:{port}")
+        assert link.activate()
+        s = drive_lockstep(link, WHEEL_TORQUE, 10).state
+        assert s.mode == MotorMode.ENABLED and s.joint_vel[2] > 0
+        assert link.stats()["counters"].frames_in["STATE"] == 11
+        link.close()
+    finally:
+        stop.set()
+        relay_thread.join(timeout=5.0)
+        server.close()

@@ -140,3 +140,15 @@ def test_invalid_actions_raise_a_typed_error_and_are_counted():
     assert env.invalid_actions == 2
     obs, reward, *_ = env.step(np.zeros(1))  # the env is still usable
     assert np.all(np.isfinite(obs)) and np.isfinite(reward)
+
+
+def test_private_halfcheetah_copy_matches_the_installed_model_without_warnings(tmp_path, monkeypatch):
+    import mujoco
+
+    monkeypatch.chdir(tmp_path)  # MuJoCo writes MUJOCO_LOG.TXT into the working directory
+    ours = make_halfcheetah("nominal").unwrapped.model
+    assert not (tmp_path / "MUJOCO_LOG.TXT").exists()  # no deprecation warning from our copy
+    installed = mujoco.MjModel.from_xml_path(str(_cheetah_xml()))  # the installed file as is
+    np.testing.assert_allclose(ours.body_mass, installed.body_mass, rtol=1e-12)
+    np.testing.assert_allclose(ours.body_inertia, installed.body_inertia, rtol=1e-12)
+    assert ours.body_mass.sum() == pytest.approx(14.0)

@@ -7,6 +7,7 @@ own. They meet only through bounded queues and single references (see loop.py).
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 import threading
@@ -71,7 +72,7 @@ class OnboardApp:
             ActionFilter(self.task.act_dim, cfg.safety.action_clip, cfg.safety.max_action_delta),
             loader=self.loader, recorder=self.recorder,
             learner_connected=(lambda: self.streamer.connected) if self.streamer else (lambda: False),
-            options=LoopOptions(explore=r.explore, seed=r.seed, lockstep=r.lockstep), task_command=command,
+            options=LoopOptions(explore=r.explore, seed=r.seed, lockstep=r.lockstep, loop_gc=r.loop_gc), task_command=command,
         )
         self.status = StatusReporter(self.stats, r.stats_file, r.status_interval_s)
 
@@ -129,6 +130,11 @@ class OnboardApp:
             self.streamer.start()
         self.status.start()
         r = self.cfg.run
+        if r.gc_freeze:
+            # A full collection walks every live object (tens of ms with onnxruntime, numpy,
+            # mujoco-free but large heaps); frozen start-up objects are skipped from now on.
+            gc.collect()
+            gc.freeze()
         if r.gil_switch_interval_us > 0:
             # A woken loop thread waits up to this long for the GIL held by a busy helper thread.
             sys.setswitchinterval(r.gil_switch_interval_us * 1e-6)

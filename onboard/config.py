@@ -42,6 +42,8 @@ class RunConfig:
     cpus: str = ""  # CPU affinity of the process, e.g. "1" or "0,1"; empty: do not ask
     lock_memory: bool = False  # mlockall the process
     spin_us: float = 300.0  # spin this long before each deadline instead of sleeping
+    gc_freeze: bool = True  # move start-up objects out of the cyclic GC's reach (shorter collections)
+    loop_gc: bool = True  # young-generation GC in the loop's slack instead of automatic collections
     gil_switch_interval_us: float = 500.0  # Python's GIL hand-over interval (default 5000): bounds waits on other threads
     virtual_robot: str = ""  # start an in-process virtual robot with this profile (demo; imports mujoco)
     log_level: str = "INFO"  # logging level

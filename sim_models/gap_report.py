@@ -13,9 +13,10 @@ velocities and the base orientation (the IMU quaternion) and body angular veloci
 Approximated, because a RobotState does not carry them:
 - base position: x, y = 0 (the floor is flat and the tasks read position from wheel odometry);
   height chosen so the wheel axle sits at its resting height in the soft floor contact (found
-  once by letting the upright model settle with only z free);
+  once by letting the upright model settle with rigid legs and only z free);
 - base linear velocity: rolling without slip, axle speed = r * (mean wheel rate + pitch rate)
-  along the heading, plus the rotation's contribution at the base;
+  along the heading; the base velocity is what makes the wheel centres move at that speed given
+  the base rotation and the leg joint rates;
 - the simulator reads its sensors before the last physics substep of a control step, so the
   reset state is advanced by one substep under the command then in force; the actuation-latency
   queue is filled with the commands recorded before the window (both use the simulator's
@@ -66,7 +67,8 @@ LEG_SIGNALS: dict[str, tuple[str, Callable[[RobotState], float]]] = {
 }
 
 
-SETTLE_SUBSTEPS = 1000  # physics substeps to find the wheels' resting depth in the floor contact
+SETTLE_SUBSTEPS = 1000  # physics steps to find the wheels' resting depth in the floor contact
+SETTLE_LEG_ARMATURE = 1e6  # kg m^2 on the leg joints while settling: rigid legs (full variant)
 
 
 class GapReportError(ValueError):
@@ -141,16 +143,23 @@ class StateSetter:
         self._axle_z = self._settled_axle_height()
 
     def _settled_axle_height(self) -> float:
-        """Axle height with the wheels resting in the soft contact (upright, only z free)."""
+        """Axle height with the wheels resting in the soft contact (upright, joints held, only z free)."""
         m, d, rq, rv = self.sim.model, self.sim.data, self._root_q, self._root_v
-        mujoco.mj_resetDataKeyframe(m, d, m.key("home").id)
-        for _ in range(SETTLE_SUBSTEPS):
-            mujoco.mj_step(m, d)
-            vz = d.qvel[rv + 2]
-            d.qvel[:] = 0.0
-            d.qvel[rv + 2] = vz
-            d.qpos[rq : rq + 2] = 0.0
-            d.qpos[rq + 3 : rq + 7] = (1.0, 0.0, 0.0, 0.0)
+        self.sim.reset(pitch_rad=0.0)
+        home = d.qpos.copy()  # upright, joints at home: only the base height is let free
+        legs = [dadr for slot, _, dadr in self._slots if slot in LEG_INDICES]
+        armature = m.dof_armature[legs].copy()
+        m.dof_armature[legs] = SETTLE_LEG_ARMATURE  # legs rigid while settling (they carry the base)
+        try:
+            for _ in range(SETTLE_SUBSTEPS):
+                mujoco.mj_step(m, d)
+                z, vz = d.qpos[rq + 2], d.qvel[rv + 2]
+                d.qpos[:] = home
+                d.qpos[rq + 2] = z
+                d.qvel[:] = 0.0
+                d.qvel[rv + 2] = vz
+        finally:
+            m.dof_armature[legs] = armature
         mujoco.mj_forward(m, d)
         return float(np.mean([d.xpos[w][2] for w in self._wheels]))
 
@@ -171,20 +180,26 @@ class StateSetter:
         mujoco.mj_kinematics(m, d)
         axle = np.mean([d.xpos[w] for w in self._wheels], axis=0)
         d.qpos[rq : rq + 3] = np.array([-axle[0], -axle[1], self._axle_z - axle[2]])
-        mujoco.mj_kinematics(m, d)
-        axle = np.mean([d.xpos[w] for w in self._wheels], axis=0)
         rot = np.zeros(9)
         mujoco.mju_quat2Mat(rot, q)
         rot = rot.reshape(3, 3)
         omega_body = np.asarray(state.imu_gyro, np.float64)
-        omega_world = rot @ omega_body
         heading = rot[:, 0].copy()
         heading[2] = 0.0
         heading /= np.linalg.norm(heading) or 1.0
         wheel_rate = 0.5 * (float(state.joint_vel[_L]) + float(state.joint_vel[_R]))
         v_axle = WHEEL_RADIUS_M * (wheel_rate + float(omega_body[1])) * heading
-        d.qvel[rv : rv + 3] = v_axle + np.cross(omega_world, d.xpos[self._base] - axle)
+        # The free joint's linear velocity moves every body alike: set it so the wheel centres move
+        # at the rolling speed, given the base rotation and the leg joint rates already set.
+        d.qvel[rv : rv + 3] = 0.0
         d.qvel[rv + 3 : rv + 6] = omega_body  # free joint: angular velocity in the body frame
+        mujoco.mj_forward(m, d)
+        vel6 = np.zeros(6)
+        wheel_v = []
+        for w in self._wheels:
+            mujoco.mj_objectVelocity(m, d, mujoco.mjtObj.mjOBJ_BODY, w, vel6, 0)  # world frame: [rot, lin]
+            wheel_v.append(vel6[3:].copy())
+        d.qvel[rv : rv + 3] = v_axle - np.mean(wheel_v, axis=0)
         mujoco.mj_forward(m, d)
         # The simulator's sensors are read before the last physics substep of a control step, so a
         # recorded state is one substep behind the plant: catch up with the command then applied.

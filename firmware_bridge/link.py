@@ -167,6 +167,14 @@ def _percentiles(samples: collections.deque[float]) -> dict[str, float]:
     }
 
 
+def _has_fileno(ser: serial.SerialBase) -> bool:
+    """socket:// has a selectable handle; loop:// and others raise from fileno()."""
+    try:
+        return isinstance(ser.fileno(), int)
+    except Exception:  # noqa: BLE001 - pyserial raises various types for "no handle"
+        return False
+
+
 def try_low_latency(ser: serial.Serial) -> bool:
     """Set ASYNC_LOW_LATENCY on a real serial tty (FTDI: 16 ms -> 1 ms latency). Best effort."""
     fd = getattr(ser, "fd", None)
@@ -483,7 +491,7 @@ class SerialLink:
         fd = getattr(ser, "fd", None)
         if isinstance(fd, int):
             read = self._read_fd
-        elif callable(getattr(ser, "fileno", None)):
+        elif _has_fileno(ser):
             ser.timeout = 0  # we wait in select; pyserial's read then returns what is there
             read = self._read_selectable
         else:

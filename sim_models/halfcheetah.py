@@ -22,7 +22,8 @@ import mujoco
 import numpy as np
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 
-HALFCHEETAH_GAPS: tuple[str, ...] = ("nominal", "gravity2", "friction03", "jointnoise")
+from sim_models import HALFCHEETAH_GAPS
+
 GRAVITY_SCALE = 2.0
 FRICTION_SCALE = 0.3
 JOINT_NOISE_STD = 1.0

@@ -127,3 +127,15 @@ def test_non_finite_actions_stay_non_finite_for_the_robot_to_reject(name):
     spec = TASKS[name]
     cmd = spec.action_to_command(np.full(spec.act_dim, np.nan))
     assert not cmd.is_finite()
+
+
+def test_importing_the_package_registers_ids_without_importing_mujoco():
+    code = (
+        "import sys\n"
+        "import sim_models, gymnasium\n"
+        "assert 'mujoco' not in sys.modules, 'import sim_models pulled in mujoco'\n"
+        "print(sorted(k for k in gymnasium.registry if k.startswith('h2o/')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "h2o/StandStill-v0" in out.stdout and "h2o/HalfCheetah-jointnoise-v0" in out.stdout

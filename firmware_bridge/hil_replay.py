@@ -406,6 +406,10 @@ class CommandDiff:
     deltas_at_first: dict[str, list[float]]  # command field -> per-actuator delta at the first divergent tick
     transitions_original: list[tuple[int, str]]  # (tick, ENABLE/DISABLE/ESTOP/ESTOP_CLEAR)
     transitions_replayed: list[tuple[int, str]]
+    # (tick, kind) where the kind of COMMAND changes: DRIVE (torques/targets), DAMPING (kd only),
+    # ZERO (all zero: onboard PASSIVE). How onboard's safety FSM shows on the wire.
+    command_kinds_original: list[tuple[int, str]]
+    command_kinds_replayed: list[tuple[int, str]]
     extra_replayed_frames: int  # frames the host sent after the recording ran out
 
     def report(self) -> str:
@@ -430,6 +434,11 @@ class CommandDiff:
             lines.append(f"  state-machine frames replayed: {self.transitions_replayed}")
         else:
             lines.append(f"state-machine frames (same on both sides): {self.transitions_original}")
+        if self.command_kinds_original != self.command_kinds_replayed:
+            lines.append(f"  command kinds original: {self.command_kinds_original}")
+            lines.append(f"  command kinds replayed: {self.command_kinds_replayed}")
+        else:
+            lines.append(f"command kinds (same on both sides): {self.command_kinds_original}")
         if self.extra_replayed_frames:
             lines.append(f"host sent {self.extra_replayed_frames} frames after the recording ran out (not compared)")
         return "\n".join(lines)
@@ -437,6 +446,27 @@ class CommandDiff:
 
 def _host_stream(rec: DecodedRecording) -> list[Frame]:
     return [f.frame for f in rec.of(HOST_TO_FW) if f.frame.type != FrameType.HEARTBEAT]
+
+
+def command_kind(payload: bytes) -> str:
+    """DRIVE, DAMPING (damping gains only: onboard's soft landing) or ZERO (onboard PASSIVE)."""
+    cmd = unpack_command(payload)
+    if not (np.any(cmd.tau_ff) or np.any(cmd.kp) or np.any(cmd.q_des) or np.any(cmd.qd_des)):
+        return "DAMPING" if np.any(cmd.kd) else "ZERO"
+    return "DRIVE"
+
+
+def _command_kinds(frames: list[Frame]) -> list[tuple[int, str]]:
+    out: list[tuple[int, str]] = []
+    tick = 0
+    for f in frames:
+        if f.type != FrameType.COMMAND:
+            continue
+        kind = command_kind(f.payload)
+        if not out or out[-1][1] != kind:
+            out.append((tick, kind))
+        tick += 1
+    return out
 
 
 def _transitions(frames: list[Frame]) -> list[tuple[int, str]]:
@@ -494,5 +524,7 @@ def compare_host_streams(original: str | os.PathLike[str] | DecodedRecording,
         deltas_at_first=at_first,
         transitions_original=_transitions(a[:n]),
         transitions_replayed=_transitions(b[:n]),
+        command_kinds_original=_command_kinds(a[:n]),
+        command_kinds_replayed=_command_kinds(b[:n]),
         extra_replayed_frames=max(0, len(b) - len(a)),
     )

@@ -94,6 +94,15 @@ def test_estop_shows_in_the_state_machine_transitions(recording, replay_regressi
     assert "state-machine frames replayed" in diff.report()
 
 
+def test_damping_shows_as_a_command_kind_transition(recording, replay_regression):
+    """A tighter tilt limit sends the replayed onboard to DAMPING: the diff says from which tick."""
+    diff = replay_regression(recording, config={"safety.tilt_limit_rad": 0.005}, expect_identical=False)
+    assert diff.command_kinds_original == [(0, "DRIVE")]
+    kinds = dict((kind, tick) for tick, kind in diff.command_kinds_replayed)
+    assert "DAMPING" in kinds and kinds["DAMPING"] == diff.first_divergent_tick
+    assert "command kinds replayed" in diff.report()
+
+
 def test_truncated_recording_replays_up_to_its_last_complete_record(recording, tmp_path):
     cut = tmp_path / "cut.mcap"
     data = recording.read_bytes()

@@ -56,6 +56,10 @@ class SACCoreConfig:
     seed: int = 0  # seeds the networks' init and this instance's noise generator
 
 
+class MissingBatchError(ValueError):
+    """update() called without a batch the algorithm needs (e.g. H2O without real data)."""
+
+
 def config_from(cls: type, cfg: Any) -> Any:
     """cfg may be None, an instance of cls, or a mapping of overrides; unknown keys raise."""
     if cfg is None:
@@ -182,6 +186,13 @@ class OffPolicyAlgorithm:
         """Convert all statistics with one stack + tolist (one device sync on CUDA)."""
         vals = torch.stack([v.detach().float().reshape(()) for v in stats.values()]).tolist()
         return dict(zip(stats.keys(), vals))
+
+    def check_batches(self, real_batch: Batch | None, sim_batch: Batch | None) -> None:
+        """Raise MissingBatchError naming what is missing (instead of an AttributeError deep inside)."""
+        if self.uses_real and real_batch is None:
+            raise MissingBatchError(f"{self.name} needs a real batch (uses_real=True), got None")
+        if self.uses_sim and sim_batch is None:
+            raise MissingBatchError(f"{self.name} needs a sim batch (uses_sim=True), got None")
 
     # ---- interface -----------------------------------------------------------------------------
     def update(self, real_batch: Batch | None, sim_batch: Batch | None, **kw) -> dict[str, float]:

@@ -31,6 +31,7 @@ class CQL(OffPolicyAlgorithm):
     uses_real = True
 
     def update(self, real_batch: Batch, sim_batch: Batch | None = None, **_) -> dict[str, float]:
+        self.check_batches(real_batch, sim_batch)
         b = real_batch
         y = self.td_target(b)
         q_data = self.critic(b.obs, b.act)

@@ -47,6 +47,7 @@ class DARC(OffPolicyAlgorithm):
 
     def update(self, real_batch: Batch, sim_batch: Batch, disc_real: Batch | None = None,
                disc_sim: Batch | None = None) -> dict[str, float]:
+        self.check_batches(real_batch, sim_batch)
         stats = self.classifiers.update(real_batch if disc_real is None else disc_real,
                                         sim_batch if disc_sim is None else disc_sim, self.gen)
         dr = self.reward_correction(sim_batch)

@@ -83,6 +83,7 @@ class H2O(OffPolicyAlgorithm):
                disc_sim: Batch | None = None) -> dict[str, float]:
         """One H2O step. disc_real/disc_sim: fresh batches for the classifiers (reference: 256 each);
         the Q batches are reused when they are not given."""
+        self.check_batches(real_batch, sim_batch)
         stats = self.classifiers.update(real_batch if disc_real is None else disc_real,  # 1
                                         sim_batch if disc_sim is None else disc_sim, self.gen)
         w = self.importance_weight(sim_batch)  # 2

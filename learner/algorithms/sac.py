@@ -16,6 +16,7 @@ class SAC(OffPolicyAlgorithm):
     uses_sim = True
 
     def update(self, real_batch: Batch | None, sim_batch: Batch, **_) -> dict[str, float]:
+        self.check_batches(real_batch, sim_batch)
         y = self.td_target(sim_batch)
         q = self.critic(sim_batch.obs, sim_batch.act)
         bellman = ((q - y) ** 2).mean(1)

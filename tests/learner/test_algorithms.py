@@ -138,3 +138,13 @@ def test_policy_for_export_is_a_cpu_copy():
     algo = tiny("h2o")
     p = algo.policy_for_export()
     assert p is not algo.policy and next(p.parameters()).device.type == "cpu" and not p.training
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_missing_batch_is_a_clear_error(name, batches):
+    from learner.algorithms.base import MissingBatchError
+
+    algo = tiny(name)
+    with pytest.raises(MissingBatchError, match=name):
+        algo.update(None if algo.uses_real else batches[0], None if algo.uses_sim else batches[1])
+    assert algo.step == 0

@@ -103,6 +103,30 @@ def test_damping_shows_as_a_command_kind_transition(recording, replay_regression
     assert "command kinds replayed" in diff.report()
 
 
+def _policy_file(tmp: Path, version: int, gain_scale: float = 1.0) -> str:
+    from onboard.dev_policies import mlp_policy_bytes, sha256_hex
+
+    gain = np.array([[1.0, 2.0, 30.0, 3.0]]) / 3.0 * gain_scale  # a linear balance law, run through tanh
+    data = mlp_policy_bytes(4, 1, version=version, linear_gain=gain, hidden=16, seed=version)
+    path = tmp / f"policy_v{version}.onnx"
+    path.write_bytes(data)
+    path.with_suffix(".onnx.sha256").write_text(sha256_hex(data))
+    return str(path)
+
+
+def test_same_onnx_policy_replays_bit_identical_and_another_diverges(tmp_path, record_run, replay_regression):
+    """The POLICY driver too: the same ONNX policy gives the same commands; another one does not."""
+    policy = _policy_file(tmp_path, version=3)
+    rec = record_run("policy.mcap", ticks=150, overrides={"run.policy_path": policy})
+    diff = replay_regression(rec, config={"run.policy_path": policy})
+    assert diff.identical and diff.ticks_compared == 150
+    other = replay_regression(rec, config={"run.policy_path": _policy_file(tmp_path, version=4, gain_scale=1.2)},
+                              expect_identical=False)
+    assert not other.identical and other.divergent_ticks > 0
+    # the controller alone (no policy) drives differently from the policy run
+    assert not replay_regression(rec, expect_identical=False).identical
+
+
 def test_truncated_recording_replays_up_to_its_last_complete_record(recording, tmp_path):
     cut = tmp_path / "cut.mcap"
     data = recording.read_bytes()

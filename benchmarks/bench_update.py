@@ -150,7 +150,7 @@ def measure(name: str, device: str, seconds: float, batch: int, disc_batch: int,
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch CPU thread counts to measure")
-    p.add_argument("--algorithms", nargs="+", default=["h2o", "naive_h2o", "sac", "cql", "darc", "darc_plus"],
+    p.add_argument("--algorithms", nargs="+", default=["h2o", "naive_h2o", "sac", "cql", "darc", "darc_plus", "h2o_plus"],
                    help="algorithms to measure (registry names, plus naive_h2o)")
     p.add_argument("--seconds", type=float, default=4.0, help="measuring time per algorithm and setting")
     p.add_argument("--batch", type=int, default=128, help="rows per source (real, sim) per update")

@@ -1,7 +1,7 @@
 """Algorithm registry: `make(name, obs_dim, act_dim, cfg, device)`.
 
 Names: h2o, sac (sim only), cql (real only), darc (sim only, reward correction), darc_plus
-(DARC + real data). All share networks, buffers and the interface in learner/algorithms/base.py.
+(DARC + real data), h2o_plus (H2O+: no omega penalty, IQL value in a blended target). All share networks, buffers and the interface in learner/algorithms/base.py.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from learner.algorithms.base import OffPolicyAlgorithm, SACCoreConfig
 from learner.algorithms.cql import CQL, CQLConfig
 from learner.algorithms.darc import DARC, DARCConfig, DARCPlus
 from learner.algorithms.h2o import H2O, H2OConfig
+from learner.algorithms.h2o_plus import H2OPlus, H2OPlusConfig
 from learner.algorithms.sac import SAC
 
 REGISTRY: dict[str, type[OffPolicyAlgorithm]] = {
@@ -22,6 +23,7 @@ REGISTRY: dict[str, type[OffPolicyAlgorithm]] = {
     "cql": CQL,
     "darc": DARC,
     "darc_plus": DARCPlus,
+    "h2o_plus": H2OPlus,
 }
 
 
@@ -46,4 +48,4 @@ def make(name: str, obs_dim: int, act_dim: int, cfg: Any = None, device: str | t
 
 
 __all__ = ["make", "REGISTRY", "UnknownAlgorithmError", "config_class", "OffPolicyAlgorithm", "SACCoreConfig",
-           "H2O", "H2OConfig", "SAC", "CQL", "CQLConfig", "DARC", "DARCConfig", "DARCPlus"]
+           "H2O", "H2OConfig", "SAC", "CQL", "CQLConfig", "DARC", "DARCConfig", "DARCPlus", "H2OPlus", "H2OPlusConfig"]

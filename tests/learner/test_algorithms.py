@@ -15,7 +15,7 @@ TINY_CFG = {"hidden": TINY}
 
 def tiny(name: str, **kw):
     cfg = dict(TINY_CFG, **kw)
-    if name in ("h2o", "darc", "darc_plus"):
+    if name in ("h2o", "h2o_plus", "darc", "darc_plus"):
         cfg.setdefault("disc_hidden", TINY)
     return make(name, OBS_DIM, ACT_DIM, cfg)
 
@@ -29,7 +29,7 @@ def changed(before, module) -> bool:
 
 
 def test_unknown_algorithm_lists_choices():
-    with pytest.raises(UnknownAlgorithmError, match="choices: cql, darc, darc_plus, h2o, sac"):
+    with pytest.raises(UnknownAlgorithmError, match="choices: cql, darc, darc_plus, h2o, h2o_plus, sac"):
         make("td3", OBS_DIM, ACT_DIM)
 
 

@@ -143,3 +143,17 @@ def test_darc_reward_correction():
     # and it enters the target as r + dr
     set_constant_q(algo.critic_target, (0.0, 0.0))
     assert torch.allclose(algo.td_target(b, extra_reward=algo.reward_correction(b)), b.rew + 1.5, atol=1e-5)
+
+
+def test_h2o_plus_expectile_value_loss_and_blended_target():
+    algo = make("h2o_plus", OBS_DIM, ACT_DIM, {"hidden": TINY, "disc_hidden": TINY, "expectile": 0.9,
+                                               "blend_lambda": 1.0, "gamma": 0.5})
+    set_constant_q(algo.critic_target, (2.0, 4.0))
+    with torch.no_grad():
+        algo.value[-1].weight.zero_()
+        algo.value[-1].bias.fill_(3.0)
+    b = synthetic_batch(8, 0)
+    # diff = min Q' - V = 2 - 3 < 0 -> weight 1 - 0.9 = 0.1 -> loss 0.1 * 1
+    assert algo.value_loss(b).item() == pytest.approx(0.1, abs=1e-6)
+    # lambda = 1: y = r + gamma (1 - d) V(s')
+    assert torch.allclose(algo.blended_target(b), b.rew + 0.5 * (1 - b.done) * 3.0, atol=1e-5)

@@ -138,6 +138,7 @@ class Streamer:
         self._welcomed = False
         self._liveness = 0
         self._backoff_s = cfg.reconnect_initial_s
+        self._reconnect_at = 0.0
         self._send_idx = 0  # index into spool.records of the next batch to send
         self._last_ack_progress = time.monotonic()
         self._hb_seq = 0
@@ -166,10 +167,18 @@ class Streamer:
     def connected(self) -> bool:
         return self._welcomed and self._liveness > 0
 
+    @property
+    def link_state(self) -> str:
+        """"up" (welcomed), "connecting" (socket open, no WELCOME yet) or "backoff" (no socket)."""
+        if self._sock is None:
+            return "backoff"
+        return "up" if self.connected else "connecting"
+
     def status(self) -> dict[str, Any]:
         c = self.counters
         return {
             "connected": self.connected,
+            "link": self.link_state,
             "stream_id": self.stream_id,
             "spool_rows": self.spool.pending_rows,
             "spool_batches": len(self.spool.records),
@@ -202,16 +211,22 @@ class Streamer:
             self._connect()
             next_hb = time.monotonic()
             while not self._stop.is_set():
-                self._spool_new_batches()
+                self._spool_new_batches()  # also while disconnected: the spool is the buffer
+                now = time.monotonic()
+                if self._sock is None:
+                    if now < self._reconnect_at:
+                        self._stop.wait(self.cfg.poll_ms / 1000)
+                        continue
+                    self.counters.reconnects += 1
+                    self._connect()
+                    next_hb = now
                 self._flush_outbox()
                 self._send_window()
-                now = time.monotonic()
                 if now >= next_hb:
                     next_hb = now + self.cfg.heartbeat_interval_s
                     self._heartbeat_tick()
-                    if self._sock is None:
-                        continue
-                self._poll(min(self.cfg.poll_ms, max(0, int((next_hb - time.monotonic()) * 1000))))
+                if self._sock is not None:
+                    self._poll(min(self.cfg.poll_ms, max(0, int((next_hb - time.monotonic()) * 1000))))
         except Exception:
             log.exception("streamer thread crashed")
         finally:
@@ -258,16 +273,12 @@ class Streamer:
             return
         self._liveness -= 1
         if self._liveness <= 0:
-            was = self._welcomed
-            self._close_socket()
-            if was:
+            if self._welcomed:
                 log.warning("learner link lost (no message for %d heartbeats)", self.cfg.liveness)
+            self._close_socket()
             log.info("learner link: reconnecting in %.2f s", self._backoff_s)
-            if self._stop.wait(self._backoff_s):
-                return
+            self._reconnect_at = time.monotonic() + self._backoff_s  # the thread keeps spooling
             self._backoff_s = min(self._backoff_s * 2, self.cfg.reconnect_max_s)
-            self.counters.reconnects += 1
-            self._connect()
             return
         if self._welcomed:
             self._hb_seq += 1

@@ -152,3 +152,17 @@ def test_plaintext_refused_off_loopback_and_curve_needs_keys(tmp_path, endpoint,
         StreamerConfig(endpoint="tcp://10.0.0.5:5555", plaintext=True)
     with pytest.raises(LinkConfigError, match="CURVE"):
         StreamerConfig(endpoint="tcp://10.0.0.5:5555")
+
+
+def test_batches_are_spooled_while_backing_off(tmp_path, endpoint, wait_for):
+    # A long back-off must not stop the thread from draining the loop's queue into the spool.
+    st = Streamer(fast_cfg(endpoint, str(tmp_path), reconnect_initial_s=30.0, reconnect_max_s=30.0,
+                           queue_batches=4), hello)
+    st.start()
+    try:
+        assert wait_for(lambda: st.link_state == "backoff", 5)  # nobody answered: backing off for 30 s
+        for i in range(12):  # three times the queue size, fed slowly
+            assert wait_for(lambda: st.offer(batch(10, i * 10)), 5)
+        assert wait_for(lambda: st.spool.pending_rows == 120, 5)
+    finally:
+        st.stop()

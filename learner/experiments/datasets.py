@@ -12,9 +12,10 @@ baseline wins trivially). The paper's point needs data like D4RL's:
 
 Every dataset is collected in the REAL profile (the robot) and written as HDF5 with the D4RL keys
 (observations, actions, rewards, next_observations, terminals, timeouts; sim_models.datasets)
-plus a JSON sidecar with
-the behaviour's episode returns and reference returns (tuned controller, zero action) so a
-results table can say how "medium" the data really is.
+plus a JSON sidecar with the behaviour's mean episode return and reference returns (the tuned and
+the detuned controller without noise), so a results table can say how "medium" the data really is.
+sim_models.collect offers similar behaviours as a CLI; this module adds the reference returns and
+the once-per-grid caching the driver needs.
 """
 
 from __future__ import annotations

@@ -98,7 +98,7 @@ def markdown_table(cfg: GridConfig, rows: list[dict]) -> str:
                 cells = []
                 for r in present:
                     if r is None:
-                        cells.append("not run")
+                        cells.append("not finished")
                         continue
                     txt = f"{r['real_mean']:.0f} ± {r['real_std']:.0f}"
                     if r["real_mean"] == best:

@@ -9,8 +9,10 @@ spool re-reads its segments (a torn last record is ignored) and everything in th
 Record layout: u32 body length, u32 crc32(body), body = msgpack [stream_id, first_seq,
 last_seq, message bytes]. Segments are named seg-<n>.spool, n increasing.
 
-Bounded: past `max_bytes` the oldest segment is deleted and its rows counted as dropped (the
-newest data is the most useful to an on-policy learner, and the disk must not fill).
+Bounded: a batch that would take the spool past `max_bytes` is refused (`has_room`), before
+it gets sequence numbers, and counted by the caller. Dropping the oldest data instead would
+leave a hole in an already numbered stream, which the learner refuses (it stores streams
+contiguously); at 200 Hz the default bound holds hours of outage.
 """
 
 from __future__ import annotations
@@ -62,7 +64,6 @@ class Spool:
             raise SpoolError(f"spool directory {directory!r} is not writable")
         self.records: list[SpoolRecord] = []  # unacknowledged, in append order
         self.acked: dict[str, int] = {}
-        self.rows_dropped = 0  # rows lost to the size bound
         self.torn_records = 0  # bad tails found at recovery
         self._seg_sizes: dict[int, int] = {}
         self._cur: int | None = None
@@ -126,8 +127,11 @@ class Spool:
         self._seg_sizes[self._cur] = pos + HEADER.size + len(body)
         rec = SpoolRecord(stream_id, first_seq, last_seq, self._cur, pos + HEADER.size + len(body) - len(msg), len(msg))
         self.records.append(rec)
-        self._enforce_bound()
         return rec
+
+    def has_room(self, n_bytes: int) -> bool:
+        """Whether a message of `n_bytes` fits under `max_bytes`."""
+        return self.bytes_on_disk + n_bytes + HEADER.size + 64 <= self.max_bytes
 
     def read(self, rec: SpoolRecord) -> bytes:
         if rec.segment == self._cur and self._cur_file is not None:
@@ -196,15 +200,3 @@ class Spool:
         except FileNotFoundError:
             pass
         self._seg_sizes.pop(seg, None)
-
-    def _enforce_bound(self) -> None:
-        while self.bytes_on_disk > self.max_bytes and len(self._seg_sizes) > 1:
-            oldest = min(self._seg_sizes)
-            if oldest == self._cur:
-                break
-            lost = [r for r in self.records if r.segment == oldest]
-            n = sum(r.last_seq - r.first_seq + 1 for r in lost)
-            self.rows_dropped += n
-            self.records = [r for r in self.records if r.segment != oldest]
-            self._unlink(oldest)
-            log.warning("spool over %d bytes: dropped oldest segment %d (%d rows)", self.max_bytes, oldest, n)

@@ -72,7 +72,7 @@ class StreamerConfig:
     client_secret_key_file: str = ""  # our key pair (zmq.auth .key_secret file)
     server_public_key_file: str = ""  # the learner's public key (.key file)
     spool_dir: str = "runs/spool"  # unacknowledged transitions on disk (survive a restart)
-    spool_max_mb: float = 256.0  # past this the oldest spooled data is dropped (counted)
+    spool_max_mb: float = 256.0  # a full spool refuses new transitions (counted) until acks free it
     queue_batches: int = 64  # batches waiting between the loop and this thread
     max_inflight: int = 8  # unacknowledged batches on the wire
     heartbeat_interval_s: float = 0.5  # HEARTBEAT period; also the liveness tick
@@ -107,6 +107,7 @@ class StreamerCounters:
     policies_received: int = 0
     bad_messages: dict[str, int] = field(default_factory=dict)
     send_dropped: int = 0  # outbound control messages dropped (queue full)
+    rows_dropped_spool_full: int = 0  # transitions refused because the spool reached its bound
 
 
 class Streamer:
@@ -182,7 +183,7 @@ class Streamer:
             "stream_id": self.stream_id,
             "spool_rows": self.spool.pending_rows,
             "spool_batches": len(self.spool.records),
-            "spool_rows_dropped": self.spool.rows_dropped,
+            "spool_rows_dropped": c.rows_dropped_spool_full,
             "queue_batches": self._batches.qsize(),
             "batches_sent": c.batches_sent,
             "batches_resent": c.batches_resent,
@@ -299,6 +300,11 @@ class Streamer:
                 data = encode(msg)
             except ProtocolError as e:
                 log.error("transition batch not encodable, dropped: %s", e)
+                continue
+            if not self.spool.has_room(len(data)):
+                self.counters.rows_dropped_spool_full += n  # before numbering: no hole in the stream
+                if self.counters.rows_dropped_spool_full == n:
+                    log.error("spool full (%.0f MB): new transitions are dropped until the learner acks", self.cfg.spool_max_mb)
                 continue
             self.spool.append(self.stream_id, self._next_seq, self._next_seq + n - 1, data)
             self._next_seq += n

@@ -44,10 +44,13 @@ def test_unacked_batches_survive_restart_and_torn_tail_is_ignored(tmp_path):
     assert sp2.read(sp2.records[-1]) == bytes([0]) * 100
 
 
-def test_size_bound_drops_oldest_segment_and_counts_rows(tmp_path):
+def test_has_room_bounds_the_spool_and_acks_free_it(tmp_path):
     sp = Spool(str(tmp_path), max_bytes=1000, segment_bytes=300)
-    fill(sp, 20)
-    assert sp.bytes_on_disk <= 1000 + 300
-    assert sp.rows_dropped > 0
-    assert sp.pending_rows + sp.rows_dropped == 200
-    assert sp.records[-1].first_seq == 190
+    n = 0
+    while sp.has_room(100):
+        sp.append("s1", n * 10, n * 10 + 9, bytes([n]) * 100)
+        n += 1
+    assert 3 <= n <= 10 and sp.bytes_on_disk <= 1000
+    assert [r.first_seq for r in sp.records] == [i * 10 for i in range(n)]  # contiguous: no hole
+    sp.ack("s1", 29)
+    assert sp.has_room(100)

@@ -164,3 +164,22 @@ def test_batches_are_spooled_while_backing_off(tmp_path, endpoint, wait_for):
         assert wait_for(lambda: st.spool.pending_rows == 120, 5)
     finally:
         st.stop()
+
+
+def test_full_spool_refuses_new_batches_without_a_hole_in_the_stream(tmp_path, endpoint, wait_for):
+    st = Streamer(fast_cfg(endpoint, str(tmp_path), spool_max_mb=0.004), hello)  # ~4 KB
+    st.start()
+    try:
+        for i in range(12):
+            assert wait_for(lambda: st.offer(batch(10, i * 10)), 5)
+        assert wait_for(lambda: st.counters.rows_dropped_spool_full > 0 and st.status()["queue_batches"] == 0, 5)
+        kept = st.spool.pending_rows
+        learner = DevLearner(endpoint)
+        try:
+            assert wait_for(lambda: not st.spool.records, 15)
+            assert learner.rows_of(st.stream_id) == list(range(kept))  # contiguous from 0
+        finally:
+            learner.close()
+    finally:
+        st.stop()
+    assert kept + st.counters.rows_dropped_spool_full == 120

@@ -181,6 +181,14 @@ def bench_rate(rate: float, seconds: float, device: str, endpoint: str, spool: s
                 "swap_max": float(swaps.max()) if swaps.size else float("nan"), "mode": mode_after + (f" ({why[0]})" if why else ""),
                 "rows": app.recorder.rows_recorded, "acked": app.streamer.counters.rows_acked}
         naive = naive_run(app, rate, seconds)
+        info["no_stream"] = None
+        if args.streamer_off_too:
+            # Thread vs none: the streamer thread stopped, batches go nowhere. A streamer in
+            # its own process could at best reach this (it removes the streamer's GIL share).
+            app.streamer.stop()
+            app.recorder.sink = lambda batch: True
+            info["no_stream"] = scheduled_run(app, seconds)
+            info["no_stream_mode"] = app.fsm.mode.value
     finally:
         app.close(drain_s=1.0)
     return sched, naive, info
@@ -198,6 +206,8 @@ def main() -> int:
     p.add_argument("--lock-memory", action="store_true", help="mlockall the robot process")
     p.add_argument("--helper-priority", type=int, default=0,
                    help="SCHED_FIFO priority of the robot process's helper threads (below the loop's); 0: none")
+    p.add_argument("--streamer-off-too", action="store_true",
+                   help="after the two runs, a third deadline run with the streamer thread stopped (thread vs none)")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     tmp = tempfile.mkdtemp(prefix="bench_loop_")
@@ -228,7 +238,10 @@ def main() -> int:
           f" helpers {args.helper_priority or 'none'}, CPUs {args.cpus or 'any'}, load average {os.getloadavg()[0]:.2f}")
     print(f"{'rate':>5} {'pacing':>9} {'err p50':>8} {'err p99':>8} {'err max':>8} {'missed':>7} {'tick p99':>9} {'achieved':>9}  (ms, Hz)")
     for rate, sched, naive, info in rows:
-        for name, r in (("deadline", sched), ("sleep(dt)", naive)):
+        runs = [("deadline", sched), ("sleep(dt)", naive)]
+        if info["no_stream"] is not None:
+            runs.append(("no stream", info["no_stream"]))
+        for name, r in runs:
             print(f"{rate:5.0f} {name:>9} {r['err_p50']:8.3f} {r['err_p99']:8.3f} {r['err_max']:8.3f} {r['missed']:7d}"
                   f" {r['tick_p99']:9.3f} {r['rate']:9.1f}")
         print(f"      swaps {info['swaps']} (received -> first action p50 {info['swap_p50']:.2f} ms, max {info['swap_max']:.2f} ms);"

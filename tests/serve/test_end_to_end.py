@@ -63,3 +63,6 @@ def test_robot_streams_learner_trains_and_pushes(serve_process, keys, tmp_path):
     assert any("robot1" in m["robots"] for m in metrics)
     assert list((srv.run_dir / "policies").glob("policy-v00002.onnx"))
     assert (srv.run_dir / "checkpoint.pt").exists()
+    from learner.service.status import plot_run
+
+    assert all(p.stat().st_size > 1000 for p in plot_run(srv.run_dir))

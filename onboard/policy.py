@@ -257,6 +257,7 @@ class PolicyLoader:
         self._on_result = on_result
         self._inbox: queue.Queue[PolicyCandidate | None] = queue.Queue(maxsize=inbox_size)
         self._pending: tuple[OnnxPolicy, PolicyCandidate] | None = None
+        self._pending_lock = threading.Lock()
         self.accepted = 0
         self.rejected: dict[str, int] = {}
         self.last_result: tuple[int, bool, str] | None = None
@@ -297,9 +298,10 @@ class PolicyLoader:
 
     def take_pending(self) -> tuple[OnnxPolicy, PolicyCandidate] | None:
         """For the loop, at a tick boundary: the newest validated policy, once."""
-        p = self._pending
-        if p is not None:
-            self._pending = None
+        if self._pending is None:  # the common case: no lock taken
+            return None
+        with self._pending_lock:  # uncontended except at the instant the loader hands one over
+            p, self._pending = self._pending, None
         return p
 
     def validate_now(self, cand: PolicyCandidate) -> OnnxPolicy:
@@ -321,7 +323,8 @@ class PolicyLoader:
                 log.exception("policy v%d: unexpected validation error", cand.version)
                 self._report(cand.version, False, f"internal_error: {e}")
                 continue
-            self._pending = (policy, cand)
+            with self._pending_lock:
+                self._pending = (policy, cand)  # a newer policy replaces one not yet taken
             log.info("policy v%d validated (sha256 %s...), swapping at the next tick", cand.version, policy.sha256[:12])
             self._report(cand.version, True, "ok")
 

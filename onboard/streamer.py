@@ -146,6 +146,7 @@ class Streamer:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._policy_outcomes: dict[int, tuple[bool, str] | None] = {}  # version -> outcome; None: validating
+        self._outcomes_lock = threading.Lock()
         self._keys = self._load_keys() if not cfg.plaintext else None
 
     # ------------------------------------------------------------------ loop-facing API
@@ -159,9 +160,10 @@ class Streamer:
 
     def policy_result(self, version: int, accepted: bool, reason: str) -> None:
         """From the policy loader's thread: queue a POLICY_RESULT for the learner."""
-        self._policy_outcomes[version] = (accepted, reason)
-        while len(self._policy_outcomes) > 32:
-            self._policy_outcomes.pop(next(iter(self._policy_outcomes)))
+        with self._outcomes_lock:  # the loader's thread writes, the streamer's thread reads
+            self._policy_outcomes[version] = (accepted, reason)
+            while len(self._policy_outcomes) > 32:
+                self._policy_outcomes.pop(next(iter(self._policy_outcomes)))
         self._post(PolicyResult(version=version, accepted=accepted, reason=reason[:200], t_us=time.time_ns() // 1000))
 
     @property
@@ -409,12 +411,15 @@ class Streamer:
 
     def _on_policy_msg(self, m: Policy) -> None:
         self.counters.policies_received += 1
-        if m.version in self._policy_outcomes:  # asked again (heartbeat pull): same answer, once known
-            done = self._policy_outcomes[m.version]
+        with self._outcomes_lock:
+            known = m.version in self._policy_outcomes
+            done = self._policy_outcomes.get(m.version)
+            if not known:
+                self._policy_outcomes[m.version] = None
+        if known:  # asked again (heartbeat pull): same answer, once known
             if done is not None:
                 self._send(PolicyResult(version=m.version, accepted=done[0], reason=done[1][:200], t_us=time.time_ns() // 1000))
             return
-        self._policy_outcomes[m.version] = None
         if self._on_policy is None:
             self.policy_result(m.version, False, "no_loader: this robot does not accept policies")
             return

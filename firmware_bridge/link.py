@@ -54,6 +54,7 @@ from protocol.frames import (
     FrameDecoder,
     FrameError,
     FrameType,
+    SEQ_MODULO,
     SeqTracker,
     encode_control,
     encode_frame,
@@ -76,6 +77,9 @@ ASYNC_LOW_LATENCY = 1 << 13
 SERIAL_STRUCT_FLAGS_OFFSET = 16  # struct serial_struct: int type, line; uint port; int irq, flags
 RTT_WINDOW = 4096  # samples kept for percentiles
 MAX_PENDING_HEARTBEATS = 32
+# A firmware frame up to this many seqs behind the newest is a late one (dropped as stale); a
+# bigger step back is the firmware restarting its numbering (accepted, counted as a reset).
+REORDER_WINDOW = 64
 READ_CHUNK = 65536
 
 
@@ -147,6 +151,8 @@ class LinkCounters:
     bad_frames: dict[str, int] = field(default_factory=dict)  # decoder drop reasons
     seq_lost: int = 0  # firmware frames missing, from sequence gaps
     seq_resets: int = 0  # firmware restarted its numbering
+    duplicate_frames: int = 0  # same seq as the previous firmware frame: dropped
+    stale_frames: int = 0  # older than the newest (arrived late, overtaken): dropped
     write_errors: int = 0
     writes_dropped_queue_full: int = 0
     writes_rejected_invalid: int = 0
@@ -539,12 +545,28 @@ class SerialLink:
             raise serial.SerialException("device reports readiness to read but returned no data")
         return data
 
+    def _in_order(self, seq: int) -> bool:
+        """False for a duplicate or a late (overtaken) firmware frame, which must not be used:
+        a late STATE would replace a newer one as `latest_state()`."""
+        last = self._seq_in.last
+        if last is not None:
+            back = (last - seq) % SEQ_MODULO
+            if back == 0:
+                self.counters.duplicate_frames += 1
+                return False
+            if back < REORDER_WINDOW:
+                self.counters.stale_frames += 1
+                return False
+        self._seq_in.update(seq)
+        return True
+
     def _handle(self, frame: Frame, now: float) -> None:
         name = frame.type.name
         frames_in = self.counters.frames_in
         frames_in[name] = frames_in.get(name, 0) + 1
+        if frame.type in (FrameType.STATE, FrameType.HEARTBEAT, FrameType.FAULT) and not self._in_order(frame.seq):
+            return
         if frame.type == FrameType.STATE:
-            self._seq_in.update(frame.seq)
             try:
                 state = unpack_state(frame.payload)
             except FrameError:
@@ -575,14 +597,12 @@ class SerialLink:
                     self.counters.callback_errors += 1
                     log.exception("on_state callback failed")
         elif frame.type == FrameType.HEARTBEAT:
-            self._seq_in.update(frame.seq)
             t_us = unpack_heartbeat(frame.payload)
             with self._send_lock:
                 sent = self._pending_heartbeats.pop(t_us, None)
             if sent is not None:
                 self._heartbeat_rtt.append(now - sent)
         elif frame.type == FrameType.FAULT:
-            self._seq_in.update(frame.seq)
             self.counters.faults_received += 1
             self.last_fault = unpack_fault(frame.payload)
             log.warning("firmware fault: flags=0x%x detail=%d", self.last_fault.faults, self.last_fault.detail)

@@ -233,3 +233,20 @@ def test_socket_url_reaches_the_firmware_through_a_tcp_relay(start_robot, open_l
         stop.set()
         relay_thread.join(timeout=5.0)
         server.close()
+
+
+def test_duplicated_and_late_frames_are_dropped_so_states_only_move_forward(start_robot, open_link):
+    faults = FaultConfig(duplicate_frame_prob=0.1, delay_frame_prob=0.1, delay_ms=12.0, seed=4)
+    robot = start_robot(lockstep=False, faults=faults)
+    link = open_link(robot.device, state_queue_size=1000)
+    for _ in range(120):
+        assert link.wait_for_state(timeout_s=2.0) is not None
+    got = []
+    while not link.states.empty():
+        got.append(link.states.get_nowait())
+    c = link.stats()["counters"]
+    assert c.duplicate_frames > 0 and c.stale_frames > 0
+    seqs = [s.seq for s in got]
+    assert all(b > a for a, b in zip(seqs, seqs[1:])), "a duplicate or late STATE was delivered"
+    t_us = [s.state.t_us for s in got]
+    assert all(b > a for a, b in zip(t_us, t_us[1:]))

@@ -77,8 +77,8 @@ ASYNC_LOW_LATENCY = 1 << 13
 SERIAL_STRUCT_FLAGS_OFFSET = 16  # struct serial_struct: int type, line; uint port; int irq, flags
 RTT_WINDOW = 4096  # samples kept for percentiles
 MAX_PENDING_HEARTBEATS = 32
-# A firmware frame up to this many seqs behind the newest is a late one (dropped as stale); a
-# bigger step back is the firmware restarting its numbering (accepted, counted as a reset).
+# A STATE up to this many seqs behind the newest is a late one (dropped as stale); a bigger
+# step back is the firmware restarting its numbering (accepted; SeqTracker counts a reset).
 REORDER_WINDOW = 64
 READ_CHUNK = 65536
 
@@ -151,8 +151,8 @@ class LinkCounters:
     bad_frames: dict[str, int] = field(default_factory=dict)  # decoder drop reasons
     seq_lost: int = 0  # firmware frames missing, from sequence gaps
     seq_resets: int = 0  # firmware restarted its numbering
-    duplicate_frames: int = 0  # same seq as the previous firmware frame: dropped
-    stale_frames: int = 0  # older than the newest (arrived late, overtaken): dropped
+    duplicate_frames: int = 0  # a STATE with the same seq as the previous STATE: dropped
+    stale_frames: int = 0  # a STATE older than the newest (arrived late, overtaken): dropped
     write_errors: int = 0
     writes_dropped_queue_full: int = 0
     writes_rejected_invalid: int = 0
@@ -222,6 +222,7 @@ class SerialLink:
         self._serial: serial.SerialBase | None = None
         self._decoder = FrameDecoder()
         self._seq_in = SeqTracker()
+        self._last_state_seq: int | None = None
         self._seq_out = 0
         self._send_lock = threading.Lock()
         self._write_queue: queue.Queue[bytes | None] = queue.Queue(self.config.write_queue_frames)
@@ -545,10 +546,13 @@ class SerialLink:
             raise serial.SerialException("device reports readiness to read but returned no data")
         return data
 
-    def _in_order(self, seq: int) -> bool:
-        """False for a duplicate or a late (overtaken) firmware frame, which must not be used:
-        a late STATE would replace a newer one as `latest_state()`."""
-        last = self._seq_in.last
+    def _state_in_order(self, seq: int) -> bool:
+        """False for a duplicated or late (overtaken) STATE, which must not replace a newer one.
+
+        Compared with the previous STATE only, so a sender that numbers other frame types apart
+        (e.g. a replayer's live heartbeat echoes) does not make good STATEs look stale.
+        """
+        last = self._last_state_seq
         if last is not None:
             back = (last - seq) % SEQ_MODULO
             if back == 0:
@@ -557,15 +561,17 @@ class SerialLink:
             if back < REORDER_WINDOW:
                 self.counters.stale_frames += 1
                 return False
-        self._seq_in.update(seq)
+        self._last_state_seq = seq
         return True
 
     def _handle(self, frame: Frame, now: float) -> None:
         name = frame.type.name
         frames_in = self.counters.frames_in
         frames_in[name] = frames_in.get(name, 0) + 1
-        if frame.type in (FrameType.STATE, FrameType.HEARTBEAT, FrameType.FAULT) and not self._in_order(frame.seq):
-            return
+        if frame.type == FrameType.STATE and not self._state_in_order(frame.seq):
+            return  # not used, so not in the gap accounting either (a late one counts as lost)
+        if frame.type in (FrameType.STATE, FrameType.HEARTBEAT, FrameType.FAULT):
+            self._seq_in.update(frame.seq)  # gap/reset accounting over the firmware's frames
         if frame.type == FrameType.STATE:
             try:
                 state = unpack_state(frame.payload)

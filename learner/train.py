@@ -98,7 +98,8 @@ class TrainConfig:
     def validate(self) -> None:
         if self.algorithm not in algorithms.REGISTRY:
             raise ValueError(f"algorithm {self.algorithm!r}; choices: {', '.join(sorted(algorithms.REGISTRY))}")
-        for name in ("total_updates", "updates_per_epoch", "real_batch", "sim_batch", "eval_episodes", "threads"):
+        for name in ("total_updates", "updates_per_epoch", "real_batch", "sim_batch", "disc_batch", "eval_every",
+                     "eval_episodes", "checkpoint_every", "threads", "sim_buffer_factor"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.sim_steps_per_epoch < 0 or self.collect_steps < 0:

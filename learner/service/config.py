@@ -69,6 +69,8 @@ class ServeConfig:
     # --- publishing and checkpoints
     export_every_updates: int = _f(1000, "export + publish a policy every K updates")
     export_every_s: float = _f(0.0, "... or every T seconds (0 = off), whichever comes first")
+    publish_gate_steps: int = _f(0, "publish only a policy that keeps the nominal sim robot up "
+                                    "this many steps, deterministic (0 = publish every export)")
     checkpoint_every_s: float = _f(60.0, "atomic checkpoint period (0 = only at shutdown)")
     resume: bool = _f(True, "resume from run_dir's checkpoint if one is there")
     # --- status

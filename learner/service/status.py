@@ -28,7 +28,7 @@ class RobotReturns:
     """Per (robot, stream) running episode sums; finished episodes go to `episodes.jsonl`."""
 
     def __init__(self, path: Path | None = None, keep: int = 1000) -> None:
-        self._running: dict[tuple[str, str], list[float]] = {}
+        self._running: dict[tuple[str, str], list] = {}  # [return, length, {version: rows}]
         self._lock = threading.Lock()
         self.episodes: list[dict] = []
         self.keep = keep
@@ -36,25 +36,31 @@ class RobotReturns:
         self._fh = open(path, "a", buffering=1) if path is not None else None
 
     def add(self, robot: str, stream: str, cols: dict[str, np.ndarray]) -> None:
+        """Accumulate rows; an episode ends at terminated|truncated. Its `policy_version` is the
+        version that chose most of its actions (-1: the controller)."""
         rew = np.asarray(cols["rew"], np.float64)
         ends = np.flatnonzero(np.asarray(cols["terminated"]) | np.asarray(cols["truncated"]))
         versions = np.asarray(cols["policy_version"])
         with self._lock:
-            acc = self._running.setdefault((robot, stream), [0.0, 0])
+            acc = self._running.setdefault((robot, stream), [0.0, 0, {}])
             start = 0
-            for end in ends:
-                acc[0] += float(rew[start:end + 1].sum())
-                acc[1] += int(end + 1 - start)
-                ep = {"t": time.time(), "robot": robot, "stream": stream, "return": acc[0],
-                      "length": acc[1], "policy_version": int(versions[end]),
-                      "terminated": bool(cols["terminated"][end])}
-                self.episodes.append(ep)
-                if self._fh is not None:
-                    self._fh.write(json.dumps(ep) + "\n")
-                acc[0], acc[1] = 0.0, 0
-                start = end + 1
-            acc[0] += float(rew[start:].sum())
-            acc[1] += int(len(rew) - start)
+            stops = [int(e) + 1 for e in ends]
+            if not stops or stops[-1] < len(rew):
+                stops.append(len(rew))
+            for stop in stops:
+                acc[0] += float(rew[start:stop].sum())
+                acc[1] += int(stop - start)
+                for v, c in zip(*np.unique(versions[start:stop], return_counts=True)):
+                    acc[2][int(v)] = acc[2].get(int(v), 0) + int(c)
+                if stop - 1 in ends:
+                    ep = {"t": time.time(), "robot": robot, "stream": stream, "return": acc[0],
+                          "length": acc[1], "policy_version": max(acc[2], key=acc[2].get),
+                          "terminated": bool(cols["terminated"][stop - 1])}
+                    self.episodes.append(ep)
+                    if self._fh is not None:
+                        self._fh.write(json.dumps(ep) + "\n")
+                    acc[0], acc[1], acc[2] = 0.0, 0, {}
+                start = stop
             del self.episodes[:-self.keep]
 
     def recent(self, robot: str | None = None, n: int = 5) -> float:
@@ -85,7 +91,7 @@ class StatusBoard:
                "updates": tr.get("updates", 0), "updates_per_s": tr.get("updates_per_s", 0.0),
                "real_rows": tr.get("real_rows", 0), "real_offline_rows": tr.get("real_offline_rows", 0),
                "sim_rows": tr.get("sim_rows", 0), "sim_return": tr.get("sim_return", math.nan),
-               "trainer_state": tr.get("state", "off"),
+               "trainer_state": tr.get("state", "off"), "gated": tr.get("gated", 0),
                "policy_version": srv["policy_version"], "store_rows": srv["store_rows"],
                "robot_return": self.returns.recent(), "rejected": sum(
                    v for k, v in srv["counters"].items() if k.startswith("rejected/")),

@@ -53,6 +53,7 @@ class TrainerStats:
     policy_version: int = 0
     last_export_unix: float = 0.0
     last_export_s: float = 0.0
+    gated: int = 0  # exports held back by the publish gate
     losses: dict = field(default_factory=dict)
     state: str = "starting"
 
@@ -107,6 +108,7 @@ class Trainer:
         self.run_dir = cfg.run_path
         self.policy_dir = self.run_dir / "policies"
         self.workers: SimWorkers | None = None
+        self._gate_env = None
         self._update_times: collections.deque = collections.deque(maxlen=200)
 
     # ------------------------------------------------------------------ checkpoint
@@ -148,7 +150,30 @@ class Trainer:
                               control_hz=self.info.control_hz).props(self.info.obs_dim,
                                                                      self.info.act_dim)
 
-    def export_and_publish(self) -> PolicyBlob:
+    def passes_gate(self) -> bool:
+        """The publish gate: a deterministic episode on the nominal model must last
+        `publish_gate_steps` steps (a policy that falls in the simulator it trusts is not sent)."""
+        steps = self.cfg.publish_gate_steps
+        if steps <= 0:
+            return True
+        from learner.rollout import evaluate, make_env
+
+        if self._gate_env is None:
+            self._gate_env = make_env(self.cfg.task, self.cfg.sim_profile, seed=self.cfg.seed)
+        result = evaluate(self._gate_env, lambda o: self.algo.act(o, deterministic=True),
+                          episodes=1, seed=self.cfg.seed + self.stats.updates,
+                          max_episode_steps=steps)
+        ok = result["length_mean"] >= steps
+        with self._lock:
+            self.stats.gated += 0 if ok else 1
+        if not ok:
+            log.info("publish gate: policy at %d updates fell after %.0f of %d sim steps; not "
+                     "published", self.stats.updates, result["length_mean"], steps)
+        return ok
+
+    def export_and_publish(self) -> PolicyBlob | None:
+        if not self.passes_gate():
+            return None
         version = self.stats.policy_version + 1
         meta = PolicyMetadata(version=version, task=self.cfg.task, algorithm=self.cfg.algorithm,
                               parent=str(version - 1) if version > 1 else "",

@@ -62,3 +62,30 @@ def test_exports_checkpoints_and_resumes(tmp_path):
     tr2.cfg.resume = False  # already resumed above; continue: v4 at update 40
     tr2.run(threading.Event())
     assert tr2.stats.updates == 40 and tr2.stats.policy_version == 4 and pub2.latest.version == 4
+
+
+def test_publish_gate_holds_back_or_publishes_each_export(tmp_path):
+    pub = Publisher()
+    tr = Trainer(_cfg(tmp_path, publish_gate_steps=50), pub, RealFeed(), [_offline()])
+    tr.run(threading.Event())
+    # every export either passed the gate (published, contiguous versions) or was held back
+    assert tr.stats.policy_version + tr.stats.gated == 3
+    assert pub.version == tr.stats.policy_version
+    assert len(list((tmp_path / "run" / "policies").glob("*.onnx"))) == tr.stats.policy_version
+
+
+def test_robot_returns_split_episodes_and_attribute_versions():
+    from learner.service.status import RobotReturns
+
+    rr = RobotReturns()
+    n = 10
+    cols = {"rew": np.ones(n, np.float32), "terminated": np.zeros(n, bool),
+            "truncated": np.zeros(n, bool), "policy_version": np.array([-1] * 3 + [2] * 7)}
+    cols["terminated"][4] = True  # episode 1: rows 0..4 (3 controller, 2 policy)
+    rr.add("r", "s", cols)
+    cols2 = dict(cols, terminated=np.zeros(n, bool), truncated=np.eye(1, n, n - 1, dtype=bool)[0],
+                 policy_version=np.full(n, 2))
+    rr.add("r", "s", cols2)  # episode 2: rows 5..9 of batch 1 + all 10 of batch 2
+    assert [(e["return"], e["length"], e["policy_version"]) for e in rr.episodes] == \
+        [(5.0, 5, -1), (15.0, 15, 2)]
+    assert rr.recent("r") == 10.0 and np.isnan(rr.recent("other"))

@@ -213,6 +213,9 @@ class LearnerServer:
                                               else f"rejected: {msg.reason}")
                 if msg.accepted:
                     session.policy_version = max(session.policy_version, msg.version)
+                else:  # do not push this version again; the next newer one will be offered
+                    session.policy_rejected_version = max(session.policy_rejected_version,
+                                                          msg.version)
                 self.counters["policy_results"] += 1
                 log.info("robot %r: policy v%d %s", session.robot_id, msg.version,
                          session.last_policy_result)
@@ -269,7 +272,8 @@ class LearnerServer:
     # ------------------------------------------------------------------ policy push
     def _maybe_push(self, session) -> None:
         latest = self.publisher.latest
-        if latest is None or session.policy_version >= latest.version:
+        if latest is None or session.policy_version >= latest.version or \
+                session.policy_rejected_version >= latest.version:
             return
         now = time.monotonic()
         if session.policy_sent_version == latest.version and \

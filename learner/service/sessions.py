@@ -26,6 +26,7 @@ class Session:
     rows_duplicate: int = 0
     policy_sent_version: int = 0
     policy_sent_at: float = 0.0
+    policy_rejected_version: int = -1  # newest version this robot refused (not offered again)
     last_policy_result: str = ""
     stats: dict = field(default_factory=dict)
 
@@ -74,6 +75,7 @@ class SessionTable:
         if old is not None:
             session.rows_received = old.rows_received
             session.rows_duplicate = old.rows_duplicate
+            session.policy_rejected_version = old.policy_rejected_version
         self.by_identity[identity] = session
         self.by_robot[hello.robot_id] = session
         return session

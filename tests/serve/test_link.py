@@ -174,3 +174,23 @@ def test_policy_pushed_to_older_robot_latest_only(server, keys, make_hello, make
     c.hello(make_hello(policy_version=1))
     assert c.recv_until(wire.Policy).version == 2
     c.close()
+
+
+def test_rejected_policy_is_not_pushed_again(server, keys, make_hello):
+    c = server.client(keys)
+    assert c.hello(make_hello(policy_version=-1)).accepted
+    onnx = b"fake-onnx-bad"
+    server.publisher.publish(PolicyBlob(1, onnx, hashlib.sha256(onnx).hexdigest(), {}))
+    assert c.recv_until(wire.Policy).version == 1
+    c.send(wire.PolicyResult(version=1, accepted=False, reason="nan_output"))
+    time.sleep(0.7)  # longer than policy_resend_s
+    c.send(wire.Heartbeat(seq=1, t_us=0, policy_version=-1))
+    got = []
+    c.recv_until(wire.Heartbeat, keep=got)
+    with pytest.raises(LinkClosed):
+        c.recv_until(wire.Policy, timeout_s=0.8)
+    assert server.server.snapshot()["robots"]["robot1"]["policy_result"] == "rejected: nan_output"
+    onnx2 = b"fake-onnx-good"
+    server.publisher.publish(PolicyBlob(2, onnx2, hashlib.sha256(onnx2).hexdigest(), {}))
+    assert c.recv_until(wire.Policy).version == 2  # a newer one is offered
+    c.close()

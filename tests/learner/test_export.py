@@ -71,3 +71,19 @@ def test_diverged_policy_fails_the_parity_check_and_writes_nothing(tmp_path):
     with pytest.raises(ExportParityError, match="parity"):
         export_policy(policy, PolicyMetadata(version=1, task="t", algorithm="h2o"), tmp_path / "p.onnx")
     assert not (tmp_path / "p.onnx").exists()
+
+
+def test_onboard_loader_accepts_the_export():
+    """The robot side's own checks (onboard/policy.py: hash, metadata, I/O schema, finite in-bound
+    outputs) accept what export_policy writes: the contract in docs/interfaces.md holds end to end."""
+    from onboard.policy import PolicyCandidate, PolicySpec, ValidationConfig, build_policy
+
+    from protocol.messages import SCHEMA_VERSION
+
+    out = export_policy(trained_policy(4, 1), PolicyMetadata(version=4, task="stand_still", algorithm="h2o"))
+    spec = PolicySpec(task="stand_still", obs_dim=4, act_dim=1, control_hz=200.0, schema_version=str(SCHEMA_VERSION))
+    recent = np.random.default_rng(0).normal(size=(16, 4)).astype(np.float32)
+    policy = build_policy(PolicyCandidate(version=4, sha256=out.sha256, onnx_bytes=out.onnx_bytes), spec,
+                          ValidationConfig(inference_budget_ms=1000.0), recent)  # no timing asserted here
+    action, logp = policy.act(recent[0])
+    assert action.shape == (1,) and np.isfinite(logp)

@@ -69,7 +69,8 @@ class Service:
                           authorized_keys_dir=cfg.authorized_keys_dir,
                           max_message_bytes=cfg.max_message_bytes,
                           heartbeat_timeout_s=cfg.heartbeat_timeout_s,
-                          policy_resend_s=cfg.policy_resend_s)
+                          policy_resend_s=cfg.policy_resend_s,
+                          robot_id_from_key=cfg.robot_id_from_key)
         self.server = LearnerServer(link, self.store, HelloPolicy(wire.schema_hash(),
                                                                   self.info.obs_dim,
                                                                   self.info.act_dim, cfg.task),

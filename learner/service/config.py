@@ -35,6 +35,8 @@ class ServeConfig:
     plaintext: bool = _f(False, "disable CURVE (allowed only when `bind` is a loopback address)")
     server_secret_key: str = _f("keys/learner.key_secret", "the learner's CURVE secret key file")
     authorized_keys_dir: str = _f("keys/authorized", "directory of authorised robots' public keys")
+    robot_id_from_key: bool = _f(True, "a robot's HELLO id must be its key file's stem (robots "
+                                       "cannot write each other's streams)")
     max_message_bytes: int = _f(16 * 1024 * 1024, "larger inbound messages are dropped by ZMQ")
     heartbeat_timeout_s: float = _f(3.0, "a robot silent this long is marked 'lost'")
     policy_resend_s: float = _f(2.0, "resend POLICY to a robot still reporting an older version")

@@ -42,6 +42,7 @@ class LinkConfig:
     max_message_bytes: int = 16 * 1024 * 1024
     heartbeat_timeout_s: float = 3.0
     policy_resend_s: float = 2.0
+    robot_id_from_key: bool = True  # HELLO's robot id must be the stem of its key file
 
 
 class LearnerServer:
@@ -61,6 +62,7 @@ class LearnerServer:
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._hb_seq = 0
+        self._key_owner: dict[str, str] = {}
         self._auth: ThreadAuthenticator | None = None
         self._sock: zmq.Socket | None = None
         self._wake: zmq.Socket | None = None
@@ -82,6 +84,7 @@ class LearnerServer:
             if not authorized.is_dir():
                 raise FileNotFoundError(f"authorised keys directory not found: {authorized}")
             self._auth.configure_curve(domain="*", location=str(authorized))
+            self._load_key_owners()
             public, secret = zmq.auth.load_certificate(self.link.server_secret_key)
             if secret is None:
                 raise ValueError(f"{self.link.server_secret_key} holds no secret key")
@@ -105,6 +108,19 @@ class LearnerServer:
         """Re-read the authorised keys directory (a robot added while running)."""
         if self._auth is not None:
             self._auth.configure_curve(domain="*", location=self.link.authorized_keys_dir)
+            self._load_key_owners()
+
+    def _load_key_owners(self) -> None:
+        """z85 public key -> robot id (the key file's stem, as `keys create --name` writes it)."""
+        owners = {}
+        for path in sorted(Path(self.link.authorized_keys_dir).glob("*.key")):
+            try:
+                public, _ = zmq.auth.load_certificate(str(path))
+            except (ValueError, OSError):
+                log.warning("unreadable key file %s ignored", path)
+                continue
+            owners[public.decode()] = path.stem
+        self._key_owner = owners
 
     def stop(self) -> None:
         self._stop.set()
@@ -243,6 +259,16 @@ class LearnerServer:
             curve_key = frame.get("User-Id") or ""
         except zmq.ZMQError:
             curve_key = ""
+        if not self.link.plaintext and self.link.robot_id_from_key:
+            owner = self._key_owner.get(curve_key, "")
+            if owner != hello.robot_id:
+                self.counters["hello_refused"] += 1
+                reason = (f"key_mismatch: robot id {hello.robot_id!r} does not own this key "
+                          f"(authorised as {owner or 'unknown'!r}); robots may only write their "
+                          "own streams")
+                log.warning("refused robot %r: %s", hello.robot_id, reason)
+                self._send(identity, wire.Welcome(accepted=False, reason=reason))
+                return
         session = self.sessions.open(identity, hello, curve_key)
         self.counters["hello_accepted"] += 1
         log.info("robot %r connected (policy v%d, sw %s)", hello.robot_id, hello.policy_version,

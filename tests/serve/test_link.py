@@ -73,6 +73,8 @@ def test_schema_mismatch_is_refused_with_reason(server, keys, make_hello, make_b
     assert not welcome.accepted and welcome.reason.startswith("schema_mismatch")
     welcome = c.hello(make_hello(obs_dim=9))
     assert not welcome.accepted and "obs_dim=9" in welcome.reason
+    welcome = c.hello(make_hello("robot2"))  # robot1's key claiming robot2's id
+    assert not welcome.accepted and welcome.reason.startswith("key_mismatch")
     c.send(make_batch("s0", 0, 3))  # no session: nothing stored
     assert c.recv_until(wire.Error).code == "no_session"
     assert server.store.rows_total == 0

@@ -111,14 +111,17 @@ class Children:
             log.info("%s exited with %s", name, p.returncode)
 
 
-def _wait_for(path: Path, text: str, proc: subprocess.Popen, timeout_s: float) -> None:
+def _wait_for(path: Path, text: str, proc: subprocess.Popen, timeout_s: float,
+              stop: dict | None = None) -> None:
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not (stop and stop["flag"]):
         if path.exists() and text in path.read_text():
             return
         if proc.poll() is not None:
             raise RuntimeError(f"{path.name}: process exited {proc.returncode}; see {path}")
         time.sleep(0.2)
+    if stop and stop["flag"]:
+        return
     raise TimeoutError(f"no '{text}' in {path} within {timeout_s} s")
 
 
@@ -193,6 +196,7 @@ def run(cfg: DemoConfig) -> Path:
     children = Children()
     started = time.time()
     interrupted = False
+    failure: Exception | None = None
     stop = {"flag": False}
 
     def on_signal(signum, _frame):
@@ -210,7 +214,7 @@ def run(cfg: DemoConfig) -> Path:
         if cfg.algorithm:
             serve_cmd += ["--algorithm", cfg.algorithm]
         serve = children.start("learner", serve_cmd, run_dir / "learner.log")
-        _wait_for(run_dir / "learner.log", "serving on", serve, 120)
+        _wait_for(run_dir / "learner.log", "serving on", serve, 120, stop)
         robot_cmd = [sys.executable, str(ROOT / "onboard" / "run.py"), "--run.task", cfg.task,
                      "--run.virtual_robot", cfg.profile,
                      "--run.lockstep", "true" if cfg.lockstep else "false",
@@ -222,7 +226,9 @@ def run(cfg: DemoConfig) -> Path:
                      "--learner.client_secret_key_file", str(keys["robot0_secret"]),
                      "--learner.server_public_key_file", str(keys["learner_public"]),
                      "--learner.spool_dir", str(run_dir / "spool")]
-        robot = children.start("robot", robot_cmd, run_dir / "robot.log")
+        if stop["flag"]:
+            raise KeyboardInterrupt
+        children.start("robot", robot_cmd, run_dir / "robot.log")
         deadline = time.monotonic() + cfg.minutes * 60
         next_status = time.monotonic() + cfg.status_every_s
         from learner.service.status import read_jsonl
@@ -244,12 +250,18 @@ def run(cfg: DemoConfig) -> Path:
                           f"link {rob.get('link', 'down')}), robot return "
                           f"{r['robot_return']:.0f}, sim return {r['sim_return']:.0f}", flush=True)
         interrupted = stop["flag"]
-        del robot
+    except KeyboardInterrupt:
+        interrupted = True
+    except (RuntimeError, TimeoutError) as exc:
+        failure = exc
     finally:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
         children.stop_all()
-    return write_report(run_dir, cfg, started, interrupted)
+    report = write_report(run_dir, cfg, started, interrupted)
+    if failure is not None:  # the report is written anyway: it shows how far the run got
+        raise RuntimeError(f"{failure} (partial report: {report})")
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,10 +1,12 @@
-"""Smoke test of the demo's real CLI with a tiny budget: it collects data, runs learner and robot,
-stops both cleanly and writes the report with plots."""
+"""Smoke test of the demo's real CLI with a tiny budget: it collects data, runs learner and robot;
+Ctrl-C (SIGINT) stops both cleanly and the report with plots is still written."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -31,15 +33,27 @@ def test_demo_runs_and_reports(tmp_path):
     serve_cfg = tmp_path / "serve_tiny.toml"
     serve_cfg.write_text(TINY_SERVE)
     run_dir = tmp_path / "demo"
-    r = subprocess.run(
-        [sys.executable, "-m", "learner.demo", "--minutes", "0.4", "--dataset",
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "learner.demo", "--minutes", "5", "--dataset",
          str(tmp_path / "data.hdf5"), "--dataset-steps", "500", "--run-dir", str(run_dir),
          "--serve-config", str(serve_cfg), "--status-every-s", "5"],
-        cwd=ROOT, capture_output=True, text=True, timeout=160)
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    episodes = run_dir / "learner" / "episodes.jsonl"
+    while time.monotonic() < deadline and proc.poll() is None:  # wait for a robot episode
+        if episodes.exists() and episodes.stat().st_size > 0 and \
+                (run_dir / "learner" / "metrics.jsonl").exists():
+            break
+        time.sleep(0.5)
+    time.sleep(3)
+    proc.send_signal(signal.SIGINT)  # Ctrl-C
+    out, err = proc.communicate(timeout=90)
+    r = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert f"report: {run_dir / 'report.md'}" in r.stdout
     report = (run_dir / "report.md").read_text()
-    assert "Robot episode return by policy version" in report
+    assert "Robot episode return by policy version" in report and "(interrupted)" in report
+    assert "| controller |" in report  # the robot's episodes arrived and were counted
     for name in ("returns", "policy_versions", "timing"):
         assert (run_dir / "learner" / "plots" / f"{name}.png").stat().st_size > 1000
     # both children were stopped cleanly (SIGINT -> exit 0) and the robot's data arrived

@@ -106,13 +106,9 @@ class StatusBoard:
                 row[k] = v
         return row
 
-    def line(self, row: dict) -> str:
-        robots = " ".join(f"{rid}:{r['link']} v{r['policy_version']} ret {r['return']:.0f}"
-                          for rid, r in row["robots"].items()) or "no robots"
-        return (f"upd {row['updates']} ({row['updates_per_s']:.1f}/s) | real {row['real_rows']} "
-                f"sim {row['sim_rows']} | policy v{row['policy_version']} | sim ret "
-                f"{row['sim_return']:.0f} robot ret {row['robot_return']:.0f} | {robots} | "
-                f"{row['trainer_state']}")
+    @staticmethod
+    def line(row: dict) -> str:
+        return status_line(row)
 
     def tick(self) -> dict:
         row = self.row()
@@ -129,6 +125,16 @@ class StatusBoard:
 
     def close(self) -> None:
         self._fh.close()
+
+
+def status_line(row: dict) -> str:
+    """One line: progress, buffers, policy, sim and robot return side by side, robots' links."""
+    robots = " ".join(f"{rid}:{r['link']} v{r['policy_version']} ret {r['return']:.0f}"
+                      for rid, r in row["robots"].items()) or "no robots"
+    return (f"upd {row['updates']} ({row['updates_per_s']:.1f}/s) | real {row['real_rows']} "
+            f"sim {row['sim_rows']} | policy v{row['policy_version']} | sim ret "
+            f"{row['sim_return']:.0f} robot ret {row['robot_return']:.0f} | {robots} | "
+            f"{row['trainer_state']}")
 
 
 def _json_default(x):
@@ -220,10 +226,29 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("plot", help="write PNG plots into RUN_DIR/plots")
     p.add_argument("run_dir", help="the service's run folder (holds metrics.jsonl)")
+    show = sub.add_parser("show", help="print the run's latest status (live with --follow)")
+    show.add_argument("run_dir", help="the service's run folder (holds metrics.jsonl)")
+    show.add_argument("--follow", action="store_true", help="keep printing new rows (Ctrl-C ends)")
+    show.add_argument("--poll-s", type=float, default=1.0, help="how often --follow looks")
     args = parser.parse_args(argv)
-    for path in plot_run(args.run_dir):
-        print(path)
-    return 0
+    if args.cmd == "plot":
+        for path in plot_run(args.run_dir):
+            print(path)
+        return 0
+    path = Path(args.run_dir) / "metrics.jsonl"
+    seen = 0
+    try:
+        while True:
+            rows = read_jsonl(path)
+            for row in rows[seen:] if args.follow else rows[-1:]:
+                stamp = time.strftime("%H:%M:%S", time.localtime(row["t"]))
+                print(f"{stamp} {status_line(row)}", flush=True)
+            seen = len(rows)
+            if not args.follow:
+                return 0 if rows else 1
+            time.sleep(args.poll_s)
+    except KeyboardInterrupt:
+        return 0
 
 
 if __name__ == "__main__":

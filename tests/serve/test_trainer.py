@@ -89,3 +89,18 @@ def test_robot_returns_split_episodes_and_attribute_versions():
     assert [(e["return"], e["length"], e["policy_version"]) for e in rr.episodes] == \
         [(5.0, 5, -1), (15.0, 15, 2)]
     assert rr.recent("r") == 10.0 and np.isnan(rr.recent("other"))
+
+
+def test_status_show_prints_latest_row(tmp_path, capsys):
+    import json
+
+    from learner.service.status import main as status_main
+
+    assert status_main(["show", str(tmp_path)]) == 1  # no metrics yet
+    row = {"t": 0.0, "updates": 42, "updates_per_s": 3.5, "real_rows": 7, "sim_rows": 9,
+           "policy_version": 2, "sim_return": 10.0, "robot_return": 5.0, "trainer_state": "training",
+           "robots": {"robot0": {"link": "up", "policy_version": 2, "return": 5.0}}}
+    (tmp_path / "metrics.jsonl").write_text(json.dumps(row) + "\n" + '{"torn')
+    assert status_main(["show", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "upd 42 (3.5/s)" in out and "robot0:up v2" in out and "sim ret 10 robot ret 5" in out

@@ -114,37 +114,56 @@ def make_buffers(device: str, n: int = 20_000) -> tuple[TransitionBuffer, Transi
     return out[0], out[1]
 
 
-def measure(name: str, device: str, seconds: float, batch: int, disc_batch: int, hidden: str) -> float:
-    real, sim = make_buffers(device)
-    if name == "naive_h2o":
-        algo = NaiveH2OStep(OBS_DIM, ACT_DIM, tuple(int(h) for h in hidden.split("-")), device)
-        uses_real = uses_sim = True
-    else:
-        algo = make(name, OBS_DIM, ACT_DIM, {"hidden": hidden}, device)
-        uses_real, uses_sim = algo.uses_real, algo.uses_sim
-        if hasattr(algo, "set_real_state_std"):
-            algo.set_real_state_std(real.obs_mean_std()[1])
+class Subject:
+    """One algorithm with its buffers and batch recipe, ready to be timed."""
 
-    def batches():
-        if uses_real and uses_sim:
-            kw = {"real_batch": real.sample(batch), "sim_batch": sim.sample(batch)}
-        elif uses_sim:
-            kw = {"real_batch": None, "sim_batch": sim.sample(2 * batch)}
+    def __init__(self, name: str, device: str, batch: int, disc_batch: int, hidden: str):
+        self.real, self.sim = make_buffers(device)
+        self.batch, self.disc_batch = batch, disc_batch
+        if name == "naive_h2o":
+            self.algo = NaiveH2OStep(OBS_DIM, ACT_DIM, tuple(int(h) for h in hidden.split("-")), device)
+            self.uses_real = self.uses_sim = True
         else:
-            kw = {"real_batch": real.sample(2 * batch), "sim_batch": None}
-        if algo.uses_classifiers:
-            kw["disc_real"], kw["disc_sim"] = real.sample(disc_batch), sim.sample(disc_batch)
-        return kw
+            self.algo = make(name, OBS_DIM, ACT_DIM, {"hidden": hidden}, device)
+            self.uses_real, self.uses_sim = self.algo.uses_real, self.algo.uses_sim
+            if hasattr(self.algo, "set_real_state_std"):
+                self.algo.set_real_state_std(self.real.obs_mean_std()[1])
+        self.device = device
+        for _ in range(5):  # warm-up (allocator, first-call paths)
+            self.step()
 
-    for _ in range(5):  # warm-up (allocator, first-call paths)
-        algo.update(**batches())
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        algo.update(**batches())  # every update returns floats: the sync is included
-        n += 1
-    return n / (time.perf_counter() - t0)
+    def step(self) -> None:
+        b, real, sim = self.batch, self.real, self.sim
+        if self.uses_real and self.uses_sim:
+            kw = {"real_batch": real.sample(b), "sim_batch": sim.sample(b)}
+        elif self.uses_sim:
+            kw = {"real_batch": None, "sim_batch": sim.sample(2 * b)}
+        else:
+            kw = {"real_batch": real.sample(2 * b), "sim_batch": None}
+        if self.algo.uses_classifiers:
+            kw["disc_real"], kw["disc_sim"] = real.sample(self.disc_batch), sim.sample(self.disc_batch)
+        self.algo.update(**kw)  # every update returns floats: a cuda sync is included
+
+    def rate(self, seconds: float) -> float:
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            self.step()
+            n += 1
+        return n / (time.perf_counter() - t0)
+
+
+def measure_all(names: list[str], device: str, seconds: float, rounds: int, batch: int, disc_batch: int,
+                hidden: str) -> dict[str, float]:
+    """Best-of-`rounds` updates/s per algorithm, the algorithms interleaved round by round so that
+    load from other processes on a shared machine hits all of them alike."""
+    subjects = {n: Subject(n, device, batch, disc_batch, hidden) for n in names}
+    best = {n: 0.0 for n in names}
+    for _ in range(rounds):
+        for n, s in subjects.items():
+            best[n] = max(best[n], s.rate(seconds / rounds))
+    return best
 
 
 def main() -> None:
@@ -153,6 +172,7 @@ def main() -> None:
     p.add_argument("--algorithms", nargs="+", default=["h2o", "naive_h2o", "sac", "cql", "darc", "darc_plus", "h2o_plus"],
                    help="algorithms to measure (registry names, plus naive_h2o)")
     p.add_argument("--seconds", type=float, default=4.0, help="measuring time per algorithm and setting")
+    p.add_argument("--rounds", type=int, default=4, help="interleaved rounds; the best round is reported")
     p.add_argument("--batch", type=int, default=128, help="rows per source (real, sim) per update")
     p.add_argument("--disc-batch", type=int, default=256, help="rows per source per classifier update")
     p.add_argument("--hidden", default="256-256", help="hidden sizes of every network")
@@ -165,10 +185,10 @@ def main() -> None:
     results: dict[tuple[str, int], dict[str, float]] = {}
     for device, threads in settings:
         torch.set_num_threads(threads)
-        results[(device, threads)] = {a: measure(a, device, args.seconds, args.batch, args.disc_batch, args.hidden)
-                                      for a in args.algorithms}
+        results[(device, threads)] = measure_all(args.algorithms, device, args.seconds, args.rounds, args.batch,
+                                                 args.disc_batch, args.hidden)
     cols = [f"{d}/{t}thr" if d == "cpu" else d for d, t in settings]
-    print(f"updates/s, batch {args.batch}+{args.batch}, nets {args.hidden}, obs {OBS_DIM}/act {ACT_DIM}, "
+    print(f"updates/s (best of {args.rounds} interleaved rounds), batch {args.batch}+{args.batch}, nets {args.hidden}, obs {OBS_DIM}/act {ACT_DIM}, "
           f"torch {torch.__version__}")
     print(f"{'algorithm':<12}" + "".join(f"{c:>12}" for c in cols))
     for a in args.algorithms:

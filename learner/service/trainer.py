@@ -256,6 +256,8 @@ class Trainer:
                 self._collect_sim(0.0)
                 with self._lock:
                     self.stats.real_rows, self.stats.sim_rows = len(self.real), len(self.sim)
+                if self.workers is not None and not self.workers.alive():
+                    raise RuntimeError("a sim worker process died (see its traceback above)")
                 waiting = self._ready()
                 if waiting:
                     self.stats.state = waiting

@@ -13,17 +13,25 @@ Two clocks:
   without stepping. Firmware time is simulated time, so the watchdog counts simulated time and a
   run is deterministic: same seed and same host bytes -> bit-identical bytes back.
 
+Respawn ("a person picks the robot up"), off by default: with `respawn_after_s` > 0, a robot
+that has lain fallen (base tilt beyond `respawn_tilt_rad`) or sat disabled and tilted (motors not
+ENABLED, tilt beyond `respawn_disabled_tilt_rad`) for that long in firmware time is put back in
+its home pose (`plant.reset()`), as an operator would lift a fallen robot during learning. The
+firmware mode is not touched. Each respawn is logged and counted (`counters.respawns`); the
+firmware clock (STATE t_us) keeps running across it, so hosts never see time go backwards.
+
 Both clocks answer a host HEARTBEAT with a HEARTBEAT carrying the host's clock value unchanged
 (the echo the link times round trips with) and send a FAULT frame when a fault bit rises.
 
 CLI: python -m firmware_bridge.virtual_robot --profile moderate --device /tmp/ttyRobot [--lockstep]
-     [--config robot.toml] (defaults < TOML < flags)
+     [--respawn-after-s 2] [--config robot.toml] (defaults < TOML < flags)
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 import signal
 import sys
 import threading
@@ -51,7 +59,7 @@ from protocol.frames import (
     unpack_command,
     unpack_heartbeat,
 )
-from protocol.robot_types import FaultFlags, MotorCommand, RobotState
+from protocol.robot_types import FaultFlags, MotorCommand, MotorMode, RobotState
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +92,9 @@ class VirtualRobotConfig:
     lockstep: bool = False  # one physics step per COMMAND instead of wall-clock ticks
     seed: int = 0  # plant noise and fault injection
     watchdog_ms: float = 100.0
+    respawn_after_s: float = 0.0  # > 0: reset a robot down this long to its home pose (0: never)
+    respawn_tilt_rad: float = 1.0  # "fallen": base tilt from vertical beyond this (lying is ~1.57)
+    respawn_disabled_tilt_rad: float = 0.35  # motors not ENABLED and tilted beyond this also counts as down
     faults: FaultConfig = field(default_factory=FaultConfig)
 
 
@@ -97,6 +108,7 @@ class VirtualRobotCounters:
     heartbeats_echoed: int = 0
     frames_in: dict[str, int] = field(default_factory=dict)
     host_seq_lost: int = 0
+    respawns: int = 0  # times the robot was put back in its home pose (respawn_after_s)
 
 
 def make_plant(config: VirtualRobotConfig) -> Plant:
@@ -105,6 +117,15 @@ def make_plant(config: VirtualRobotConfig) -> Plant:
     from sim_models.robot import WheelLeggedSim
 
     return WheelLeggedSim(variant=config.variant, profile=load_profile(config.profile), seed=config.seed)
+
+
+def base_tilt_rad(q_wxyz: np.ndarray) -> float:
+    """Angle between the base z axis and world z (inf for a non-finite quaternion)."""
+    w, x, y, z = (float(v) for v in q_wxyz)
+    n = w * w + x * x + y * y + z * z
+    if not math.isfinite(n) or n < 1e-6:
+        return math.inf
+    return math.acos(max(-1.0, min(1.0, 1.0 - 2.0 * (x * x + y * y) / n)))
 
 
 def plant_torque_limits(plant: Plant) -> tuple[float, ...]:
@@ -143,6 +164,8 @@ class VirtualRobot:
         self._measured = self.plant.reset()
         self._last_sent: RobotState | None = None
         self._reported_faults = FaultFlags.NONE
+        self._down_since_s: float | None = None  # firmware time the robot was first seen down
+        self._t_offset_us = 0  # plant clock restarts at a respawn; the firmware clock does not
         self._t0 = time.monotonic()
         self.pty = PtyPort(self.config.device_link)
         self._stop = threading.Event()
@@ -263,7 +286,9 @@ class VirtualRobot:
         self._measured = self.plant.step(cmd)
         self._steps += 1
         self.counters.ticks += 1
+        self._maybe_respawn(self._steps * self.dt)
         state = self._copy_state(self._measured)
+        state.t_us = int(state.t_us) + self._t_offset_us
         plant_faults = state.faults  # e.g. the simulator's own BAD_COMMAND; kept beside ours
         if self._sensors.dropout_now() and self._last_sent is not None:
             held = self._last_sent
@@ -276,6 +301,29 @@ class VirtualRobot:
             fw.stamp(state)
         state.faults |= int(plant_faults)
         self._send_state(state, self.firmware_time_s())
+
+    def _maybe_respawn(self, now_s: float) -> None:
+        """Put a robot that has been down `respawn_after_s` back in its home pose (see docstring)."""
+        cfg = self.config
+        if cfg.respawn_after_s <= 0:
+            return
+        tilt = base_tilt_rad(self._measured.imu_quat)
+        enabled = self.firmware.mode == MotorMode.ENABLED
+        down = tilt > cfg.respawn_tilt_rad or (not enabled and tilt > cfg.respawn_disabled_tilt_rad)
+        if not down:
+            self._down_since_s = None
+            return
+        if self._down_since_s is None:
+            self._down_since_s = now_s
+            return
+        if now_s - self._down_since_s < cfg.respawn_after_s:
+            return
+        self._t_offset_us = int(round(now_s * 1e6))  # the reset plant's clock starts again at 0
+        self._measured = self.plant.reset()
+        self._down_since_s = None
+        self.counters.respawns += 1
+        log.warning("respawn %d: robot down (tilt %.2f rad, motors %s) for %.1f s, put back in its "
+                    "home pose", self.counters.respawns, tilt, self.firmware.mode.name, cfg.respawn_after_s)
 
     def _send_state(self, state: RobotState, now_s: float) -> None:
         risen = FaultFlags(state.faults) & REPORTED_FAULTS & ~self._reported_faults
@@ -331,6 +379,8 @@ _FLAG_FIELDS: dict[str, tuple[str, str]] = {
     "lockstep": ("", "lockstep"),
     "seed": ("", "seed"),
     "watchdog_ms": ("", "watchdog_ms"),
+    "respawn_after_s": ("", "respawn_after_s"),
+    "respawn_tilt_rad": ("", "respawn_tilt_rad"),
     "corrupt_bytes": ("faults", "corrupt_byte_prob"),
     "drop_bytes": ("faults", "drop_byte_prob"),
     "duplicate_bytes": ("faults", "duplicate_byte_prob"),
@@ -381,6 +431,10 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--lockstep", action="store_true", default=None, help="one physics step per COMMAND (deterministic)")
     p.add_argument("--seed", type=int, help="seed of the plant noise and of the fault injection (0)")
     p.add_argument("--watchdog-ms", type=float, help="motors off after this long without a COMMAND (100)")
+    p.add_argument("--respawn-after-s", type=float,
+                   help="reset the robot to its home pose after it has been down this long, firmware "
+                        "time, like an operator picking it up (0: never, the default)")
+    p.add_argument("--respawn-tilt-rad", type=float, help="base tilt beyond which the robot counts as fallen (1.0)")
     p.add_argument("--corrupt-bytes", type=float, help="probability a byte gets a bit flipped (0)")
     p.add_argument("--drop-bytes", type=float, help="probability a byte is lost (0)")
     p.add_argument("--duplicate-bytes", type=float, help="probability a byte arrives twice (0)")

@@ -250,3 +250,34 @@ def test_duplicated_and_late_frames_are_dropped_so_states_only_move_forward(star
     assert all(b > a for a, b in zip(seqs, seqs[1:])), "a duplicate or late STATE was delivered"
     t_us = [s.state.t_us for s in got]
     assert all(b > a for a, b in zip(t_us, t_us[1:]))
+
+
+def test_respawn_puts_a_fallen_robot_back_up_and_keeps_the_clock_running(start_robot, open_link):
+    """Motors off (never enabled), the robot topples; after respawn_after_s down it is home again."""
+    from firmware_bridge.virtual_robot import base_tilt_rad
+
+    robot = start_robot(lockstep=True, profile="nominal", respawn_after_s=0.5)
+    link = open_link(robot.device)
+    assert link.activate() and link.disable() == WriteStatus.OK  # link open, motors off
+    t_prev, fell, respawned = -1, False, False
+    for _ in range(400):  # 2 s of firmware time: fall (~0.3 s) + 0.5 s down + margin
+        s = drive_lockstep(link, MotorCommand(), 1).state
+        assert s.t_us > t_prev, "firmware clock went backwards across a respawn"
+        t_prev = s.t_us
+        tilt = base_tilt_rad(s.imu_quat)
+        fell = fell or tilt > 1.0
+        if fell and tilt < 0.3:
+            respawned = True
+            break
+    assert fell and respawned
+    assert robot.counters.respawns == 1
+
+
+def test_respawn_is_off_by_default(start_robot, open_link):
+    robot = start_robot(lockstep=True, profile="nominal")
+    link = open_link(robot.device)
+    assert link.activate() and link.disable() == WriteStatus.OK
+    s = drive_lockstep(link, MotorCommand(), 300).state
+    from firmware_bridge.virtual_robot import base_tilt_rad
+
+    assert base_tilt_rad(s.imu_quat) > 1.0 and robot.counters.respawns == 0

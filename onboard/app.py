@@ -80,7 +80,8 @@ class OnboardApp:
         from firmware_bridge.virtual_robot import VirtualRobot, VirtualRobotConfig  # imports mujoco
 
         vr = VirtualRobot(VirtualRobotConfig(profile=self.cfg.run.virtual_robot, variant=self.task.variant,
-                                             device_link=None, lockstep=self.cfg.run.lockstep)).start()
+                                             device_link=None, lockstep=self.cfg.run.lockstep,
+                                             respawn_after_s=self.cfg.run.virtual_robot_respawn_s)).start()
         self.cfg.link.url = vr.device
         return vr
 

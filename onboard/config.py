@@ -46,6 +46,7 @@ class RunConfig:
     loop_gc: bool = True  # young-generation GC in the loop's slack instead of automatic collections
     gil_switch_interval_us: float = 500.0  # Python's GIL hand-over interval (default 5000): bounds waits on other threads
     virtual_robot: str = ""  # start an in-process virtual robot with this profile (demo; imports mujoco)
+    virtual_robot_respawn_s: float = 0.0  # in-process virtual robot: put it back up after lying fallen this long (0: never)
     log_level: str = "INFO"  # logging level
 
 

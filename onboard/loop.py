@@ -318,7 +318,10 @@ class ControlLoop:
             p_obs, p_act, p_drv, p_t = prev
             terminated = bool(self.task.terminated(obs))
             self._episode_steps += 1
-            truncated = not terminated and self._episode_steps >= self.task.max_episode_steps
+            # An episode also ends where its driver does (a catch hands the policy's robot to the
+            # controller; DAMPING stops both): each episode's return belongs to one driver.
+            handed_over = driver is None or action is None or driver.source != p_drv.source
+            truncated = not terminated and (self._episode_steps >= self.task.max_episode_steps or handed_over)
             self.recorder.add(Row(
                 obs=p_obs, act=p_act, rew=float(self.task.reward(p_obs, p_act, obs)), next_obs=obs,
                 terminated=terminated, truncated=truncated, policy_version=p_drv.version,

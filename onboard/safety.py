@@ -10,7 +10,19 @@ Modes, in order of trust:
 Faults that leave STAND/POLICY for DAMPING: tilt past the limit, stale or missing state, a
 non-finite action, a burst of missed deadlines, and (if so configured) the learner unreachable.
 Every transition is logged with its reason and kept in a bounded history for the stats file, so
-"why did the robot stop?" always has an answer.
+"why did the robot stop?" always has an answer. Each history entry names who drives after it
+(`source`: controller for STAND, policy for POLICY, operator for an operator's command, safety
+for the rest).
+
+Keeping a learning robot alive (all off by default, on in configs/onboard_virtual.toml):
+- catch (`catch_tilt_rad` > 0): the policy tilting the robot past this soft limit, below the
+  DAMPING limit, hands over to the classical controller (POLICY -> STAND); the policy's episode
+  ends there.
+- retry (`policy_retry_s` > 0): STAND -> POLICY only after the robot has been steady (upright
+  within `upright_rad`) that long under the controller.
+- recovery (`recover_after_s` > 0): after DAMPING caused by tilt (a fall), once the state is fresh
+  and the robot upright (someone picked it up; the virtual robot's respawn) for that long,
+  DAMPING -> STAND, and then POLICY by the rules above. Other DAMPING causes stay latched.
 """
 
 from __future__ import annotations
@@ -64,12 +76,19 @@ class SafetyConfig:
     learner_lost: str = "keep"  # learner unreachable: keep (the last policy), stand, or damping
     damping_recover_s: float = 0.0  # > 0: DAMPING -> PASSIVE by itself after this long
     damping_kd: float = 0.5  # N·m·s/rad joint damping in DAMPING
+    recover_after_s: float = 0.0  # > 0: DAMPING after a fall -> STAND once fresh and upright this long (0: latched)
+    catch_tilt_rad: float = 0.0  # > 0: POLICY -> STAND (controller catches) beyond this tilt, below tilt_limit_rad
+    policy_retry_s: float = 0.0  # > 0: STAND -> POLICY only after this long steady (upright) under the controller
 
     def __post_init__(self) -> None:
         if self.learner_lost not in LEARNER_LOST_CHOICES:
             raise ValueError(f"learner_lost must be one of {LEARNER_LOST_CHOICES}, got {self.learner_lost!r}")
         if not (0 < self.upright_rad <= self.tilt_limit_rad):
             raise ValueError("need 0 < upright_rad <= tilt_limit_rad")
+        if self.catch_tilt_rad and not (0 < self.catch_tilt_rad < self.tilt_limit_rad):
+            raise ValueError("need 0 < catch_tilt_rad < tilt_limit_rad (or 0: no catch)")
+        if self.recover_after_s < 0 or self.policy_retry_s < 0:
+            raise ValueError("recover_after_s and policy_retry_s must be >= 0")
 
 
 @dataclass
@@ -106,6 +125,8 @@ class SafetyFSM:
         self.history: collections.deque[dict] = collections.deque(maxlen=history)
         self.counts: dict[str, int] = collections.Counter()
         self._operator_hold_stand = False  # operator said "stand": do not auto-enter POLICY
+        self._fell = False  # the current DAMPING was caused by tilt (recoverable, see recover_after_s)
+        self._upright_since: float | None = None  # since when the state is fresh and upright
 
     def update(self, x: SafetyInputs) -> Mode:
         cfg = self.cfg
@@ -116,17 +137,22 @@ class SafetyFSM:
                 return self.mode
         if m is Mode.ESTOP:
             return m
+        stale = x.state_age_s * 1e3 > cfg.stale_state_ms
+        upright_s = self._track_upright(not stale and x.tilt_rad <= cfg.upright_rad, x.now_s)
         if m is Mode.DAMPING:
-            if cfg.damping_recover_s > 0 and x.now_s - self.since_s >= cfg.damping_recover_s:
+            if self._fell and cfg.recover_after_s > 0 and upright_s >= cfg.recover_after_s:
+                self._go(Mode.STAND, f"upright {upright_s:.2f} s after a fall: recovered", x.now_s)
+            elif cfg.damping_recover_s > 0 and x.now_s - self.since_s >= cfg.damping_recover_s:
                 self._go(Mode.PASSIVE, f"damping held {cfg.damping_recover_s} s", x.now_s)
             return self.mode
-        stale = x.state_age_s * 1e3 > cfg.stale_state_ms
         if m in (Mode.STAND, Mode.POLICY):
             if stale:
                 why = "no state" if math.isinf(x.state_age_s) else f"state stale ({x.state_age_s * 1e3:.0f} ms)"
                 return self._go(Mode.DAMPING, why, x.now_s)
             if not x.tilt_rad <= cfg.tilt_limit_rad:
-                return self._go(Mode.DAMPING, f"tilt {x.tilt_rad:.2f} rad > {cfg.tilt_limit_rad}", x.now_s)
+                self._go(Mode.DAMPING, f"tilt {x.tilt_rad:.2f} rad > {cfg.tilt_limit_rad}", x.now_s)
+                self._fell = math.isfinite(x.tilt_rad)
+                return self.mode
             if not x.action_finite:
                 return self._go(Mode.DAMPING, "non-finite action", x.now_s)
             if x.missed_recent >= cfg.overrun_burst:
@@ -138,14 +164,28 @@ class SafetyFSM:
                 self._go(Mode.STAND, "fresh upright state", x.now_s)
         elif m is Mode.STAND:
             learner_ok = x.learner_connected or cfg.learner_lost == "keep"
-            if x.policy_ready and cfg.auto_policy and learner_ok and not self._operator_hold_stand:
-                self._go(Mode.POLICY, "policy active", x.now_s)
+            steady = cfg.policy_retry_s <= 0 or upright_s >= cfg.policy_retry_s
+            if x.policy_ready and cfg.auto_policy and learner_ok and steady and not self._operator_hold_stand:
+                self._go(Mode.POLICY, "policy active" if cfg.policy_retry_s <= 0 else
+                         f"policy active, robot steady {upright_s:.2f} s", x.now_s)
         elif m is Mode.POLICY:
-            if not x.policy_ready:
+            if cfg.catch_tilt_rad > 0 and x.tilt_rad > cfg.catch_tilt_rad:
+                self.counts["catches"] += 1
+                self._go(Mode.STAND, f"catch: tilt {x.tilt_rad:.2f} rad > {cfg.catch_tilt_rad}", x.now_s)
+            elif not x.policy_ready:
                 self._go(Mode.STAND, "no active policy", x.now_s)
             elif not x.learner_connected and cfg.learner_lost == "stand":
                 self._go(Mode.STAND, "learner unreachable", x.now_s)
         return self.mode
+
+    def _track_upright(self, upright: bool, now_s: float) -> float:
+        """How long (s) the state has been fresh and upright without a break; 0 when it is not."""
+        if not upright:
+            self._upright_since = None
+            return 0.0
+        if self._upright_since is None:
+            self._upright_since = now_s
+        return now_s - self._upright_since
 
     def _operator(self, x: SafetyInputs) -> None:
         op = x.operator
@@ -166,8 +206,13 @@ class SafetyFSM:
     def _go(self, to: Mode, reason: str, now_s: float) -> Mode:
         if to is not self.mode:
             level = logging.WARNING if to in (Mode.DAMPING, Mode.ESTOP) else logging.INFO
-            log.log(level, "safety: %s -> %s (%s)", self.mode.value, to.value, reason)
-            self.history.append({"t_s": round(now_s, 4), "from": self.mode.value, "to": to.value, "reason": reason})
+            source = ("operator" if reason.startswith("operator") else
+                      "controller" if to is Mode.STAND else "policy" if to is Mode.POLICY else "safety")
+            log.log(level, "safety: %s -> %s (%s; source=%s)", self.mode.value, to.value, reason, source)
+            self.history.append({"t_s": round(now_s, 4), "from": self.mode.value, "to": to.value,
+                                 "reason": reason, "source": source})
+            if to is not Mode.DAMPING:
+                self._fell = False
             self.counts[f"to_{to.value}"] += 1
             self.mode = to
             self.since_s = now_s

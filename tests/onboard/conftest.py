@@ -42,11 +42,13 @@ def make_app(tmp_path):
     """Build an OnboardApp on an in-process virtual robot; closes everything at the end."""
     apps: list[OnboardApp] = []
 
-    def build(lockstep: bool = True, stream: bool = False, endpoint: str = "", profile: str = "nominal", **safety) -> OnboardApp:
+    def build(lockstep: bool = True, stream: bool = False, endpoint: str = "", profile: str = "nominal",
+              respawn_s: float = 0.0, **safety) -> OnboardApp:
         cfg = OnboardConfig()
         cfg.run.lockstep = lockstep
         cfg.run.stream = stream
         cfg.run.virtual_robot = profile
+        cfg.run.virtual_robot_respawn_s = respawn_s
         cfg.run.stats_file = str(tmp_path / "stats.json")
         cfg.run.status_interval_s = 0.2
         cfg.policy.inference_budget_ms = 20.0  # the test machine is shared: budget checks elsewhere

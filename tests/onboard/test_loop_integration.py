@@ -194,3 +194,27 @@ def test_operator_rollback_returns_to_previous_policy_then_controller(make_app):
     run_ticks(app, 5)
     assert app.loop.policy_version == -1 and app.fsm.mode is Mode.STAND  # the controller holds it
     assert app.loop.rollbacks == 2
+
+
+def test_catch_and_recovery_keep_a_toppling_policy_learning(make_app):
+    """A policy that drives the robot over: the controller catches it (or, if too late, the
+    robot falls, is picked up by the virtual robot's respawn and recovers), then the policy is
+    retried. Each policy stint is its own episode, ended where the controller took over."""
+    rows = []
+    app = make_app(respawn_s=0.3, catch_tilt_rad=0.3, upright_rad=0.3, policy_retry_s=0.3, recover_after_s=0.05)
+    app.recorder.sink = lambda batch: rows.append(batch) or True
+    full_torque = mlp_policy_bytes(4, 1, version=1, linear_gain=np.zeros((1, 4)), mean_bias=5.0)
+    app.loop.activate_policy(app.loader.validate_now(PolicyCandidate(1, sha256_hex(full_torque), full_torque)))
+    run_ticks(app, 1000)
+    app.recorder.flush()
+    hist = list(app.fsm.history)
+    to_policy = [h for h in hist if h["to"] == "POLICY"]
+    taken_over = [h for h in hist if h["from"] in ("POLICY", "DAMPING") and h["to"] == "STAND"]
+    assert len(to_policy) >= 2, hist  # the policy got the robot back after a hand-over
+    assert taken_over and all(h["source"] == "controller" for h in taken_over)
+    assert app.fsm.counts["catches"] + app.virtual_robot.counters.respawns >= 1
+    assert app.fsm.mode is not Mode.ESTOP
+    src = np.concatenate([b["source"] for b in rows])
+    ended = np.concatenate([b["terminated"] | b["truncated"] for b in rows])
+    switch = np.flatnonzero(src[:-1] != src[1:])  # last row of each driver's stint
+    assert len(switch) >= 2 and np.all(ended[switch])

@@ -101,3 +101,56 @@ def test_action_filter_clips_and_rate_limits():
     flt.reset()
     np.testing.assert_allclose(flt.apply(np.array([0.1, 0.2], np.float32)), [0.1, 0.2])
     assert flt.clipped == 2
+
+
+def steady_policy_fsm(**cfg) -> SafetyFSM:
+    """In POLICY at t=0 after standing steady from t=-2 s (policy_retry_s <= 2)."""
+    f = SafetyFSM(SafetyConfig(**cfg))
+    assert f.update(inputs(now_s=-2.0)) is Mode.STAND
+    assert f.update(inputs(now_s=0.0, policy_ready=True)) is Mode.POLICY
+    return f
+
+
+def test_recovery_after_a_fall_goes_back_to_stand_then_policy_once_steady():
+    f = steady_policy_fsm(recover_after_s=0.1, policy_retry_s=0.5)
+    assert f.update(inputs(now_s=1.0, tilt_rad=0.9, policy_ready=True)) is Mode.DAMPING
+    assert f.update(inputs(now_s=1.5, tilt_rad=1.5, policy_ready=True)) is Mode.DAMPING  # lying down
+    assert f.update(inputs(now_s=2.0, tilt_rad=0.05, policy_ready=True)) is Mode.DAMPING  # picked up
+    assert f.update(inputs(now_s=2.05, tilt_rad=0.05, policy_ready=True, state_age_s=1.0)) is Mode.DAMPING  # stale
+    assert f.update(inputs(now_s=2.1, tilt_rad=0.05, policy_ready=True)) is Mode.DAMPING  # upright again from 2.1
+    assert f.update(inputs(now_s=2.2, tilt_rad=0.05, policy_ready=True)) is Mode.STAND
+    assert f.update(inputs(now_s=2.4, tilt_rad=0.05, policy_ready=True)) is Mode.STAND  # steady only 0.3 s
+    assert f.update(inputs(now_s=2.7, tilt_rad=0.05, policy_ready=True)) is Mode.POLICY
+    stand = [h for h in f.history if h["to"] == "STAND"][-1]
+    assert stand["from"] == "DAMPING" and "recovered" in stand["reason"] and stand["source"] == "controller"
+
+
+def test_damping_for_other_causes_stays_latched_with_recovery_on():
+    f = fsm_in(Mode.STAND, recover_after_s=0.1)
+    assert f.update(inputs(now_s=1.0, state_age_s=1.0)) is Mode.DAMPING  # stale, not a fall
+    for t in (1.1, 1.5, 3.0):
+        assert f.update(inputs(now_s=t)) is Mode.DAMPING
+
+
+def test_recovery_is_off_by_default():
+    f = fsm_in(Mode.STAND)
+    assert f.update(inputs(now_s=1.0, tilt_rad=0.9)) is Mode.DAMPING
+    assert f.update(inputs(now_s=9.0)) is Mode.DAMPING
+
+
+def test_catch_hands_a_tilting_policy_to_the_controller_and_retries_when_steady():
+    f = steady_policy_fsm(catch_tilt_rad=0.4, policy_retry_s=1.0)
+    assert f.update(inputs(now_s=1.0, tilt_rad=0.35, policy_ready=True)) is Mode.POLICY
+    assert f.update(inputs(now_s=1.1, tilt_rad=0.45, policy_ready=True)) is Mode.STAND
+    assert f.counts["catches"] == 1
+    last = f.history[-1]
+    assert last["reason"].startswith("catch") and last["source"] == "controller"
+    assert f.update(inputs(now_s=1.5, tilt_rad=0.1, policy_ready=True)) is Mode.STAND
+    assert f.update(inputs(now_s=2.0, tilt_rad=0.35, policy_ready=True)) is Mode.STAND  # not upright: timer restarts
+    assert f.update(inputs(now_s=2.1, tilt_rad=0.1, policy_ready=True)) is Mode.STAND
+    assert f.update(inputs(now_s=3.1, tilt_rad=0.1, policy_ready=True)) is Mode.POLICY
+
+
+def test_catch_limit_must_be_below_the_damping_limit():
+    with pytest.raises(ValueError, match="catch_tilt_rad"):
+        SafetyConfig(catch_tilt_rad=0.7, tilt_limit_rad=0.6)

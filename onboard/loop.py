@@ -8,7 +8,11 @@ Per tick (the only work on the loop thread):
     5. COMMAND to the link (a non-blocking queue put), ENABLE/DISABLE/ESTOP on mode changes
     6. the previous tick's transition (reward, termination) to the recorder (non-blocking)
 Nothing here waits on the network or the disk. In lock-step (against a lock-step virtual robot)
-step 2 first waits, bounded, for the STATE that answers the previous COMMAND.
+step 2 first waits, bounded, for the STATE that answers the previous COMMAND: the first one whose
+firmware clock (t_us) moved forward. Why the clock and not "the newest STATE": the firmware also
+answers ENABLE/DISABLE with a STATE of the same tick, and which of the two is newest when the loop
+looks is a thread race; by the clock, a run is a function of its seed (bit-identical commands).
+State age in lock-step is measured on the lock-step clock too (ticks without a new tick's STATE).
 """
 
 from __future__ import annotations
@@ -99,6 +103,9 @@ class ControlLoop:
         self._recent_obs = np.zeros((RECENT_OBS, task.obs_dim), np.float32)
         self._n_obs = 0
         self._last_index = 0
+        self._last_t_us = -1  # firmware clock of the last STATE taken (lock-step: must move forward)
+        self._state_taken_s = math.inf  # loop clock when that STATE was taken (lock-step ageing)
+        self._tick_state = None  # the STATE this tick decided on (the ENABLE retry looks at it)
         self._prev: tuple | None = None  # (obs, action, driver, t_us) awaiting its next_obs
         self._episode_steps = 0
         self._ticks_since_enable = ENABLE_RETRY_TICKS
@@ -180,6 +187,7 @@ class ControlLoop:
         """One tick; returns the safety mode it ended in."""
         self._swap_if_pending()
         state, obs, age, new_state = self._sense()
+        self._tick_state = state
         op = self._take_operator()
         before = self.fsm.mode
         inputs = SafetyInputs(
@@ -227,10 +235,16 @@ class ControlLoop:
         if sample is None:
             self.last_state_age_s = math.inf
             return None, None, math.inf, False
-        new_state = sample.index > self._last_index
+        if self.opt.lockstep:  # simulated time: a new tick's STATE is fresh, then ages per tick
+            now = self.sched.clock.now()
+            new_state = sample.state.t_us > self._last_t_us
+            if new_state:
+                self._last_t_us, self._state_taken_s = int(sample.state.t_us), now
+            age = max(0.0, now - self._state_taken_s)
+        else:
+            new_state = sample.index > self._last_index
+            age = sample.age_s
         self._last_index = sample.index
-        # Lock-step runs on simulated time: the STATE answering our last COMMAND is fresh.
-        age = 0.0 if self.opt.lockstep and new_state else sample.age_s
         self.last_state_age_s = age
         obs = np.asarray(self.task.observe(sample.state, self.task_command), np.float32)
         self._recent_obs[self._n_obs % RECENT_OBS] = obs
@@ -249,7 +263,9 @@ class ControlLoop:
 
     def _read_state(self):
         if self.opt.lockstep:
-            s = self.link.wait_for_state(timeout_s=self.opt.lockstep_state_timeout_s, after_index=self._last_index)
+            last_t = self._last_t_us
+            s = self.link.wait_for_state(lambda x: x.state.t_us > last_t,
+                                         timeout_s=self.opt.lockstep_state_timeout_s, after_index=self._last_index)
             if s is not None:
                 return s
             self.no_new_state += 1
@@ -293,9 +309,9 @@ class ControlLoop:
             cmd = self._damping_cmd
         elif action is not None:
             cmd = self.task.action_to_command(action)
-            state = self.link.latest_state()
+            state = self._tick_state  # what this tick decided on (not whatever came in since)
             self._ticks_since_enable += 1
-            if state is not None and state.state.mode != MotorMode.ENABLED and self._ticks_since_enable >= ENABLE_RETRY_TICKS:
+            if state is not None and state.mode != MotorMode.ENABLED and self._ticks_since_enable >= ENABLE_RETRY_TICKS:
                 self._count(self.link.enable())  # e.g. the firmware watchdog switched off
                 self._ticks_since_enable = 0
         else:
@@ -355,6 +371,7 @@ class ControlLoop:
             "gc_collections_in_loop": self.gc_collections,
             "write_status": dict(self.write_status),
             "safety_transitions": list(self.fsm.history)[-10:],
+            "safety_counts": dict(self.fsm.counts),
         })
         if self.recorder is not None:
             s["transitions"] = {

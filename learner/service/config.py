@@ -73,6 +73,11 @@ class ServeConfig:
     export_every_s: float = _f(0.0, "... or every T seconds (0 = off), whichever comes first")
     publish_gate_steps: int = _f(0, "publish only a policy that keeps the nominal sim robot up "
                                     "this many steps, deterministic (0 = publish every export)")
+    publish_gate_improve: bool = _f(False, "publish only a policy whose gate return (nominal sim, "
+                                           "fixed seeds) beats the last published one's")
+    publish_gate_episodes: int = _f(1, "deterministic episodes the publish gate runs")
+    pretrain_updates: int = _f(0, "publish nothing before this many updates (offline real data + "
+                                  "sim pretraining); the first export comes right at this count")
     checkpoint_every_s: float = _f(60.0, "atomic checkpoint period (0 = only at shutdown)")
     resume: bool = _f(True, "resume from run_dir's checkpoint if one is there")
     # --- status
@@ -87,7 +92,9 @@ class ServeConfig:
         if self.plaintext and not _is_loopback(self.bind):
             raise ConfigError(f"plaintext: refused on non-loopback endpoint {self.bind!r} "
                               "(CURVE is required off this machine)")
-        for name in ("batch_real", "batch_sim", "sim_workers", "disc_batch", "real_capacity", "export_every_updates",
+        if self.pretrain_updates < 0:
+            raise ConfigError(f"pretrain_updates: must be >= 0, got {self.pretrain_updates}")
+        for name in ("publish_gate_episodes", "batch_real", "batch_sim", "sim_workers", "disc_batch", "real_capacity", "export_every_updates",
                      "max_message_bytes", "segment_bytes", "torch_threads"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)}")

@@ -5,8 +5,11 @@ address space with the network loop (torch releases the GIL inside its kernels);
 stepping runs in worker processes (`simworkers`). The trainer owns the algorithm and both buffers;
 other threads hand it real rows through `RealFeed` and read its `snapshot()`.
 
-Every `export_every_updates` updates (or `export_every_s` seconds) it exports ONNX (metadata,
-sha256, parity check: learner/export.py) and publishes it; every `checkpoint_every_s` it writes an
+Every `export_every_updates` updates (or `export_every_s` seconds), once `pretrain_updates` are
+done, it exports ONNX (metadata, sha256, parity check: learner/export.py) and publishes it if it
+passes the publish gate (stays up on the nominal model; with `publish_gate_improve`, also beats
+the return of the last published policy on the same seeds; each publish is a row of
+published.jsonl); every `checkpoint_every_s` it writes an
 atomic checkpoint (networks, optimisers, sim buffer, counters, policy version). The real buffer is
 not checkpointed: it is rebuilt from the offline datasets and the durable store on start.
 """
@@ -14,6 +17,7 @@ not checkpointed: it is rebuilt from the offline datasets and the durable store 
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import os
 import tempfile
@@ -54,6 +58,8 @@ class TrainerStats:
     last_export_unix: float = 0.0
     last_export_s: float = 0.0
     gated: int = 0  # exports held back by the publish gate
+    gate_return: float = float("nan")  # nominal-sim return of the last gate evaluation
+    best_gate_return: float = float("-inf")  # gate return of the last published policy
     losses: dict = field(default_factory=dict)
     state: str = "starting"
 
@@ -151,25 +157,35 @@ class Trainer:
                                                                      self.info.act_dim)
 
     def passes_gate(self) -> bool:
-        """The publish gate: a deterministic episode on the nominal model must last
-        `publish_gate_steps` steps (a policy that falls in the simulator it trusts is not sent)."""
-        steps = self.cfg.publish_gate_steps
-        if steps <= 0:
+        """The publish gate, on the nominal model the learner trusts (deterministic policy):
+        - every episode must last `publish_gate_steps` steps (a policy that falls in the
+          simulator it trusts is not sent);
+        - with `publish_gate_improve`, its mean return must beat the last published policy's on
+          the same seeds (robots only ever get a policy the simulator ranks higher)."""
+        cfg = self.cfg
+        steps = cfg.publish_gate_steps
+        if steps <= 0 and not cfg.publish_gate_improve:
             return True
         from learner.rollout import evaluate, make_env
 
         if self._gate_env is None:
-            self._gate_env = make_env(self.cfg.task, self.cfg.sim_profile, seed=self.cfg.seed)
+            self._gate_env = make_env(cfg.task, cfg.sim_profile, seed=cfg.seed)
+        seed = cfg.seed if cfg.publish_gate_improve else cfg.seed + self.stats.updates
         result = evaluate(self._gate_env, lambda o: self.algo.act(o, deterministic=True),
-                          episodes=1, seed=self.cfg.seed + self.stats.updates,
-                          max_episode_steps=steps)
-        ok = result["length_mean"] >= steps
+                          episodes=cfg.publish_gate_episodes, seed=seed,
+                          max_episode_steps=steps if steps > 0 else None)
+        ret = result["return_mean"]
+        why = ""
+        if steps > 0 and result["length_mean"] < steps:
+            why = f"fell after {result['length_mean']:.0f} of {steps} sim steps"
+        elif cfg.publish_gate_improve and not ret > self.stats.best_gate_return:
+            why = f"sim return {ret:.0f} does not beat the published {self.stats.best_gate_return:.0f}"
         with self._lock:
-            self.stats.gated += 0 if ok else 1
-        if not ok:
-            log.info("publish gate: policy at %d updates fell after %.0f of %d sim steps; not "
-                     "published", self.stats.updates, result["length_mean"], steps)
-        return ok
+            self.stats.gate_return = ret
+            self.stats.gated += 1 if why else 0
+        if why:
+            log.info("publish gate: policy at %d updates %s; not published", self.stats.updates, why)
+        return not why
 
     def export_and_publish(self) -> PolicyBlob | None:
         if not self.passes_gate():
@@ -187,9 +203,20 @@ class Trainer:
             self.stats.policy_version = version
             self.stats.last_export_unix = blob.published_unix
             self.stats.last_export_s = time.perf_counter() - t0
+            if self.cfg.publish_gate_steps > 0 or self.cfg.publish_gate_improve:
+                self.stats.best_gate_return = self.stats.gate_return
+        self._log_publish(version)
         log.info("published policy v%d after %d updates (export %.0f ms)", version,
                  self.stats.updates, 1e3 * self.stats.last_export_s)
         return blob
+
+    def _log_publish(self, version: int) -> None:
+        """One row per published policy (the demo report lines these up with robot returns)."""
+        row = {"t": time.time(), "version": version, "updates": self.stats.updates,
+               "gate_return": self.stats.gate_return if self.stats.gate_return == self.stats.gate_return else None}
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.run_dir / "published.jsonl", "a") as fh:
+            fh.write(json.dumps(row) + "\n")
 
     # ------------------------------------------------------------------ data
     def _drain_real(self) -> None:
@@ -266,7 +293,7 @@ class Trainer:
                     else:
                         stop.wait(0.1)
                     continue
-                self.stats.state = "training"
+                self.stats.state = "training" if self.stats.updates >= cfg.pretrain_updates else "pretraining"
                 if hasattr(self.algo, "set_real_state_std") and \
                         (real_std_set_at < 0 or self.stats.updates - real_std_set_at >= 1000):
                     self.algo.set_real_state_std(self.real.obs_mean_std()[1])
@@ -282,7 +309,8 @@ class Trainer:
                         self.stats.updates_per_s = (len(self._update_times) - 1) / max(span, 1e-9)
                 due_k = self.stats.updates % cfg.export_every_updates == 0
                 due_t = cfg.export_every_s > 0 and now - last_export_t >= cfg.export_every_s
-                if due_k or due_t:
+                pretrained = self.stats.updates >= cfg.pretrain_updates
+                if pretrained and (due_k or due_t or self.stats.updates == cfg.pretrain_updates):
                     self.export_and_publish()
                     last_export_t = now
                 if cfg.checkpoint_every_s > 0 and now - last_ckpt_t >= cfg.checkpoint_every_s:

@@ -74,6 +74,23 @@ def test_publish_gate_holds_back_or_publishes_each_export(tmp_path):
     assert len(list((tmp_path / "run" / "policies").glob("*.onnx"))) == tr.stats.policy_version
 
 
+def test_pretraining_then_only_improving_policies_are_published(tmp_path):
+    import json
+
+    pub = Publisher()
+    cfg = _cfg(tmp_path, pretrain_updates=25, export_every_updates=5, max_updates=45,
+               publish_gate_improve=True, publish_gate_steps=0)
+    tr = Trainer(cfg, pub, RealFeed(), [_offline()])
+    tr.run(threading.Event())
+    rows = [json.loads(x) for x in (tmp_path / "run" / "published.jsonl").read_text().splitlines()]
+    # nothing before update 25; exports at 25, 30, ..., 45: each published or held back
+    assert rows and rows[0]["updates"] >= 25 and tr.stats.policy_version + tr.stats.gated == 5
+    assert [r["version"] for r in rows] == list(range(1, tr.stats.policy_version + 1))
+    gate = [r["gate_return"] for r in rows]
+    assert all(b > a for a, b in zip(gate, gate[1:]))  # each published one beat the previous
+    assert tr.stats.best_gate_return == gate[-1]
+
+
 def test_robot_returns_split_episodes_and_attribute_versions():
     from learner.service.status import RobotReturns
 

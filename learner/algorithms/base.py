@@ -86,8 +86,14 @@ def seeded_init(seed: int):
         yield
 
 
-def _adam(params, lr: float) -> torch.optim.Adam:
-    return torch.optim.Adam(params, lr=lr, fused=True)
+def make_adam(params, lr: float) -> torch.optim.Adam:
+    """Adam with the fused kernel (one step for the whole group; CPU support since torch 2.4),
+    falling back to foreach on builds without it."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(params, lr=lr, foreach=True)
 
 
 def cat_batches(a: Batch, b: Batch) -> Batch:
@@ -118,9 +124,9 @@ class OffPolicyAlgorithm:
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)  # hard copy at init
         self.log_alpha = nn.Parameter(torch.tensor(float(np.log(self.cfg.alpha_init)), device=self.device))
         self.target_entropy = float(-act_dim if self.cfg.target_entropy is None else self.cfg.target_entropy)
-        self.policy_opt = _adam(self.policy.parameters(), self.cfg.policy_lr)
-        self.critic_opt = _adam(self.critic.parameters(), self.cfg.q_lr)
-        self.alpha_opt = _adam([self.log_alpha], self.cfg.alpha_lr)
+        self.policy_opt = make_adam(self.policy.parameters(), self.cfg.policy_lr)
+        self.critic_opt = make_adam(self.critic.parameters(), self.cfg.q_lr)
+        self.alpha_opt = make_adam([self.log_alpha], self.cfg.alpha_lr)
         self.step = 0
         self._modules: dict[str, nn.Module] = {
             "policy": self.policy,

@@ -18,8 +18,9 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
+from learner.algorithms.base import make_adam, seeded_init
 from learner.buffers import Batch
-from learner.networks import Discriminator
+from learner.networks import Discriminator, parse_hidden
 
 
 class DynamicsClassifiers:
@@ -32,7 +33,7 @@ class DynamicsClassifiers:
         self.d_sa = Discriminator(obs_dim + act_dim, hidden).to(device)
         self.d_sas = Discriminator(2 * obs_dim + act_dim, hidden).to(device)
         # One Adam over both networks = the reference's two Adams (Adam is per-parameter).
-        self.opt = torch.optim.Adam([*self.d_sa.parameters(), *self.d_sas.parameters()], lr=lr, fused=True)
+        self.opt = make_adam([*self.d_sa.parameters(), *self.d_sas.parameters()], lr)
         self._labels: dict[tuple[int, int], torch.Tensor] = {}
 
     def labels(self, n_real: int, n_sim: int, device: torch.device) -> torch.Tensor:
@@ -79,9 +80,6 @@ class DynamicsClassifiers:
 def attach_classifiers(algo) -> DynamicsClassifiers:
     """Build the classifiers from algo.cfg.disc_* (seeded apart from the actor-critic) and register
     them with the algorithm's checkpointed modules and optimisers."""
-    from learner.algorithms.base import seeded_init
-    from learner.networks import parse_hidden
-
     cfg = algo.cfg
     with seeded_init(cfg.seed + 1):
         clf = DynamicsClassifiers(algo.obs_dim, algo.act_dim, parse_hidden(cfg.disc_hidden), cfg.disc_lr,

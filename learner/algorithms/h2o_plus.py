@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from learner.algorithms.base import OffPolicyAlgorithm, SACCoreConfig, cat_batches, seeded_init
+from learner.algorithms.base import OffPolicyAlgorithm, SACCoreConfig, cat_batches, make_adam, seeded_init
 from learner.algorithms.classifiers import attach_classifiers
 from learner.buffers import Batch
 from learner.networks import mlp, parse_hidden
@@ -43,7 +43,7 @@ class H2OPlus(OffPolicyAlgorithm):
         self.classifiers = attach_classifiers(self)
         with seeded_init(self.cfg.seed + 2):
             self.value = mlp(obs_dim, parse_hidden(self.cfg.hidden), 1).to(self.device)
-        self.value_opt = torch.optim.Adam(self.value.parameters(), lr=self.cfg.value_lr, fused=True)
+        self.value_opt = make_adam(self.value.parameters(), self.cfg.value_lr)
         self._modules["value"] = self.value
         self._optims["value_opt"] = self.value_opt
 

@@ -13,9 +13,13 @@ from learner_testkit import synthetic_batch  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
-def _two_threads():
-    torch.set_num_threads(2)
+def _one_torch_thread():
+    """Tiny networks gain nothing from a second thread, and on a shared 2-core machine torch's
+    spinning OpenMP workers make a 2-thread run many times slower under load."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
     yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -193,18 +193,11 @@ def dump_toml(values: dict) -> str:
 
 # ---- data ------------------------------------------------------------------------------------------
 def load_dataset(path: str) -> dict[str, np.ndarray]:
-    """D4RL-style HDF5 via sim_models.datasets (the contract), else read the keys with h5py."""
-    try:
-        from sim_models.datasets import load_d4rl
+    """D4RL-style HDF5 through the sim_models contract (also reads original D4RL files)."""
+    from sim_models.datasets import load_d4rl
 
-        data, _meta = load_d4rl(path)
-        return data
-    except ImportError:
-        import h5py
-
-        with h5py.File(path, "r") as f:
-            return {k: np.asarray(f[k]) for k in
-                    ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts") if k in f}
+    data, _meta = load_d4rl(path)
+    return data
 
 
 class BehaviourPolicy:
@@ -461,7 +454,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     torch.set_num_threads(cfg.threads)
     setup_logging(Path(cfg.run_dir))
-    summaries = [Run(cfg, seed).train() for seed in cfg.seeds]
+    try:
+        summaries = [Run(cfg, seed).train() for seed in cfg.seeds]
+    except (ValueError, OSError) as exc:  # bad dataset file, unknown task/profile, bad rows
+        log.error("run failed: %s", exc)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps(summaries, indent=2))
     return 0
 

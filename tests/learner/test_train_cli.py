@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from learner.train import TrainConfig, load_config
@@ -71,3 +72,19 @@ def test_cli_trains_evaluates_and_resumes_exactly(tmp_path):
     drop = {"perf/updates_per_s"}  # wall-clock, differs run to run
     assert [{k: v for k, v in r.items() if k not in drop} for r in rows_b] == \
            [{k: v for k, v in r.items() if k not in drop} for r in rows_a]
+
+
+def test_runs_from_a_d4rl_file_and_reports_a_missing_one(tmp_path):
+    from sim_models.datasets import save_d4rl
+
+    from learner.rollout import make_env, rollout
+    from learner.train import Run
+
+    env = make_env("gym:Pendulum-v1", "g=12.0", seed=0)
+    data = rollout(env, lambda obs: np.zeros(1, np.float32), 300, seed=0)
+    path = save_d4rl(tmp_path / "real.hdf5", data.as_dict(), {"source": "test"})
+    cfg = load_config([*BASE, "--total-updates", "100", "--dataset", str(path), "--run-dir", str(tmp_path / "r")])
+    summary = Run(cfg, 0).train()
+    assert summary["real_transitions"] == 300 and summary["updates"] == 100
+    missing = run_cli(*BASE, "--dataset", str(tmp_path / "nope.hdf5"), "--run-dir", str(tmp_path / "m"))
+    assert missing.returncode == 2 and "nope.hdf5" in missing.stderr

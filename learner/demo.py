@@ -48,7 +48,11 @@ class DemoConfig:
     lockstep: bool = _f(True, "virtual robot steps once per command (no real-time pacing: a busy "
                               "laptop cannot make the robot miss deadlines)")
     port: int = _f(0, "learner port on 127.0.0.1; 0: a free one")
-    damping_recover_s: float = _f(2.0, "robot: DAMPING -> PASSIVE after this long (demo only)")
+    robot_config: str = _f("configs/onboard_virtual.toml", "the robot's TOML config (catch, retry "
+                           "and fall recovery on; the demo's flags override its keys and endpoint)")
+    respawn_s: float = _f(1.0, "virtual robot: picked up after lying fallen this long (0: never)")
+    damping_recover_s: float = _f(0.0, "robot: DAMPING -> PASSIVE after this long (0: the "
+                                       "robot config's recovery decides)")
     status_every_s: float = _f(15.0, "progress line period")
 
     def validate(self) -> "DemoConfig":
@@ -140,6 +144,8 @@ def write_report(run_dir: Path, cfg: DemoConfig, started: float, interrupted: bo
     by_version: dict[int, list[float]] = {}
     for e in episodes:
         by_version.setdefault(e["policy_version"], []).append(e["return"])
+    gate = {r["version"]: r.get("gate_return") for r in read_jsonl(learner_dir / "published.jsonl")}
+    counts = robot.get("safety_counts", {})
     lines = [
         f"# Demo run {run_dir.name}", "",
         f"- task `{cfg.task}`, hidden robot profile `{cfg.profile}`, learner config "
@@ -162,19 +168,32 @@ def write_report(run_dir: Path, cfg: DemoConfig, started: float, interrupted: bo
         f"{robot.get('swap_latency_ms', {}).get('p99', 0)} ms",
         f"- last sim return (nominal model) {last.get('sim_return', float('nan')):.0f}; "
         f"robot return (last 5 episodes) {last.get('robot_return', float('nan')):.0f}",
-        "", "## Robot episode return by policy version", "",
-        "| policy version | episodes | mean return | best |", "|---|---|---|---|",
+        f"- keeping the robot alive: {counts.get('catches', 0)} catches by the controller, "
+        f"{counts.get('to_DAMPING', 0)} falls to DAMPING, "
+        f"{robot.get('virtual_robot', {}).get('respawns', 0)} respawns of the virtual robot, "
+        f"{counts.get('to_POLICY', 0)} hand-overs to the policy",
+        "", "## What happened", "", verdict(by_version, gate, last), "",
+        "## Robot episode return by policy version", "",
+        "Each policy stint is its own episode (it ends where the controller catches the robot, at a "
+        "fall, or after the task's 1000 steps); controller episodes are the baseline.", "",
+        "| policy version | gate return (nominal sim) | episodes | mean return | mean length | best |",
+        "|---|---|---|---|---|---|",
     ]
+    lengths: dict[int, list[int]] = {}
+    for e in episodes:
+        lengths.setdefault(e["policy_version"], []).append(e["length"])
     for v in sorted(by_version):
         r = by_version[v]
-        lines.append(f"| {v if v >= 0 else 'controller'} | {len(r)} | {sum(r) / len(r):.0f} | "
+        g = gate.get(v)
+        lines.append(f"| {v if v >= 0 else 'controller'} | {'-' if g is None else f'{g:.0f}'} | "
+                     f"{len(r)} | {sum(r) / len(r):.0f} | {sum(lengths[v]) / len(lengths[v]):.0f} | "
                      f"{max(r):.0f} |")
     if not by_version:
-        lines.append("| - | 0 | - | - |")
+        lines.append("| - | - | 0 | - | - | - |")
     transitions = robot.get("safety_transitions", [])
     if transitions:
         lines += ["", "## Robot safety transitions", ""]
-        lines += [f"- {t['t_s']:.1f} s: {t['from']} -> {t['to']} ({t['reason']})"
+        lines += [f"- {t['t_s']:.1f} s: {t['from']} -> {t['to']} ({t['reason']}; source {t.get('source', '?')})"
                   for t in transitions[-20:]]
     lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.relative_to(run_dir)})" for p in plots]
     lines += ["", "Logs: `learner.log`, `robot.log`; learner metrics: `learner/metrics.jsonl`, "
@@ -182,6 +201,27 @@ def write_report(run_dir: Path, cfg: DemoConfig, started: float, interrupted: bo
     report = run_dir / "report.md"
     report.write_text("\n".join(lines))
     return report
+
+
+def verdict(by_version: dict[int, list[float]], gate: dict, last: dict) -> str:
+    """One plain sentence on whether the robot's policy return rose across versions."""
+    versions = sorted(v for v in by_version if v >= 0)
+    if not gate:
+        return (f"No policy passed the publish gate in this run ({last.get('updates', 0)} updates, "
+                f"{last.get('gated', 0)} exports held back): the robot ran the controller throughout. "
+                "Run longer (--minutes 8) or see docs/service.md.")
+    if not versions:
+        return (f"{len(gate)} policies were published but no policy episode finished on the robot "
+                "before the end of the run.")
+    means = [sum(by_version[v]) / len(by_version[v]) for v in versions]
+    first, best = means[0], max(means)
+    if len(versions) == 1:
+        return (f"One policy version (v{versions[0]}) ran on the robot: mean policy-episode return "
+                f"{first:.0f}; there is no second version to compare with.")
+    rose = means[-1] > first
+    return (f"Robot return of policy episodes {'ROSE' if rose else 'did NOT rise'} across versions: "
+            f"v{versions[0]} {first:.0f} -> v{versions[-1]} {means[-1]:.0f} (best {best:.0f}), "
+            f"over {len(versions)} versions on the robot.")
 
 
 def run(cfg: DemoConfig) -> Path:
@@ -215,8 +255,11 @@ def run(cfg: DemoConfig) -> Path:
             serve_cmd += ["--algorithm", cfg.algorithm]
         serve = children.start("learner", serve_cmd, run_dir / "learner.log")
         _wait_for(run_dir / "learner.log", "serving on", serve, 120, stop)
-        robot_cmd = [sys.executable, str(ROOT / "onboard" / "run.py"), "--run.task", cfg.task,
+        robot_cmd = [sys.executable, str(ROOT / "onboard" / "run.py"),
+                     *(["--config", cfg.robot_config] if cfg.robot_config else []),
+                     "--run.task", cfg.task,
                      "--run.virtual_robot", cfg.profile,
+                     "--run.virtual_robot_respawn_s", str(cfg.respawn_s),
                      "--run.lockstep", "true" if cfg.lockstep else "false",
                      "--run.stats_file", str(run_dir / "onboard_stats.json"),
                      "--run.status_interval_s", "5",

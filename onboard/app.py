@@ -113,6 +113,8 @@ class OnboardApp:
         c = link["counters"]
         s["link"] = {"lifecycle": link["lifecycle"], "bad_frames": c.bad_frames, "seq_lost": c.seq_lost,
                      "writes_dropped_queue_full": c.writes_dropped_queue_full}
+        if self.virtual_robot is not None:
+            s["virtual_robot"] = {"respawns": self.virtual_robot.counters.respawns}
         return s
 
     def start(self) -> None:

@@ -53,6 +53,7 @@ def test_demo_runs_and_reports(tmp_path):
     assert f"report: {run_dir / 'report.md'}" in r.stdout
     report = (run_dir / "report.md").read_text()
     assert "Robot episode return by policy version" in report and "(interrupted)" in report
+    assert "## What happened" in report
     assert "| controller |" in report  # the robot's episodes arrived and were counted
     for name in ("returns", "policy_versions", "timing"):
         assert (run_dir / "learner" / "plots" / f"{name}.png").stat().st_size > 1000

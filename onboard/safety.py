@@ -19,7 +19,8 @@ Keeping a learning robot alive (all off by default, on in configs/onboard_virtua
   DAMPING limit, hands over to the classical controller (POLICY -> STAND); the policy's episode
   ends there.
 - retry (`policy_retry_s` > 0): STAND -> POLICY only after the robot has been steady (upright
-  within `upright_rad`) that long under the controller.
+  within `upright_rad`) that long under the controller, counted from entering STAND (a catch
+  below `upright_rad` must not hand the robot straight back).
 - recovery (`recover_after_s` > 0): after DAMPING caused by tilt (a fall), once the state is fresh
   and the robot upright (someone picked it up; the virtual robot's respawn) for that long,
   DAMPING -> STAND, and then POLICY by the rules above. Other DAMPING causes stay latched.
@@ -164,10 +165,11 @@ class SafetyFSM:
                 self._go(Mode.STAND, "fresh upright state", x.now_s)
         elif m is Mode.STAND:
             learner_ok = x.learner_connected or cfg.learner_lost == "keep"
-            steady = cfg.policy_retry_s <= 0 or upright_s >= cfg.policy_retry_s
+            steady_s = min(upright_s, x.now_s - self.since_s)  # upright under the controller
+            steady = cfg.policy_retry_s <= 0 or steady_s >= cfg.policy_retry_s
             if x.policy_ready and cfg.auto_policy and learner_ok and steady and not self._operator_hold_stand:
                 self._go(Mode.POLICY, "policy active" if cfg.policy_retry_s <= 0 else
-                         f"policy active, robot steady {upright_s:.2f} s", x.now_s)
+                         f"policy active, robot steady {steady_s:.2f} s", x.now_s)
         elif m is Mode.POLICY:
             if cfg.catch_tilt_rad > 0 and x.tilt_rad > cfg.catch_tilt_rad:
                 self.counts["catches"] += 1

@@ -151,6 +151,14 @@ def test_catch_hands_a_tilting_policy_to_the_controller_and_retries_when_steady(
     assert f.update(inputs(now_s=3.1, tilt_rad=0.1, policy_ready=True)) is Mode.POLICY
 
 
+def test_catch_below_upright_limit_still_waits_for_the_retry_time():
+    f = steady_policy_fsm(catch_tilt_rad=0.25, upright_rad=0.3, policy_retry_s=1.0)
+    assert f.update(inputs(now_s=1.0, tilt_rad=0.27, policy_ready=True)) is Mode.STAND  # caught
+    assert f.update(inputs(now_s=1.005, tilt_rad=0.2, policy_ready=True)) is Mode.STAND  # not straight back
+    assert f.update(inputs(now_s=1.9, tilt_rad=0.1, policy_ready=True)) is Mode.STAND
+    assert f.update(inputs(now_s=2.0, tilt_rad=0.1, policy_ready=True)) is Mode.POLICY
+
+
 def test_catch_limit_must_be_below_the_damping_limit():
     with pytest.raises(ValueError, match="catch_tilt_rad"):
         SafetyConfig(catch_tilt_rad=0.7, tilt_limit_rad=0.6)

@@ -33,13 +33,15 @@ def _read_rows(csv_path: Path) -> list[dict]:
 
 
 def collect(cfg: GridConfig) -> list[dict]:
-    """One dict per finished cell: summary figures plus its evaluation curve."""
+    """One dict per cell finished at cfg.total_updates: summary figures plus its evaluation curve."""
     out = []
     for cell in cfg.cells():
         d = cell.run_dir(Path(cfg.out_dir))
         if not (d / "summary.json").exists():
             continue
         s = json.loads((d / "summary.json").read_text())
+        if int(s.get("updates", -1)) < cfg.total_updates:
+            continue  # a summary from a smaller budget: the cell is not finished at this one
         curve = [(int(r["update"]), float(r["eval/real_return"]), float(r["eval/sim_return"]))
                  for r in _read_rows(d / "progress.csv")]
         out.append({"task": cell.task, "gap": cell.gap.name, "dataset": cell.dataset.name, "algorithm": cell.algorithm,

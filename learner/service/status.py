@@ -172,9 +172,22 @@ def plot_run(run_dir: str | Path) -> list[Path]:
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for robot in sorted({e["robot"] for e in episodes}):
-        eps = [e for e in episodes if e["robot"] == robot]
-        ax.plot([e["t"] - t0 for e in eps], [e["return"] for e in eps], "o-", ms=3,
-                label=f"{robot} (robot return)")
+        # Controller episodes (the fallback, often short stints after a catch) faint; the
+        # policy's episodes in colour, with each version's mean as a line over its time span.
+        ctrl = [e for e in episodes if e["robot"] == robot and e["policy_version"] < 0]
+        pol = [e for e in episodes if e["robot"] == robot and e["policy_version"] >= 0]
+        if ctrl:
+            ax.plot([e["t"] - t0 for e in ctrl], [e["return"] for e in ctrl], ".", ms=2,
+                    color="0.8", label=f"{robot} controller episodes")
+        if pol:
+            ax.plot([e["t"] - t0 for e in pol], [e["return"] for e in pol], "o", ms=3, alpha=0.5,
+                    label=f"{robot} policy episodes (robot return)")
+            means_t, means_r = [], []
+            for v in sorted({e["policy_version"] for e in pol}):
+                ev = [e for e in pol if e["policy_version"] == v]
+                means_t += [ev[0]["t"] - t0, ev[-1]["t"] - t0]
+                means_r += [float(np.mean([e["return"] for e in ev]))] * 2
+            ax.plot(means_t, means_r, "-", lw=2, label=f"{robot} mean per policy version")
     if metrics:
         ax.plot([m["t"] - t0 for m in metrics], [m["sim_return"] for m in metrics], "--",
                 label="sim return (nominal model, stochastic policy)")

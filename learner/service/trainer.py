@@ -158,8 +158,8 @@ class Trainer:
 
     def passes_gate(self) -> bool:
         """The publish gate, on the nominal model the learner trusts (deterministic policy):
-        - every episode must last `publish_gate_steps` steps (a policy that falls in the
-          simulator it trusts is not sent);
+        - its episodes must last `publish_gate_steps` steps on average (a policy that falls in
+          the simulator it trusts is not sent);
         - with `publish_gate_improve`, its mean return must beat the last published policy's on
           the same seeds (robots only ever get a policy the simulator ranks higher)."""
         cfg = self.cfg
@@ -171,9 +171,10 @@ class Trainer:
         if self._gate_env is None:
             self._gate_env = make_env(cfg.task, cfg.sim_profile, seed=cfg.seed)
         seed = cfg.seed if cfg.publish_gate_improve else cfg.seed + self.stats.updates
+        # Comparing returns needs whole episodes; the survival check alone can stop at `steps`.
         result = evaluate(self._gate_env, lambda o: self.algo.act(o, deterministic=True),
                           episodes=cfg.publish_gate_episodes, seed=seed,
-                          max_episode_steps=steps if steps > 0 else None)
+                          max_episode_steps=None if cfg.publish_gate_improve or steps <= 0 else steps)
         ret = result["return_mean"]
         why = ""
         if steps > 0 and result["length_mean"] < steps:

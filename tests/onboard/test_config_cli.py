@@ -45,8 +45,14 @@ def test_bad_config_is_a_typed_error(tmp_path, text, match):
 
 
 def test_committed_configs_load():
-    for name in ("onboard.toml", "onboard_virtual.toml"):
-        load_toml(str(ROOT / "configs" / name))
+    robot = load_toml(str(ROOT / "configs" / "onboard.toml"))
+    virtual = load_toml(str(ROOT / "configs" / "onboard_virtual.toml"))
+    # The real robot never lets software catch or stand a fallen robot back up on its own;
+    # the virtual robot's config turns both on so the demo keeps learning after a fall.
+    assert robot.safety.catch_tilt_rad == 0.0
+    assert robot.safety.recover_after_s == 0.0
+    assert virtual.safety.catch_tilt_rad == pytest.approx(0.25)
+    assert virtual.safety.recover_after_s == pytest.approx(0.1)
 
 
 def test_every_option_has_help():

@@ -30,7 +30,7 @@ import logging
 import sys
 import time
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ import torch
 
 from learner import algorithms
 from learner.buffers import TransitionBuffer
+from learner.cli_config import add_dataclass_arguments, help_field, merge_layers
 from learner.export import write_atomic
 from learner.rollout import GYM_PREFIX, Transitions, env_dims, evaluate, make_env, rollout
 
@@ -47,11 +48,7 @@ log = logging.getLogger("learner.train")
 EVAL_SEED_OFFSET = 10_000  # evaluation episodes use seeds disjoint from the training rollouts
 
 
-def _f(default: Any, help: str, **kw) -> Any:
-    """A dataclass field with its --help text."""
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **kw})
-    return field(default=default, metadata={"help": help, **kw})
+_f = help_field
 
 
 @dataclass
@@ -120,52 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m learner.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="TOML file with TrainConfig keys (CLI flags override it)")
-    for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        helptext = f"{f.metadata['help']} (default: {f.default if f.default is not dataclasses.MISSING else f.default_factory()})"
-        if f.name == "algo":
-            p.add_argument("--set", dest="algo", action="append", metavar="KEY=VALUE", help=helptext)
-        elif f.type in ("bool", bool):
-            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=helptext)
-        elif "nargs" in f.metadata:
-            p.add_argument(flag, dest=f.name, nargs=f.metadata["nargs"], type=f.metadata["type"], help=helptext)
-        else:
-            typ = {"int": int, "float": float, "str": str}.get(str(f.type), str)
-            p.add_argument(flag, dest=f.name, type=typ, default=None, help=helptext)
+    add_dataclass_arguments(p, TrainConfig, flag_names={"algo": "--set"})
     return p
-
-
-def _parse_value(text: str) -> Any:
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
 
 
 def load_config(argv: list[str] | None = None) -> TrainConfig:
     args = build_parser().parse_args(argv)
-    values: dict[str, Any] = {}
-    if args.config:
-        with open(args.config, "rb") as fh:
-            values.update(tomllib.load(fh))
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ValueError(f"unknown config key(s) {unknown} in {args.config}")
-    for name in names:
-        v = getattr(args, name, None)
-        if v is None:
-            continue
-        if name == "algo":
-            overrides = dict(values.get("algo", {}))
-            for item in v:
-                if "=" not in item:
-                    raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-                k, text = item.split("=", 1)
-                overrides[k.strip()] = _parse_value(text.strip())
-            v = overrides
-        values[name] = v
-    cfg = TrainConfig(**values)
+    cfg = TrainConfig(**merge_layers(TrainConfig, args.config, args))
     cfg.validate()
     return cfg
 

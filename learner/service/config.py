@@ -6,24 +6,16 @@ Every field carries its help text in `metadata["help"]`; `add_arguments` turns t
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import ipaddress
-import tomllib
-import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 
-class ConfigError(ValueError):
-    """A config value is out of range or inconsistent; the message names the field."""
+from learner.cli_config import ConfigError, add_dataclass_arguments, help_field, load_config  # noqa: F401
 
-
-def _f(default, help: str, **kw):  # noqa: A002 - mirrors argparse's name
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **kw})
-    return field(default=default, metadata={"help": help, **kw})
+_f = help_field
+add_arguments = add_dataclass_arguments  # the service's, demo's and replay's name for it
 
 
 @dataclass
@@ -123,57 +115,3 @@ def _is_loopback(endpoint: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-# ------------------------------------------------------------------ generic dataclass <-> CLI/TOML
-def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One `--flag` per dataclass field (default None, so unset flags do not override TOML)."""
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        flag = "--" + f.name.replace("_", "-")
-        help_text = f.metadata.get("help", "")
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        tp = hints[f.name]
-        if tp is bool:
-            parser.add_argument(flag, dest=f.name, default=None,
-                                action=argparse.BooleanOptionalAction,
-                                help=f"{help_text} (default {default})")
-        elif tp is list:
-            parser.add_argument(flag, dest=f.name, default=None, nargs="*",
-                                help=f"{help_text} (default {default})")
-        elif tp is dict:
-            parser.add_argument(flag, dest=f.name, default=None, metavar="KEY=VALUE",
-                                action="append",
-                                help=f"{help_text}; repeatable, VALUE parsed as TOML")
-        else:
-            parser.add_argument(flag, dest=f.name, default=None, type=tp,
-                                help=f"{help_text} (default {default})")
-
-
-def load_config(cls: type, toml_path: str | None, args: argparse.Namespace | None):
-    """Defaults, then the TOML file (unknown keys are an error), then CLI flags that were set."""
-    values: dict = {}
-    if toml_path:
-        with open(toml_path, "rb") as fh:
-            values.update(tomllib.load(fh))
-    known = {f.name for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
-    unknown = set(values) - known
-    if unknown:
-        raise ConfigError(f"{toml_path}: unknown keys {sorted(unknown)}")
-    if args is not None:
-        for name in known:
-            v = getattr(args, name, None)
-            if v is None:
-                continue
-            if hints[name] is dict:
-                table = dict(values.get(name, {}))
-                for item in v:
-                    key, sep, raw = item.partition("=")
-                    if not sep:
-                        raise ConfigError(f"--{name.replace('_', '-')}: expected KEY=VALUE, got {item!r}")
-                    table[key] = tomllib.loads(f"v = {raw}")["v"]
-                v = table
-            values[name] = v
-    cfg = cls(**values)
-    return cfg.validate() if hasattr(cfg, "validate") else cfg

@@ -59,6 +59,11 @@ class ValidationConfig:
     max_bytes: int = 32 * 1024 * 1024  # reject larger files before parsing them
     inference_budget_ms: float = 1.0  # p90 single-observation inference time must be below this
     timing_runs: int = 30  # single-observation runs timed for the budget check
+    # A "too_slow" verdict can be a momentary load spike on the robot computer (a log rotation, a
+    # compile) rather than a slow graph, so the loader re-times the candidate before rejecting it,
+    # unless a newer candidate arrives meanwhile.
+    slow_retries: int = 2  # re-time a "too_slow" candidate this many more times before rejecting it
+    slow_retry_delay_s: float = 1.0  # wait this long before each re-timing
     action_tolerance: float = 1e-5  # |action| may exceed 1 by this much (float rounding)
     intra_op_threads: int = 1  # onnxruntime threads per session (1: leave the cores to the loop)
 
@@ -260,6 +265,7 @@ class PolicyLoader:
         self._pending_lock = threading.Lock()
         self.accepted = 0
         self.rejected: dict[str, int] = {}
+        self.slow_retries = 0  # timing re-checks done after a "too_slow" verdict
         self.last_result: tuple[int, bool, str] | None = None
         self._thread: threading.Thread | None = None
 
@@ -313,20 +319,50 @@ class PolicyLoader:
             cand = self._inbox.get()
             if cand is None:
                 return
-            try:
-                policy = build_policy(cand, self.spec, self.cfg, self._recent_obs())
-            except PolicyRejected as e:
-                log.warning("policy v%d rejected: %s", cand.version, e)
-                self._report(cand.version, False, f"{e.reason}: {e.detail}")
-                continue
-            except Exception as e:  # never let a bad policy kill the loader
-                log.exception("policy v%d: unexpected validation error", cand.version)
-                self._report(cand.version, False, f"internal_error: {e}")
+            policy = self._validate_with_retries(cand)
+            if policy is None:
                 continue
             with self._pending_lock:
                 self._pending = (policy, cand)  # a newer policy replaces one not yet taken
             log.info("policy v%d validated (sha256 %s...), swapping at the next tick", cand.version, policy.sha256[:12])
             self._report(cand.version, True, "ok")
+
+    def _validate_with_retries(self, cand: PolicyCandidate) -> OnnxPolicy | None:
+        """`build_policy`, re-timing a "too_slow" candidate up to `slow_retries` times.
+
+        Returns None (after reporting) when the candidate is rejected or a newer one arrived
+        while waiting to re-time it (that one is validated next; this one is "superseded").
+        """
+        attempt = 0
+        while True:
+            try:
+                return build_policy(cand, self.spec, self.cfg, self._recent_obs())
+            except PolicyRejected as e:
+                if e.reason == "too_slow" and attempt < self.cfg.slow_retries:
+                    attempt += 1
+                    self.slow_retries += 1
+                    log.info("policy v%d: %s; re-timing in %.1f s (%d/%d)", cand.version, e.detail,
+                             self.cfg.slow_retry_delay_s, attempt, self.cfg.slow_retries)
+                    if self._newer_arrived(self.cfg.slow_retry_delay_s):
+                        self._report(cand.version, False, "superseded")
+                        return None
+                    continue
+                log.warning("policy v%d rejected: %s", cand.version, e)
+                self._report(cand.version, False, f"{e.reason}: {e.detail}")
+                return None
+            except Exception as e:  # never let a bad policy kill the loader
+                log.exception("policy v%d: unexpected validation error", cand.version)
+                self._report(cand.version, False, f"internal_error: {e}")
+                return None
+
+    def _newer_arrived(self, wait_s: float) -> bool:
+        """Wait up to wait_s; True as soon as anything (a newer candidate or stop) is queued."""
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            if not self._inbox.empty():
+                return True
+            time.sleep(min(0.05, max(deadline - time.monotonic(), 0.0)))
+        return not self._inbox.empty()
 
     def _report(self, version: int, ok: bool, reason: str) -> None:
         if ok:

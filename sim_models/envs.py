@@ -8,6 +8,14 @@ small (the target is env step within 25% of raw `mj_step` cost; see docs/bench/s
 Seeding: `reset(seed=s)` reseeds the simulator's noise generator (initial pitch, sensor and action
 noise, pushes) and the command draw from `s`, so the same seed gives the same trajectory.
 A simulator blow-up (non-finite state) ends the episode as terminated with a finite observation.
+
+Fast path: for the four built-in tasks, `step` does not build the RobotState / MotorCommand
+objects and does not call the TaskSpec functions; it repeats their arithmetic, operation for
+operation in the same order and precision, on the simulator's float32 sensor buffer
+(`_FastKernel` below). Its outputs are bit-identical to the reference path (`fast = False`: the
+TaskSpec functions on a RobotState, what the robot computes); tests/sim_models/
+test_step_fast_path.py checks that on every task and profile. Any change to a task function in
+sim_models/tasks.py must be mirrored here (that test fails until it is).
 """
 
 from __future__ import annotations
@@ -19,8 +27,11 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from protocol.robot_types import MotorCommand
+
+from sim_models import tasks as _t
 from sim_models.profiles import DynamicsProfile, load_profile
-from sim_models.robot import DEFAULT_INIT_PITCH_RAD, WheelLeggedSim
+from sim_models.robot import DEFAULT_INIT_PITCH_RAD, ZERO_GAINS, WheelLeggedSim
 from sim_models.tasks import ENV_IDS, TaskSpec, get_task
 
 log = logging.getLogger(__name__)
@@ -62,6 +73,9 @@ class WheelLeggedEnv(gym.Env):
         self._command = np.asarray(self.task.default_command, np.float32)
         self._obs = np.zeros(self.task.obs_dim, np.float32)
         self._steps = 0
+        self.fast = True  # False: the reference path (TaskSpec functions on a RobotState)
+        self._kernel_task: TaskSpec | None = None
+        self._kernel: _FastKernel | None = None
         self._renderer = None
         self.nonfinite_episodes = 0
         self.invalid_actions = 0
@@ -85,6 +99,38 @@ class WheelLeggedEnv(gym.Env):
 
     def step(self, action):
         task = self.task
+        if task is not self._kernel_task:  # the task object was replaced: pick its kernel again
+            self._kernel_task, self._kernel = task, _FAST_KERNELS.get(_task_key(task))
+        if not self.fast or self._kernel is None:
+            return self._step_reference(action)
+        action = np.asarray(action, dtype=np.float32)
+        if action.shape != self._action_shape:
+            return self._step_reference(action)  # raises the typed error
+        vals = action.tolist()
+        if not all(abs(v) < _SAFE_ACTION for v in vals):
+            # Non-finite, or so large that the float32 sum check below might overflow.
+            if not math.isfinite(float(action.sum())):
+                return self._step_reference(action)  # raises the typed error
+        kernel, sim = self._kernel, self.sim
+        sim._advance(kernel.command(vals), trusted=True)
+        buf, faults = sim._sense()
+        obs_vals = kernel.observe(buf.tolist(), self._command.tolist())
+        next_obs = np.array(obs_vals, dtype=np.float32)
+        o = next_obs.tolist()
+        self._steps += 1
+        truncated = self._steps >= task.max_episode_steps
+        if math.isfinite(sum(o)):  # float32 values: the float64 sum cannot overflow
+            reward = kernel.reward(vals, next_obs, o)
+            terminated = kernel.terminated(o)
+            info = {"faults": faults}
+        else:
+            next_obs, reward, terminated, info = self._blow_up(next_obs, faults)
+        self._obs = next_obs
+        return next_obs, float(reward), bool(terminated), bool(truncated), info
+
+    def _step_reference(self, action):
+        """The reference step: the TaskSpec functions on the simulator's RobotState."""
+        task = self.task
         action = np.asarray(action, dtype=np.float32)
         if action.shape != self._action_shape or not math.isfinite(float(action.sum())):
             self.invalid_actions += 1
@@ -99,14 +145,16 @@ class WheelLeggedEnv(gym.Env):
             terminated = task.terminated(next_obs)
             info = {"faults": state.faults}
         else:
-            # Simulator blow-up: end the episode, never hand NaN to a learner.
-            self.nonfinite_episodes += 1
-            log.warning("non-finite observation; episode terminated (%d so far)",
-                        self.nonfinite_episodes)
-            next_obs = np.nan_to_num(next_obs, nan=0.0, posinf=0.0, neginf=0.0)
-            reward, terminated, info = 0.0, True, {"faults": state.faults, "nonfinite": True}
+            next_obs, reward, terminated, info = self._blow_up(next_obs, state.faults)
         self._obs = next_obs
         return next_obs, float(reward), bool(terminated), bool(truncated), info
+
+    def _blow_up(self, next_obs: np.ndarray, faults: int):
+        """Simulator blow-up: end the episode, never hand NaN to a learner."""
+        self.nonfinite_episodes += 1
+        log.warning("non-finite observation; episode terminated (%d so far)", self.nonfinite_episodes)
+        next_obs = np.nan_to_num(next_obs, nan=0.0, posinf=0.0, neginf=0.0)
+        return next_obs, 0.0, True, {"faults": faults, "nonfinite": True}
 
     def render(self):
         if self.render_mode != "rgb_array":
@@ -122,6 +170,166 @@ class WheelLeggedEnv(gym.Env):
         if self._renderer is not None:
             self._renderer.close()
             self._renderer = None
+
+
+# ------------------------------------------------------------------ fast-path kernels
+# Each repeats, on plain floats from the float32 sensor buffer `b` (layout of sim_models.robot:
+# pos 0-5, vel 6-11, torque 12-17, quat 18-21, gyro 22-24, acc 25-27), exactly the operations of
+# the matching sim_models.tasks function, in the same order and precision. A float32 value
+# converted to a Python float is exact, as `.tolist()` / `float(x[i])` give it there.
+_SAFE_ACTION = 1e37  # below this, a float32 sum of up to 6 values cannot overflow
+_L, _R = _t.WHEEL_INDICES
+_PL, _PR, _VL, _VR = _L, _R, 6 + _L, 6 + _R
+_QW = 18
+_GX = 22
+_LEG_KP = np.array([_t.LEG_KP if i in _t.LEG_INDICES else 0.0 for i in range(6)], np.float32)
+_LEG_KD = np.array([_t.LEG_KD if i in _t.LEG_INDICES else 0.0 for i in range(6)], np.float32)
+_LEG_KP.flags.writeable = False
+_LEG_KD.flags.writeable = False
+_clip = _t._clip_scalar
+
+
+def _pitch(b: list) -> float:  # tasks.pitch_of
+    w, x, y, z = b[_QW:_QW + 4]
+    return math.asin(max(-1.0, min(1.0, 2.0 * (w * y - z * x))))
+
+
+def _torque_command(tau_left: float, tau_right: float) -> MotorCommand:  # tasks._wheel_torque_command
+    tau = np.zeros(6, np.float32)
+    tau[_L] = tau_left
+    tau[_R] = tau_right
+    return MotorCommand(ZERO_GAINS, ZERO_GAINS, ZERO_GAINS, ZERO_GAINS, tau)
+
+
+class _FastKernel:
+    """command(action values) -> MotorCommand; observe(b, command values) -> obs values;
+    reward(action values, next_obs float32 array, its values) -> float; terminated(values)."""
+
+    @staticmethod
+    def command(a: list) -> MotorCommand:
+        raise NotImplementedError
+
+    @staticmethod
+    def observe(b: list, c: list) -> list:
+        raise NotImplementedError
+
+    @staticmethod
+    def reward(a: list, next_obs: np.ndarray, o: list) -> float:
+        raise NotImplementedError
+
+    @staticmethod
+    def terminated(o: list) -> bool:
+        raise NotImplementedError
+
+
+class _PaperKernel(_FastKernel):
+    @staticmethod
+    def command(a: list) -> MotorCommand:  # tasks.paper_command
+        tau = _t.PAPER_TORQUE_NM * _clip(a[0])
+        return _torque_command(tau, tau)
+
+    @staticmethod
+    def observe(b: list, c: list) -> list:  # tasks.observe_paper
+        pitch = _pitch(b)
+        x = _t.WHEEL_RADIUS_M * (0.5 * (b[_PL] + b[_PR]) + pitch)
+        v = _t.WHEEL_RADIUS_M * (0.5 * (b[_VL] + b[_VR]) + b[_GX + 1])
+        return [x, v, pitch, b[_GX + 1]]
+
+    @staticmethod
+    def terminated(o: list) -> bool:  # tasks.pitch_terminated (o is finite here)
+        return abs(o[2]) > _t.MAX_PITCH_RAD
+
+
+class _StandStillKernel(_PaperKernel):
+    @staticmethod
+    def reward(a: list, next_obs: np.ndarray, o: list) -> float:  # tasks.stand_still_reward
+        tau = _t.PAPER_TORQUE_NM * _clip(a[0])
+        return 30.0 - tau * tau - sum(v * v for v in o)
+
+
+class _MoveStraightKernel(_PaperKernel):
+    @staticmethod
+    def reward(a: list, next_obs: np.ndarray, o: list) -> float:  # tasks.move_straight_reward
+        tau = _t.PAPER_TORQUE_NM * _clip(a[0])
+        dv = o[1] - _t.STRAIGHT_SPEED_MPS
+        return 15.0 - (dv * dv + tau * tau)
+
+
+class _TurnKernel(_FastKernel):
+    @staticmethod
+    def command(a: list) -> MotorCommand:  # tasks.turn_command
+        left, right = (_clip(v) for v in a)
+        return _torque_command(_t.PAPER_TORQUE_NM * left, _t.PAPER_TORQUE_NM * right)
+
+    @staticmethod
+    def observe(b: list, c: list) -> list:  # tasks.observe_turn
+        pitch = _pitch(b)
+        v = _t.WHEEL_RADIUS_M * (0.5 * (b[_VL] + b[_VR]) + b[_GX + 1])
+        return [v, pitch, b[_GX + 1], b[_GX + 2], c[0]]
+
+    @staticmethod
+    def reward(a: list, next_obs: np.ndarray, o: list) -> float:  # tasks.turn_reward
+        # Same numpy dot as the task (its rounding may differ from a*a + b*b).
+        tau = np.array([_t.PAPER_TORQUE_NM * _clip(v) for v in a])
+        v, yaw_rate, cmd = o[0], o[3], o[4]
+        return 15.0 - (v * v + (yaw_rate - cmd) ** 2 + 0.5 * float(tau @ tau))
+
+    @staticmethod
+    def terminated(o: list) -> bool:  # tasks.turn_terminated (o is finite here)
+        return abs(o[1]) > _t.MAX_PITCH_RAD
+
+
+class _LocomotionKernel(_FastKernel):
+    @staticmethod
+    def command(a: list) -> MotorCommand:  # tasks.locomotion_command
+        a = [_clip(v) for v in a]
+        r, w = _t.LEG_RANGE_RAD, _t.LOCO_WHEEL_TORQUE_NM
+        q_des = np.array([r * a[0], r * a[1], 0.0, r * a[3], r * a[4], 0.0], np.float32)
+        tau = np.array([0.0, 0.0, w * a[2], 0.0, 0.0, w * a[5]], np.float32)
+        return MotorCommand(q_des, ZERO_GAINS, _LEG_KP, _LEG_KD, tau)
+
+    @staticmethod
+    def observe(b: list, c: list) -> list:  # tasks.observe_locomotion
+        w, x, y, z = b[_QW:_QW + 4]
+        pitch = math.asin(max(-1.0, min(1.0, 2.0 * (w * y - z * x))))
+        roll = math.atan2(2.0 * (w * x + y * z), 1.0 - 2.0 * (x * x + y * y))
+        v = _t.WHEEL_RADIUS_M * (0.5 * (b[_VL] + b[_VR]) + b[_GX + 1])
+        # tasks.base_height
+        s, co = math.sin(pitch), math.cos(pitch)
+        heights = []
+        for hip, knee in ((0, 1), (3, 4)):
+            t1 = _t.HIP_ZERO_RAD + b[hip]
+            t2 = t1 + _t.KNEE_ZERO_RAD + b[knee]
+            ax = -_t.THIGH_M * math.sin(t1) - _t.SHANK_M * math.sin(t2)
+            az = -_t.THIGH_M * math.cos(t1) - _t.SHANK_M * math.cos(t2)
+            heights.append(_t.WHEEL_RADIUS_M - (-s * ax + co * az))
+        height = 0.5 * (heights[0] + heights[1])
+        return [pitch, roll, b[22], b[23], b[24], b[0], b[1], b[3], b[4], b[6], b[7], b[9], b[10],
+                b[_VL], b[_VR], v, height, c[0], c[1]]
+
+    @staticmethod
+    def reward(a: list, next_obs: np.ndarray, o: list) -> float:  # tasks.locomotion_reward
+        tau = np.array([_t.LOCO_WHEEL_TORQUE_NM * _clip(a[_L]), _t.LOCO_WHEEL_TORQUE_NM * _clip(a[_R])])
+        dv, dh = (next_obs[15:17] - next_obs[17:19]).tolist()  # float32 differences, as the task
+        return 10.0 - (2.0 * dv ** 2 + 100.0 * dh ** 2 + 0.1 * o[4] ** 2 + 0.05 * float(tau @ tau))
+
+    @staticmethod
+    def terminated(o: list) -> bool:  # tasks.locomotion_terminated (o is finite here)
+        return abs(o[0]) > _t.MAX_PITCH_RAD or abs(o[1]) > _t.MAX_ROLL_RAD
+
+
+def _task_key(task: TaskSpec) -> tuple:
+    return (task.observe, task.action_to_command, task.reward, task.terminated, task.variant)
+
+
+# A kernel applies only to a task built from exactly these functions (a custom TaskSpec, or one
+# with another function swapped in, takes the reference path).
+_FAST_KERNELS: dict[tuple, _FastKernel] = {
+    _task_key(_t.TASKS["stand_still"]): _StandStillKernel(),
+    _task_key(_t.TASKS["move_straight"]): _MoveStraightKernel(),
+    _task_key(_t.TASKS["turn"]): _TurnKernel(),
+    _task_key(_t.TASKS["locomotion"]): _LocomotionKernel(),
+}
 
 
 def make_env(task: str, profile: "str | DynamicsProfile | None" = "nominal", seed: int | None = None,

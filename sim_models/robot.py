@@ -21,6 +21,7 @@ from __future__ import annotations
 import collections
 import logging
 import math
+import operator
 
 import mujoco
 import numpy as np
@@ -49,6 +50,16 @@ _NO_FAULT = int(FaultFlags.NONE)
 _BAD_COMMAND = int(FaultFlags.BAD_COMMAND)
 _TORQUE_LIMITED = int(FaultFlags.TORQUE_LIMITED)
 _ENABLED = int(MotorMode.ENABLED)
+# Shared read-only zeros for the unused fields of commands the env builds itself (a fresh
+# MotorCommand() allocates five arrays; read-only so a stray write fails instead of leaking).
+ZERO_GAINS = np.zeros(N_ACTUATORS, np.float32)
+ZERO_GAINS.flags.writeable = False
+
+
+def _is_constant(a: object) -> bool:
+    """A read-only array owning its data (ZERO_GAINS, the env's gain constants): its values
+    cannot change behind the simulator's back, so gains written from it can be reused."""
+    return isinstance(a, np.ndarray) and a.base is None and not a.flags.writeable
 
 
 class CommandShapeError(ValueError):
@@ -93,7 +104,7 @@ class WheelLeggedSim:
         self._faults = _NO_FAULT
         self._push_steps_left = 0
         self._push_prob = self.profile.push_prob
-        self._state = RobotState()
+        self._state: RobotState | None = RobotState()
         self.reset()
 
     # ----------------------------------------------------------------------------- set-up
@@ -139,6 +150,9 @@ class WheelLeggedSim:
         m.actuator_forcerange[ids] *= s
         self._strength = s
         self._gains_set = False
+        self._all_slots = len(self._act_slots) == N_ACTUATORS
+        self._held_kp = self._held_kd = None  # the constant gain arrays last written to the model
+        self._held_kp_slots = self._held_kd_slots = None
         self._clip_level = (m.actuator_forcerange[ids, 1] * (1 - 1e-6)).tolist()
         if not np.allclose(m.actuator_gear[ids, 0], 1.0):
             raise ValueError("impedance actuators assume gear 1 (length = joint angle)")
@@ -175,15 +189,7 @@ class WheelLeggedSim:
 
         The returned state is the simulator's own reading: treat it as read-only (state() copies).
         """
-        self._faults = _NO_FAULT
-        cmd = self._accept(cmd)
-        if self.profile.latency_steps:
-            self._queue.append(cmd)
-            cmd = self._queue.popleft()
-        self._apply(cmd)
-        if self._push_prob:
-            self._push()
-        mujoco.mj_step(self.model, self.data, nstep=self.n_substeps)
+        self._advance(cmd)
         self._state = self._read_state()
         return self._state
 
@@ -217,6 +223,26 @@ class WheelLeggedSim:
         self._queue = collections.deque(self._accept(c) for c in commands)
 
     # ----------------------------------------------------------------------------- internals
+    def _advance(self, cmd: MotorCommand, trusted: bool = False) -> None:
+        """One control period of physics under `cmd` (no sensor read).
+
+        `trusted`: the caller built `cmd` itself from a validated action (the env's fast path:
+        right shapes, finite values), so the shape/finiteness check is skipped; the command is
+        still recorded as the last valid one, exactly as `_accept` would.
+        """
+        self._faults = _NO_FAULT
+        if trusted:
+            self._last_valid = cmd
+        else:
+            cmd = self._accept(cmd)
+        if self.profile.latency_steps:
+            self._queue.append(cmd)
+            cmd = self._queue.popleft()
+        self._apply(cmd)
+        if self._push_prob:
+            self._push()
+        mujoco.mj_step(self.model, self.data, nstep=self.n_substeps)
+
     def _accept(self, cmd: MotorCommand) -> MotorCommand:
         fields = (cmd.q_des, cmd.qd_des, cmd.kp, cmd.kd, cmd.tau_ff)
         try:
@@ -241,12 +267,23 @@ class WheelLeggedSim:
         return cmd
 
     def _apply(self, cmd: MotorCommand) -> None:
-        slots = self._act_slots
-        kp = cmd.kp[slots]
-        kd = cmd.kd[slots]
-        tau = cmd.tau_ff[slots]
+        slots = None if self._all_slots else self._act_slots  # full model: no gather needed
+        tau = cmd.tau_ff if slots is None else cmd.tau_ff[slots]
         if self.profile.action_noise_std:
             tau = tau + self._rng.normal(0.0, self.profile.action_noise_std, tau.shape)
+        kp_obj, kd_obj = cmd.kp, cmd.kd
+        if kp_obj is self._held_kp and kd_obj is self._held_kd:
+            # The same read-only gain arrays as the last command (the env's fast path uses
+            # constants): the model's bias terms already hold exactly these gains.
+            kp, kd, has_gains = self._held_kp_slots, self._held_kd_slots, self._gains_set
+            if has_gains:
+                self.data.ctrl[:] = (kp * (cmd.q_des if slots is None else cmd.q_des[slots])
+                                     + kd * (cmd.qd_des if slots is None else cmd.qd_des[slots]) + tau)
+            else:
+                self.data.ctrl[:] = tau
+            return
+        kp = kp_obj if slots is None else kp_obj[slots]
+        kd = kd_obj if slots is None else kd_obj[slots]
         # Pure torque (kp = kd = 0, the paper tasks) after pure torque: the gains are already 0.
         has_gains = bool(kp.any() or kd.any())
         if has_gains or self._gains_set:
@@ -256,9 +293,15 @@ class WheelLeggedSim:
             bias[:, 2] = kd
             bias[:, 1:3] *= -self._strength
             self._gains_set = has_gains
-            self.data.ctrl[:] = kp * cmd.q_des[slots] + kd * cmd.qd_des[slots] + tau
+            self.data.ctrl[:] = (kp * (cmd.q_des if slots is None else cmd.q_des[slots])
+                                 + kd * (cmd.qd_des if slots is None else cmd.qd_des[slots]) + tau)
         else:
             self.data.ctrl[:] = tau
+        if _is_constant(kp_obj) and _is_constant(kd_obj):
+            self._held_kp, self._held_kd = kp_obj, kd_obj
+            self._held_kp_slots, self._held_kd_slots = kp, kd
+        else:
+            self._held_kp = self._held_kd = None
 
     def _push(self) -> None:
         p = self.profile
@@ -272,42 +315,61 @@ class WheelLeggedSim:
             if self._push_steps_left == 0:
                 self.data.xfrc_applied[self._base_id, :3] = 0.0
 
-    def _read_state(self) -> RobotState:
+    def _sense(self) -> tuple[np.ndarray, int]:
+        """This period's sensor reading as one float32 buffer (layout _POS.._ACC) and fault bits.
+
+        Noise and bias (if the profile has them) are already applied, in place. The env's fast
+        path reads the buffer directly; `_read_state` wraps views of it in a RobotState.
+        """
         d = self.data
         p = self.profile
-        # One gather from sensordata into a fresh float32 buffer; the state's arrays are views of it.
+        # One gather from sensordata into a fresh float32 buffer.
         buf = np.zeros(_STATE_LEN, np.float32)
         buf[self._dest] = d.sensordata[self._src]
         force = d.actuator_force
         buf[self._torque_dest] = force
-        pos, vel, torque = buf[_POS:_POS + 6], buf[_VEL:_VEL + 6], buf[_TORQUE:_TORQUE + 6]
-        quat, gyro, acc = buf[_QUAT:_QUAT + 4], buf[_GYRO:_GYRO + 3], buf[_ACC:_ACC + 3]
         faults = self._faults
-        if any(abs(f) >= c for f, c in zip(force.tolist(), self._clip_level)):
+        if any(map(operator.ge, map(abs, force.tolist()), self._clip_level)):  # |f| >= clip level
             faults |= _TORQUE_LIMITED
         if p.sensor_noise_std or p.sensor_bias:
-            pos, vel, quat, gyro, acc = self._corrupt(pos, vel, quat, gyro, acc)
+            self._corrupt(buf)
+        # state() builds the RobotState from this only when asked (the env's fast path never does).
+        self._sensed = (buf, faults, d.time)
+        self._state = None
+        return buf, faults
+
+    def _read_state(self) -> RobotState:
+        self._sense()
+        self._state = self._state_from_sensed()
+        return self._state
+
+    def _state_from_sensed(self) -> RobotState:
+        """The RobotState of the last `_sense` (its arrays are views of the sensed buffer)."""
+        buf, faults, time = self._sensed
         return RobotState(
-            t_us=int(round(d.time * 1e6)),
-            joint_pos=pos,
-            joint_vel=vel,
-            joint_torque=torque,
-            imu_quat=quat,
-            imu_gyro=gyro,
-            imu_acc=acc,
+            t_us=int(round(time * 1e6)),
+            joint_pos=buf[_POS:_POS + 6],
+            joint_vel=buf[_VEL:_VEL + 6],
+            joint_torque=buf[_TORQUE:_TORQUE + 6],
+            imu_quat=buf[_QUAT:_QUAT + 4],
+            imu_gyro=buf[_GYRO:_GYRO + 3],
+            imu_acc=buf[_ACC:_ACC + 3],
             mode=_ENABLED,
             faults=faults,
         )
 
-    def _corrupt(self, pos, vel, quat, gyro, acc):  # noqa: ANN001, ANN202 - arrays in, arrays out
+    def _corrupt(self, buf: np.ndarray) -> None:
+        """Sensor noise and bias, in place on the state buffer (the rng draws keep their order)."""
         p, rng = self.profile, self._rng
         std, slots = p.sensor_noise_std, self._act_slots
+        pos, vel = buf[_POS:_POS + 6], buf[_VEL:_VEL + 6]
+        quat, gyro, acc = buf[_QUAT:_QUAT + 4], buf[_GYRO:_GYRO + 3], buf[_ACC:_ACC + 3]
         if std:
             pos[slots] += rng.normal(0.0, std, len(slots)).astype(np.float32)
             vel[slots] += rng.normal(0.0, std, len(slots)).astype(np.float32)
-            acc = acc + rng.normal(0.0, std, 3).astype(np.float32)
-            gyro = gyro + rng.normal(0.0, std, 3).astype(np.float32)
-        gyro = gyro + np.float32(p.sensor_bias)
+            acc += rng.normal(0.0, std, 3).astype(np.float32)
+            gyro += rng.normal(0.0, std, 3).astype(np.float32)
+        gyro += np.float32(p.sensor_bias)
         # Orientation: a mounting pitch error (bias) plus a small random rotation (noise).
         rotvec = rng.normal(0.0, std, 3) if std else np.zeros(3)
         rotvec[1] += p.sensor_bias
@@ -315,10 +377,12 @@ class WheelLeggedSim:
         mujoco.mju_axisAngle2Quat(err, rotvec / (np.linalg.norm(rotvec) or 1.0), np.linalg.norm(rotvec))
         out = np.zeros(4)
         mujoco.mju_mulQuat(out, quat.astype(np.float64), err)
-        return pos, vel, out.astype(np.float32), gyro, acc
+        quat[:] = out.astype(np.float32)
 
     def _copy_state(self) -> RobotState:
         s = self._state
+        if s is None:
+            s = self._state = self._state_from_sensed()
         return RobotState(
             t_us=s.t_us,
             joint_pos=s.joint_pos.copy(),

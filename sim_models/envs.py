@@ -107,7 +107,7 @@ class WheelLeggedEnv(gym.Env):
         if action.shape != self._action_shape:
             return self._step_reference(action)  # raises the typed error
         vals = action.tolist()
-        if not all(abs(v) < _SAFE_ACTION for v in vals):
+        if not all(map(_SAFE_ACTION.__gt__, map(abs, vals))):  # every |v| < _SAFE_ACTION
             # Non-finite, or so large that the float32 sum check below might overflow.
             if not math.isfinite(float(action.sum())):
                 return self._step_reference(action)  # raises the typed error

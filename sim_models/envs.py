@@ -187,6 +187,7 @@ _LEG_KD = np.array([_t.LEG_KD if i in _t.LEG_INDICES else 0.0 for i in range(6)]
 _LEG_KP.flags.writeable = False
 _LEG_KD.flags.writeable = False
 _clip = _t._clip_scalar
+_LEGS, _WHEELS = np.array(_t.LEG_INDICES), np.array(_t.WHEEL_INDICES)
 
 
 def _pitch(b: list) -> float:  # tasks.pitch_of
@@ -203,10 +204,23 @@ def _torque_command(tau_left: float, tau_right: float) -> MotorCommand:  # tasks
 
 class _FastKernel:
     """command(action values) -> MotorCommand; observe(b, command values) -> obs values;
-    reward(action values, next_obs float32 array, its values) -> float; terminated(values)."""
+    reward(action values, next_obs float32 array, its values) -> float; terminated(values).
+
+    For the batched env (sim_models.vector_env): `kp`, `kd` are the constant gain arrays every
+    command carries, and ctrl_batch(clipped actions, float64 (N, act_dim)) -> the model's ctrl
+    (N, nu) that WheelLeggedSim._apply writes for those commands once those gains are in the
+    model (no latency, no action noise), with the same float32/float64 operations.
+    """
+
+    kp: np.ndarray = ZERO_GAINS
+    kd: np.ndarray = ZERO_GAINS
 
     @staticmethod
     def command(a: list) -> MotorCommand:
+        raise NotImplementedError
+
+    @staticmethod
+    def ctrl_batch(a: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
     @staticmethod
@@ -229,6 +243,11 @@ class _PaperKernel(_FastKernel):
         return _torque_command(tau, tau)
 
     @staticmethod
+    def ctrl_batch(a: np.ndarray) -> np.ndarray:  # tau_ff[wheels] (float32) on both wheels
+        tau = (_t.PAPER_TORQUE_NM * a[:, 0]).astype(np.float32).astype(np.float64)
+        return np.stack([tau, tau], axis=1)
+
+    @staticmethod
     def observe(b: list, c: list) -> list:  # tasks.observe_paper
         pitch = _pitch(b)
         x = _t.WHEEL_RADIUS_M * (0.5 * (b[_PL] + b[_PR]) + pitch)
@@ -244,7 +263,8 @@ class _StandStillKernel(_PaperKernel):
     @staticmethod
     def reward(a: list, next_obs: np.ndarray, o: list) -> float:  # tasks.stand_still_reward
         tau = _t.PAPER_TORQUE_NM * _clip(a[0])
-        return 30.0 - tau * tau - sum(v * v for v in o)
+        x, v, pitch, rate = o  # sum(v * v for v in o) adds left to right from 0: the same sums
+        return 30.0 - tau * tau - (x * x + v * v + pitch * pitch + rate * rate)
 
 
 class _MoveStraightKernel(_PaperKernel):
@@ -260,6 +280,10 @@ class _TurnKernel(_FastKernel):
     def command(a: list) -> MotorCommand:  # tasks.turn_command
         left, right = (_clip(v) for v in a)
         return _torque_command(_t.PAPER_TORQUE_NM * left, _t.PAPER_TORQUE_NM * right)
+
+    @staticmethod
+    def ctrl_batch(a: np.ndarray) -> np.ndarray:  # tau_ff[wheels] (float32)
+        return (_t.PAPER_TORQUE_NM * a[:, :2]).astype(np.float32).astype(np.float64)
 
     @staticmethod
     def observe(b: list, c: list) -> list:  # tasks.observe_turn
@@ -280,6 +304,16 @@ class _TurnKernel(_FastKernel):
 
 
 class _LocomotionKernel(_FastKernel):
+    kp, kd = _LEG_KP, _LEG_KD
+
+    @staticmethod
+    def ctrl_batch(a: np.ndarray) -> np.ndarray:  # kp * q_des + kd * qd_des + tau_ff, float32
+        q_des = np.zeros(a.shape, np.float32)
+        tau = np.zeros(a.shape, np.float32)
+        q_des[:, _LEGS] = _t.LEG_RANGE_RAD * a[:, _LEGS]
+        tau[:, _WHEELS] = _t.LOCO_WHEEL_TORQUE_NM * a[:, _WHEELS]
+        return (_LEG_KP * q_des + _LEG_KD * ZERO_GAINS + tau).astype(np.float64)
+
     @staticmethod
     def command(a: list) -> MotorCommand:  # tasks.locomotion_command
         a = [_clip(v) for v in a]
@@ -310,7 +344,8 @@ class _LocomotionKernel(_FastKernel):
     @staticmethod
     def reward(a: list, next_obs: np.ndarray, o: list) -> float:  # tasks.locomotion_reward
         tau = np.array([_t.LOCO_WHEEL_TORQUE_NM * _clip(a[_L]), _t.LOCO_WHEEL_TORQUE_NM * _clip(a[_R])])
-        dv, dh = (next_obs[15:17] - next_obs[17:19]).tolist()  # float32 differences, as the task
+        dv = float(next_obs[15] - next_obs[17])  # float32 differences, as the task
+        dh = float(next_obs[16] - next_obs[18])
         return 10.0 - (2.0 * dv ** 2 + 100.0 * dh ** 2 + 0.1 * o[4] ** 2 + 0.05 * float(tau @ tau))
 
     @staticmethod

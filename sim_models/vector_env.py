@@ -1,0 +1,199 @@
+"""A batched wheel-legged env: N robots stepped per call, so the per-step Python is paid once.
+
+Why: one control step of the single env is ~38-76 µs of MuJoCo physics plus a few µs of Python
+that cannot shrink much further (building arrays, calling the task arithmetic). Stepping N
+robots per call shares the Python that does not depend on the robot (action checks, the command
+arithmetic, the sensor gather and the float32 conversion, the result arrays) across all of them;
+what stays per robot is the ctrl write, `mj_step`, two row copies and the task's scalar
+observation/reward arithmetic (DESIGN.md target: env step within 25% of raw `mj_step` cost).
+
+Same numbers as N single envs: robot i is a private `WheelLeggedEnv` (its own model, data and
+noise generator); its resets are that env's `reset`, and its observation, reward and termination
+come from the same fast-path kernels (sim_models.envs), so the batch gives, step for step, bit for
+bit, what N single envs give for the same seeds and actions (tests/sim_models/test_vector_env.py).
+On a profile without latency, action noise, pushes or sensor noise/bias (nominal, mild) the ctrl
+is computed for all robots at once and written straight to each MjData; otherwise each robot
+takes the simulator's own per-step path (latency queue, noise draws in their usual order), which
+is exact but costs a few µs more per robot.
+
+Gymnasium VectorEnv API, autoreset in the same step (`AutoresetMode.SAME_STEP`): a robot whose
+episode ended is reset at once; the returned observation is its first of the new episode and the
+last one of the old episode is in `infos["final_obs"][i]` (`infos["_final_obs"][i]` is True).
+`reset(seed=s)` seeds robot i with s + i (a list seeds each robot).
+
+    venv = WheelLeggedVectorEnv("stand_still", num_envs=16, profile="nominal")
+    obs, info = venv.reset(seed=0)
+    obs, rewards, terminations, truncations, infos = venv.step(actions)  # actions (16, act_dim)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Sequence
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from sim_models.envs import _FAST_KERNELS, _SAFE_ACTION, InvalidActionError, WheelLeggedEnv, _task_key
+from sim_models.profiles import DynamicsProfile
+from sim_models.robot import _STATE_LEN, _TORQUE_LIMITED
+
+log = logging.getLogger(__name__)
+
+
+class WheelLeggedVectorEnv(VectorEnv):
+    """`num_envs` robots of one task under one dynamics profile, stepped together."""
+
+    metadata = {"autoreset_mode": AutoresetMode.SAME_STEP}
+
+    def __init__(self, task: str = "stand_still", num_envs: int = 8,
+                 profile: "str | DynamicsProfile | None" = "nominal", **env_kwargs: Any) -> None:
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        self.envs = [WheelLeggedEnv(task, profile=profile, **env_kwargs) for _ in range(num_envs)]
+        first = self.envs[0]
+        self.task = first.task
+        kernel = _FAST_KERNELS.get(_task_key(self.task))
+        if kernel is None:
+            raise ValueError(f"task {task!r} has no batched kernel (only the built-in wheel-legged tasks)")
+        self._kernel = kernel
+        self.num_envs = num_envs
+        self.single_observation_space = first.observation_space
+        self.single_action_space = first.action_space
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self.render_mode = None
+        p = first.profile
+        # Nothing random or delayed per step: the ctrl can be written straight to each robot.
+        self._direct = not (p.latency_steps or p.action_noise_std or p.push_prob
+                            or p.sensor_noise_std or p.sensor_bias)
+        # Per robot: model, data and views of its ctrl, sensordata and actuator_force (MjData
+        # arrays keep their memory for the data's lifetime, so the views can be kept).
+        self._io = [(e.sim.model, e.sim.data, e.sim.data.ctrl, e.sim.data.sensordata,
+                     e.sim.data.actuator_force) for e in self.envs]
+        self._gains_ready = False
+        self._n_substeps = first.sim.n_substeps
+        self._src, self._dest, self._torque_dest = first.sim._src, first.sim._dest, first.sim._torque_dest
+        self._clip_level = np.array(first.sim._clip_level)
+        self._sens = np.zeros((num_envs, first.sim.model.nsensordata))
+        self._forces = np.zeros((num_envs, first.sim.model.nu))
+        self._steps = np.zeros(num_envs, np.int64)
+        self._commands: list[list[float]] = [e._command.tolist() for e in self.envs]
+        self._act_shape = (num_envs, self.task.act_dim)
+        self.invalid_actions = 0
+        self.nonfinite_episodes = 0
+
+    # ----------------------------------------------------------------------------- API
+    def reset(self, *, seed: "int | Sequence[int | None] | None" = None,
+              options: dict[str, Any] | None = None):
+        """Reset every robot (robot i gets seed + i, or seed[i]); `options` go to each robot."""
+        if seed is None or isinstance(seed, (int, np.integer)):
+            seeds = [None if seed is None else int(seed) + i for i in range(self.num_envs)]
+        else:
+            seeds = list(seed)
+            if len(seeds) != self.num_envs:
+                raise ValueError(f"need {self.num_envs} seeds, got {len(seeds)}")
+        obs = np.zeros((self.num_envs, self.task.obs_dim), np.float32)
+        for i, s in enumerate(seeds):
+            obs[i] = self._reset_one(i, seed=s, options=options)
+        commands = np.array([e._command for e in self.envs], np.float32)
+        return obs, {"command": commands}
+
+    def step(self, actions):
+        actions = self._check(actions)
+        kernel, n = self._kernel, self.num_envs
+        vals = actions.tolist()
+        if self._direct and (self._gains_ready or self._check_gains()):
+            bufs, faults = self._step_direct(kernel.ctrl_batch(np.clip(actions.astype(np.float64), -1.0, 1.0)))
+        else:
+            bufs, faults = self._step_each(vals)
+        observe, reward, terminated = kernel.observe, kernel.reward, kernel.terminated
+        obs = np.array(list(map(observe, bufs.tolist(), self._commands)), np.float32)
+        o_rows = obs.tolist()
+        self._steps += 1
+        truncations = self._steps >= self.task.max_episode_steps
+        rewards, terminations, nonfinite = [0.0] * n, [False] * n, []
+        for i, o in enumerate(o_rows):
+            if math.isfinite(sum(o)):  # as WheelLeggedEnv.step
+                rewards[i] = reward(vals[i], obs[i], o)
+                terminations[i] = terminated(o)
+            else:
+                nonfinite.append(i)
+        rewards = np.array(rewards, np.float64)
+        terminations = np.array(terminations, bool)
+        infos: dict[str, Any] = {"faults": faults}
+        if nonfinite:
+            self.nonfinite_episodes += len(nonfinite)
+            log.warning("non-finite observation on robots %s; episodes terminated", nonfinite)
+            obs[nonfinite] = np.nan_to_num(obs[nonfinite], nan=0.0, posinf=0.0, neginf=0.0)
+            terminations[nonfinite] = True
+            infos["nonfinite"] = np.isin(np.arange(n), nonfinite)
+        done = terminations | truncations
+        if done.any():
+            infos["final_obs"] = obs.copy()
+            infos["_final_obs"] = done
+            for i in np.flatnonzero(done).tolist():
+                obs[i] = self._reset_one(i)
+        return obs, rewards, terminations, truncations, infos
+
+    def close_extras(self, **kwargs: Any) -> None:
+        for e in self.envs:
+            e.close()
+
+    # ----------------------------------------------------------------------------- internals
+    def _reset_one(self, i: int, seed: int | None = None, options: dict[str, Any] | None = None):
+        obs, _ = self.envs[i].reset(seed=seed, options=options)
+        self._steps[i] = 0
+        self._commands[i] = self.envs[i]._command.tolist()
+        return obs
+
+    def _check(self, actions) -> np.ndarray:
+        """float32 (N, act_dim), each row valid by WheelLeggedEnv.step's rule, or a typed error."""
+        a = np.asarray(actions, dtype=np.float32)
+        if a.shape != self._act_shape:
+            self.invalid_actions += 1
+            raise InvalidActionError(f"actions must have shape {self._act_shape}, got {a.shape}")
+        if not (np.isfinite(a).all() and np.abs(a).max() < _SAFE_ACTION):
+            bad = [i for i, row in enumerate(a) if not math.isfinite(float(row.sum()))]
+            if bad:
+                self.invalid_actions += 1
+                raise InvalidActionError(f"actions of robots {bad} are not finite: {a[bad]!r}")
+        return a
+
+    def _check_gains(self) -> bool:
+        """Every robot's model holds the kernel's constant gains (after its first step)."""
+        kp, kd = self._kernel.kp, self._kernel.kd
+        self._gains_ready = all(e.sim._held_kp is kp and e.sim._held_kd is kd for e in self.envs)
+        return self._gains_ready
+
+    def _step_direct(self, ctrl: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every robot's gains are the kernel's (in its model already): write ctrl, step, gather."""
+        sens, forces, nstep, step = self._sens, self._forces, self._n_substeps, mujoco.mj_step
+        i = 0
+        for m, d, ctrl_view, sensordata, force in self._io:
+            ctrl_view[:] = ctrl[i]
+            step(m, d, nstep=nstep)
+            sens[i] = sensordata
+            forces[i] = force
+            i += 1
+        # WheelLeggedSim._sense, for all robots at once (same float64 -> float32 conversions).
+        bufs = np.zeros((self.num_envs, _STATE_LEN), np.float32)
+        bufs[:, self._dest] = sens[:, self._src]
+        bufs[:, self._torque_dest] = forces
+        faults = np.where((np.abs(forces) >= self._clip_level).any(axis=1), _TORQUE_LIMITED, 0)
+        return bufs, faults
+
+    def _step_each(self, vals: list) -> tuple[np.ndarray, np.ndarray]:
+        """Each robot through its simulator's own step (latency, noise, pushes; first steps)."""
+        bufs = np.zeros((self.num_envs, _STATE_LEN), np.float32)
+        faults = np.zeros(self.num_envs, np.int64)
+        command = self._kernel.command
+        for i, env in enumerate(self.envs):
+            env.sim._advance(command(vals[i]), trusted=True)
+            bufs[i], faults[i] = env.sim._sense()
+        return bufs, faults
+

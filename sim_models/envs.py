@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+import struct
+from typing import Any, Callable
 
 import gymnasium as gym
 import numpy as np
@@ -112,7 +113,11 @@ class WheelLeggedEnv(gym.Env):
             if not math.isfinite(float(action.sum())):
                 return self._step_reference(action)  # raises the typed error
         kernel, sim = self._kernel, self.sim
-        sim._advance(kernel.command(vals), trusted=True)
+        if (kernel.ctrl_one is not None and sim.plain_actuation
+                and sim._held_kp is kernel.kp and sim._held_kd is kernel.kd):
+            sim._advance_ctrl(kernel.ctrl_one(vals), (kernel.command, vals))
+        else:
+            sim._advance(kernel.command(vals), trusted=True)
         buf, faults = sim._sense()
         obs_vals = kernel.observe(buf.tolist(), self._command.tolist())
         next_obs = np.array(obs_vals, dtype=np.float32)
@@ -190,6 +195,14 @@ _clip = _t._clip_scalar
 _LEGS, _WHEELS = np.array(_t.LEG_INDICES), np.array(_t.WHEEL_INDICES)
 
 
+_FLOAT32 = struct.Struct("f")
+
+
+def _f32(x: float) -> float:
+    """x rounded to float32 (the C cast numpy uses to store it in a float32 array); |x| is small."""
+    return _FLOAT32.unpack(_FLOAT32.pack(x))[0]
+
+
 def _pitch(b: list) -> float:  # tasks.pitch_of
     w, x, y, z = b[_QW:_QW + 4]
     return math.asin(max(-1.0, min(1.0, 2.0 * (w * y - z * x))))
@@ -214,6 +227,9 @@ class _FastKernel:
 
     kp: np.ndarray = ZERO_GAINS
     kd: np.ndarray = ZERO_GAINS
+    # ctrl_one(action values) -> the ctrl tuple `_apply` writes for command(action values), for
+    # WheelLeggedSim._advance_ctrl (None: the kernel has none; its commands go through _advance).
+    ctrl_one: "Callable[[list], tuple[float, ...]] | None" = None
 
     @staticmethod
     def command(a: list) -> MotorCommand:
@@ -241,6 +257,11 @@ class _PaperKernel(_FastKernel):
     def command(a: list) -> MotorCommand:  # tasks.paper_command
         tau = _t.PAPER_TORQUE_NM * _clip(a[0])
         return _torque_command(tau, tau)
+
+    @staticmethod
+    def ctrl_one(a: list) -> tuple[float, float]:  # tau_ff[wheels] (float32) on both wheels
+        tau = _f32(_t.PAPER_TORQUE_NM * _clip(a[0]))
+        return tau, tau
 
     @staticmethod
     def ctrl_batch(a: np.ndarray) -> np.ndarray:  # tau_ff[wheels] (float32) on both wheels
@@ -280,6 +301,11 @@ class _TurnKernel(_FastKernel):
     def command(a: list) -> MotorCommand:  # tasks.turn_command
         left, right = (_clip(v) for v in a)
         return _torque_command(_t.PAPER_TORQUE_NM * left, _t.PAPER_TORQUE_NM * right)
+
+    @staticmethod
+    def ctrl_one(a: list) -> tuple[float, float]:  # tau_ff[wheels] (float32)
+        left, right = a
+        return _f32(_t.PAPER_TORQUE_NM * _clip(left)), _f32(_t.PAPER_TORQUE_NM * _clip(right))
 
     @staticmethod
     def ctrl_batch(a: np.ndarray) -> np.ndarray:  # tau_ff[wheels] (float32)

@@ -22,6 +22,7 @@ import collections
 import logging
 import math
 import operator
+from typing import Any, Callable
 
 import mujoco
 import numpy as np
@@ -152,6 +153,11 @@ class WheelLeggedSim:
         self._gains_set = False
         self._all_slots = len(self._act_slots) == N_ACTUATORS
         self._held_kp = self._held_kd = None  # the constant gain arrays last written to the model
+        p = self.profile
+        self.plain_actuation = not (p.latency_steps or p.action_noise_std or p.push_prob)
+        # MjData arrays keep their memory for the data's lifetime: views can be kept.
+        self._ctrl, self._sensordata, self._force = (self.data.ctrl, self.data.sensordata,
+                                                     self.data.actuator_force)
         self._held_kp_slots = self._held_kd_slots = None
         self._clip_level = (m.actuator_forcerange[ids, 1] * (1 - 1e-6)).tolist()
         if not np.allclose(m.actuator_gear[ids, 0], 1.0):
@@ -243,6 +249,22 @@ class WheelLeggedSim:
             self._push()
         mujoco.mj_step(self.model, self.data, nstep=self.n_substeps)
 
+    def _advance_ctrl(self, ctrl: "tuple[float, ...]", command: "tuple[Callable[[Any], MotorCommand], Any]") -> None:
+        """One control period with `ctrl` written straight to the actuators (the env's fast path).
+
+        Only for a command that `_advance` would apply as exactly this ctrl: the profile has no
+        latency, action noise or pushes (`plain_actuation`), and the command's gains are the
+        constant arrays already in the model (`_held_kp`/`_held_kd`). `command` = (function,
+        argument) that builds the MotorCommand; it is built only if a later command is rejected
+        and the previous valid one has to be re-applied.
+        """
+        self._faults = _NO_FAULT
+        self._last_valid = command
+        c = self._ctrl
+        for j, v in enumerate(ctrl):
+            c[j] = v
+        mujoco.mj_step(self.model, self.data, nstep=self.n_substeps)
+
     def _accept(self, cmd: MotorCommand) -> MotorCommand:
         fields = (cmd.q_des, cmd.qd_des, cmd.kp, cmd.kd, cmd.tau_ff)
         try:
@@ -262,6 +284,9 @@ class WheelLeggedSim:
             self._faults |= _BAD_COMMAND
             log.warning("non-finite MotorCommand rejected (%d so far); keeping the previous one",
                         self.bad_commands)
+            if isinstance(self._last_valid, tuple):  # recorded by _advance_ctrl: build it now
+                build, arg = self._last_valid
+                self._last_valid = build(arg)
             return self._last_valid
         self._last_valid = cmd
         return cmd
@@ -325,8 +350,8 @@ class WheelLeggedSim:
         p = self.profile
         # One gather from sensordata into a fresh float32 buffer.
         buf = np.zeros(_STATE_LEN, np.float32)
-        buf[self._dest] = d.sensordata[self._src]
-        force = d.actuator_force
+        buf[self._dest] = self._sensordata[self._src]
+        force = self._force
         buf[self._torque_dest] = force
         faults = self._faults
         if any(map(operator.ge, map(abs, force.tolist()), self._clip_level)):  # |f| >= clip level

@@ -73,24 +73,27 @@ def test_fast_path_is_bit_identical_to_the_reference_path(task, profile):
     assert fast.sim.bad_commands == ref.sim.bad_commands == 0
 
 
-@pytest.mark.parametrize("task", ["stand_still", "locomotion"])
-def test_robot_io_contract_path_agrees_after_fast_steps(task):
+@pytest.mark.parametrize("profile", ["nominal", "moderate"])  # ctrl written directly / via _advance
+@pytest.mark.parametrize("task", ["stand_still", "turn", "locomotion"])
+def test_robot_io_contract_path_agrees_after_fast_steps(task, profile):
     """Fast steps leave the simulator as the contract path does: a later sim.step (the virtual
     firmware's call), including a rejected non-finite command, gives the same RobotState."""
-    fast, ref = WheelLeggedEnv(task, "moderate"), WheelLeggedEnv(task, "moderate")
+    fast, ref = WheelLeggedEnv(task, profile), WheelLeggedEnv(task, profile)
     ref.fast = False
     fast.reset(seed=1), ref.reset(seed=1)
     action = np.full(TASKS[task].act_dim, 0.3, np.float32)
     for _ in range(20):
         fast.step(action), ref.step(action)
     bad = MotorCommand(tau_ff=np.full(6, np.nan, np.float32))
+    sa, sb = fast.sim.step(bad), ref.sim.step(bad)  # re-applies the last env command
+    assert sa.joint_vel.tobytes() == sb.joint_vel.tobytes() and sa.faults == sb.faults
     good = MotorCommand(q_des=np.full(6, 0.1, np.float32), kp=np.full(6, 20.0, np.float32),
                         kd=np.ones(6, np.float32), tau_ff=np.full(6, 0.2, np.float32))
     for cmd in (bad, good, bad, MotorCommand.torque(np.ones(6))):
         sa, sb = fast.sim.step(cmd), ref.sim.step(cmd)
         for f in dataclasses.fields(sa):
             assert _same(getattr(sa, f.name), getattr(sb, f.name)), f.name
-    assert fast.sim.bad_commands == ref.sim.bad_commands == 2
+    assert fast.sim.bad_commands == ref.sim.bad_commands == 3
     # And the env keeps stepping identically after the contract calls changed the gains.
     for _ in range(5):
         assert _same(fast.step(action), ref.step(action))

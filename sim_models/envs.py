@@ -192,15 +192,29 @@ _LEG_KD = np.array([_t.LEG_KD if i in _t.LEG_INDICES else 0.0 for i in range(6)]
 _LEG_KP.flags.writeable = False
 _LEG_KD.flags.writeable = False
 _clip = _t._clip_scalar
+# ctrl_batch of locomotion: per-actuator action scale of q_des and tau_ff, and kd * qd_des (+0).
+_LOCO_Q_SCALE = np.array([_t.LEG_RANGE_RAD if i in _t.LEG_INDICES else 0.0 for i in range(6)])
+_LOCO_TAU_SCALE = np.array([_t.LOCO_WHEEL_TORQUE_NM if i in _t.WHEEL_INDICES else 0.0 for i in range(6)])
+_LOCO_KD_QD = _LEG_KD * ZERO_GAINS
 _LEGS, _WHEELS = np.array(_t.LEG_INDICES), np.array(_t.WHEEL_INDICES)
 
 
+_asin, _atan2, _sin, _cos = math.asin, math.atan2, math.sin, math.cos
+_RADIUS, _HIP0, _KNEE0 = _t.WHEEL_RADIUS_M, _t.HIP_ZERO_RAD, _t.KNEE_ZERO_RAD
+_NTHIGH, _SHANK = -_t.THIGH_M, _t.SHANK_M  # tasks.base_height's -THIGH_M * sin(...) is (-THIGH_M) * ...
 _FLOAT32 = struct.Struct("f")
 
 
 def _f32(x: float) -> float:
     """x rounded to float32 (the C cast numpy uses to store it in a float32 array); |x| is small."""
     return _FLOAT32.unpack(_FLOAT32.pack(x))[0]
+
+
+def _row_dots(tau: np.ndarray) -> list:
+    """[row @ row for row in tau]: a stack of vector @ vector matmuls runs the same BLAS dot as
+    the task's `tau @ tau` (its rounding differs from a*a + b*b); one call for all rows."""
+    tau = np.ascontiguousarray(tau)
+    return (tau[:, None, :] @ tau[:, :, None]).ravel().tolist()
 
 
 def _pitch(b: list) -> float:  # tasks.pitch_of
@@ -251,6 +265,10 @@ class _FastKernel:
     def terminated(o: list) -> bool:
         raise NotImplementedError
 
+    # reward_batch(clipped actions float64 (N, act_dim), next_obs (N, obs_dim), their rows as
+    # lists) -> rewards, the same values as reward() row by row (None: the batch calls reward()).
+    reward_batch: "Callable[[np.ndarray, np.ndarray, list], list] | None" = None
+
 
 class _PaperKernel(_FastKernel):
     @staticmethod
@@ -265,8 +283,8 @@ class _PaperKernel(_FastKernel):
 
     @staticmethod
     def ctrl_batch(a: np.ndarray) -> np.ndarray:  # tau_ff[wheels] (float32) on both wheels
-        tau = (_t.PAPER_TORQUE_NM * a[:, 0]).astype(np.float32).astype(np.float64)
-        return np.stack([tau, tau], axis=1)
+        # One column: writing a row (1,) into the data's ctrl (2,) sets both wheels.
+        return (_t.PAPER_TORQUE_NM * a[:, :1]).astype(np.float32).astype(np.float64)
 
     @staticmethod
     def observe(b: list, c: list) -> list:  # tasks.observe_paper
@@ -325,6 +343,11 @@ class _TurnKernel(_FastKernel):
         return 15.0 - (v * v + (yaw_rate - cmd) ** 2 + 0.5 * float(tau @ tau))
 
     @staticmethod
+    def reward_batch(a: np.ndarray, obs: np.ndarray, o_rows: list) -> list:
+        dots = _row_dots(_t.PAPER_TORQUE_NM * a)
+        return [15.0 - (o[0] * o[0] + (o[3] - o[4]) ** 2 + 0.5 * d) for o, d in zip(o_rows, dots)]
+
+    @staticmethod
     def terminated(o: list) -> bool:  # tasks.turn_terminated (o is finite here)
         return abs(o[1]) > _t.MAX_PITCH_RAD
 
@@ -334,11 +357,13 @@ class _LocomotionKernel(_FastKernel):
 
     @staticmethod
     def ctrl_batch(a: np.ndarray) -> np.ndarray:  # kp * q_des + kd * qd_des + tau_ff, float32
-        q_des = np.zeros(a.shape, np.float32)
-        tau = np.zeros(a.shape, np.float32)
-        q_des[:, _LEGS] = _t.LEG_RANGE_RAD * a[:, _LEGS]
-        tau[:, _WHEELS] = _t.LOCO_WHEEL_TORQUE_NM * a[:, _WHEELS]
-        return (_LEG_KP * q_des + _LEG_KD * ZERO_GAINS + tau).astype(np.float64)
+        # q_des and tau_ff of command() by one multiply each: a column it leaves at zero
+        # becomes +-0 here instead of +0, which gives the same ctrl (+0 is added to every
+        # column first: kd * qd_des is +0, so kp * q_des + kd * qd_des is never -0, and x + (+-0)
+        # is x for any other x).
+        q_des = (a * _LOCO_Q_SCALE).astype(np.float32)
+        tau = (a * _LOCO_TAU_SCALE).astype(np.float32)
+        return (_LEG_KP * q_des + _LOCO_KD_QD + tau).astype(np.float64)
 
     @staticmethod
     def command(a: list) -> MotorCommand:  # tasks.locomotion_command
@@ -351,21 +376,21 @@ class _LocomotionKernel(_FastKernel):
     @staticmethod
     def observe(b: list, c: list) -> list:  # tasks.observe_locomotion
         w, x, y, z = b[_QW:_QW + 4]
-        pitch = math.asin(max(-1.0, min(1.0, 2.0 * (w * y - z * x))))
-        roll = math.atan2(2.0 * (w * x + y * z), 1.0 - 2.0 * (x * x + y * y))
-        v = _t.WHEEL_RADIUS_M * (0.5 * (b[_VL] + b[_VR]) + b[_GX + 1])
-        # tasks.base_height
-        s, co = math.sin(pitch), math.cos(pitch)
-        heights = []
-        for hip, knee in ((0, 1), (3, 4)):
-            t1 = _t.HIP_ZERO_RAD + b[hip]
-            t2 = t1 + _t.KNEE_ZERO_RAD + b[knee]
-            ax = -_t.THIGH_M * math.sin(t1) - _t.SHANK_M * math.sin(t2)
-            az = -_t.THIGH_M * math.cos(t1) - _t.SHANK_M * math.cos(t2)
-            heights.append(_t.WHEEL_RADIUS_M - (-s * ax + co * az))
-        height = 0.5 * (heights[0] + heights[1])
+        pitch = _asin(max(-1.0, min(1.0, 2.0 * (w * y - z * x))))
+        roll = _atan2(2.0 * (w * x + y * z), 1.0 - 2.0 * (x * x + y * y))
+        v = _RADIUS * (0.5 * (b[_VL] + b[_VR]) + b[_GX + 1])
+        # tasks.base_height, its loop over the two legs written out
+        s, co = _sin(pitch), _cos(pitch)
+        t1 = _HIP0 + b[0]
+        t2 = t1 + _KNEE0 + b[1]
+        h_left = _RADIUS - (-s * (_NTHIGH * _sin(t1) - _SHANK * _sin(t2))
+                            + co * (_NTHIGH * _cos(t1) - _SHANK * _cos(t2)))
+        t1 = _HIP0 + b[3]
+        t2 = t1 + _KNEE0 + b[4]
+        h_right = _RADIUS - (-s * (_NTHIGH * _sin(t1) - _SHANK * _sin(t2))
+                             + co * (_NTHIGH * _cos(t1) - _SHANK * _cos(t2)))
         return [pitch, roll, b[22], b[23], b[24], b[0], b[1], b[3], b[4], b[6], b[7], b[9], b[10],
-                b[_VL], b[_VR], v, height, c[0], c[1]]
+                b[_VL], b[_VR], v, 0.5 * (h_left + h_right), c[0], c[1]]
 
     @staticmethod
     def reward(a: list, next_obs: np.ndarray, o: list) -> float:  # tasks.locomotion_reward
@@ -373,6 +398,15 @@ class _LocomotionKernel(_FastKernel):
         dv = float(next_obs[15] - next_obs[17])  # float32 differences, as the task
         dh = float(next_obs[16] - next_obs[18])
         return 10.0 - (2.0 * dv ** 2 + 100.0 * dh ** 2 + 0.1 * o[4] ** 2 + 0.05 * float(tau @ tau))
+
+    @staticmethod
+    def reward_batch(a: np.ndarray, obs: np.ndarray, o_rows: list) -> list:
+        tau = _t.LOCO_WHEEL_TORQUE_NM * a[:, _WHEELS]
+        dots = _row_dots(tau)
+        dv = (obs[:, 15] - obs[:, 17]).tolist()
+        dh = (obs[:, 16] - obs[:, 18]).tolist()
+        return [10.0 - (2.0 * v ** 2 + 100.0 * h ** 2 + 0.1 * o[4] ** 2 + 0.05 * d)
+                for v, h, o, d in zip(dv, dh, o_rows, dots)]
 
     @staticmethod
     def terminated(o: list) -> bool:  # tasks.locomotion_terminated (o is finite here)

@@ -77,7 +77,8 @@ class WheelLeggedVectorEnv(VectorEnv):
                      e.sim.data.actuator_force) for e in self.envs]
         self._gains_ready = False
         self._n_substeps = first.sim.n_substeps
-        self._src, self._dest, self._torque_dest = first.sim._src, first.sim._dest, first.sim._torque_dest
+        self._gather = first.sim._gather
+        self._zero_col = np.zeros((num_envs, 1))
         self._clip_level = np.array(first.sim._clip_level)
         self._sens = np.zeros((num_envs, first.sim.model.nsensordata))
         self._forces = np.zeros((num_envs, first.sim.model.nu))
@@ -107,30 +108,32 @@ class WheelLeggedVectorEnv(VectorEnv):
         actions = self._check(actions)
         kernel, n = self._kernel, self.num_envs
         vals = actions.tolist()
+        clipped = actions.astype(np.float64).clip(-1.0, 1.0)  # = the tasks' clip of each value
         if self._direct and (self._gains_ready or self._check_gains()):
-            bufs, faults = self._step_direct(kernel.ctrl_batch(np.clip(actions.astype(np.float64), -1.0, 1.0)))
+            bufs, faults = self._step_direct(kernel.ctrl_batch(clipped))
         else:
             bufs, faults = self._step_each(vals)
-        observe, reward, terminated = kernel.observe, kernel.reward, kernel.terminated
-        obs = np.array(list(map(observe, bufs.tolist(), self._commands)), np.float32)
+        obs = np.array(list(map(kernel.observe, bufs.tolist(), self._commands)), np.float32)
         o_rows = obs.tolist()
         self._steps += 1
         truncations = self._steps >= self.task.max_episode_steps
-        rewards, terminations, nonfinite = [0.0] * n, [False] * n, []
-        for i, o in enumerate(o_rows):
-            if math.isfinite(sum(o)):  # as WheelLeggedEnv.step
-                rewards[i] = reward(vals[i], obs[i], o)
-                terminations[i] = terminated(o)
-            else:
-                nonfinite.append(i)
+        finite = [math.isfinite(sum(o)) for o in o_rows]  # as WheelLeggedEnv.step
+        nonfinite = [i for i, f in enumerate(finite) if not f]
+        if kernel.reward_batch is not None:
+            with np.errstate(all="ignore"):  # rows of a blown-up robot are replaced below
+                rewards = kernel.reward_batch(clipped, obs, o_rows)
+        else:
+            reward = kernel.reward
+            rewards = [reward(vals[i], obs[i], o) if finite[i] else 0.0 for i, o in enumerate(o_rows)]
+        terminated = kernel.terminated
+        terminations = np.array([terminated(o) if f else True for o, f in zip(o_rows, finite)], bool)
         rewards = np.array(rewards, np.float64)
-        terminations = np.array(terminations, bool)
         infos: dict[str, Any] = {"faults": faults}
         if nonfinite:
             self.nonfinite_episodes += len(nonfinite)
             log.warning("non-finite observation on robots %s; episodes terminated", nonfinite)
             obs[nonfinite] = np.nan_to_num(obs[nonfinite], nan=0.0, posinf=0.0, neginf=0.0)
-            terminations[nonfinite] = True
+            rewards[nonfinite] = 0.0
             infos["nonfinite"] = np.isin(np.arange(n), nonfinite)
         done = terminations | truncations
         if done.any():
@@ -157,7 +160,7 @@ class WheelLeggedVectorEnv(VectorEnv):
         if a.shape != self._act_shape:
             self.invalid_actions += 1
             raise InvalidActionError(f"actions must have shape {self._act_shape}, got {a.shape}")
-        if not (np.isfinite(a).all() and np.abs(a).max() < _SAFE_ACTION):
+        if not np.abs(a).max() < _SAFE_ACTION:  # also true for NaN and inf
             bad = [i for i, row in enumerate(a) if not math.isfinite(float(row.sum()))]
             if bad:
                 self.invalid_actions += 1
@@ -180,10 +183,8 @@ class WheelLeggedVectorEnv(VectorEnv):
             sens[i] = sensordata
             forces[i] = force
             i += 1
-        # WheelLeggedSim._sense, for all robots at once (same float64 -> float32 conversions).
-        bufs = np.zeros((self.num_envs, _STATE_LEN), np.float32)
-        bufs[:, self._dest] = sens[:, self._src]
-        bufs[:, self._torque_dest] = forces
+        # WheelLeggedSim._sense, for all robots at once (same gather, same float32 conversion).
+        bufs = np.concatenate((sens, forces, self._zero_col), axis=1)[:, self._gather].astype(np.float32)
         faults = np.where((np.abs(forces) >= self._clip_level).any(axis=1), _TORQUE_LIMITED, 0)
         return bufs, faults
 

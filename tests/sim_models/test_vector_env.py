@@ -19,16 +19,18 @@ def _actions(rng: np.random.Generator, act_dim: int, t: int) -> np.ndarray:
     a = rng.uniform(-0.2, 0.2, (N, act_dim)).astype(np.float32)
     if t % 40 > 25:
         a[1] = rng.uniform(-1.5, 1.5, act_dim)
+    if t % 7 == 3:  # signed zeros and the clip bounds, where float rounding could tell paths apart
+        a[2] = rng.choice(np.array([-0.0, 0.0, -1.0, 1.0], np.float32), act_dim)
     return a
 
 
-@pytest.mark.parametrize("profile", ["nominal", "moderate", "severe"])  # direct and per-robot paths
+@pytest.mark.parametrize("profile", ["nominal", "severe"])  # ctrl written directly / per-robot steps
 @pytest.mark.parametrize("task", list(TASKS))
 def test_batch_matches_single_envs_step_for_step(task, profile):
     venv = WheelLeggedVectorEnv(task, N, profile)
     singles = [WheelLeggedEnv(task, profile) for _ in range(N)]
     # Short episodes, so truncation and the autoreset happen inside the test.
-    short = dataclasses.replace(TASKS[task], max_episode_steps=70)
+    short = dataclasses.replace(TASKS[task], max_episode_steps=50)
     venv.task = short
     for e in singles:
         e.task = short
@@ -39,7 +41,7 @@ def test_batch_matches_single_envs_step_for_step(task, profile):
         assert np.array_equal(info_v["command"][i], info["command"])
     rng = np.random.default_rng(0)
     dones = 0
-    for t in range(160):
+    for t in range(120):
         actions = _actions(rng, TASKS[task].act_dim, t)
         obs_v, rew_v, term_v, trunc_v, infos = venv.step(actions)
         assert obs_v.dtype == np.float32 and rew_v.dtype == np.float64
@@ -55,7 +57,7 @@ def test_batch_matches_single_envs_step_for_step(task, profile):
             elif "_final_obs" in infos:
                 assert not infos["_final_obs"][i]
             assert obs_v[i].tobytes() == o.tobytes(), (t, i)
-    assert dones >= N  # every robot's episode ended at least once (truncation at 70 steps)
+    assert dones >= N  # every robot's episode ended at least once (truncation at 50 steps)
 
 
 def test_vector_env_spaces_and_invalid_actions():

@@ -51,6 +51,7 @@ _NO_FAULT = int(FaultFlags.NONE)
 _BAD_COMMAND = int(FaultFlags.BAD_COMMAND)
 _TORQUE_LIMITED = int(FaultFlags.TORQUE_LIMITED)
 _ENABLED = int(MotorMode.ENABLED)
+_ZERO1 = np.zeros(1)
 # Shared read-only zeros for the unused fields of commands the env builds itself (a fresh
 # MotorCommand() allocates five arrays; read-only so a stray write fails instead of leaking).
 ZERO_GAINS = np.zeros(N_ACTUATORS, np.float32)
@@ -129,6 +130,11 @@ class WheelLeggedSim:
         dest = [*(_POS + self._act_slots), *(_VEL + self._act_slots), *range(_QUAT, _STATE_LEN)]
         self._src, self._dest = np.array(src), np.array(dest)
         self._torque_dest = _TORQUE + self._act_slots
+        # The same layout as one gather from [sensordata, actuator_force, 0.0] (absent -> the 0).
+        gather = np.full(_STATE_LEN, m.nsensordata + m.nu)
+        gather[self._dest] = self._src
+        gather[self._torque_dest] = m.nsensordata + np.arange(m.nu)
+        self._gather = gather
         self._base_id = m.body(BASE_BODY).id
         self._wheel_qadr = [int(m.joint(w).qposadr[0]) for w in WHEEL_BODIES]
         self._home = m.key("home").id
@@ -348,11 +354,9 @@ class WheelLeggedSim:
         """
         d = self.data
         p = self.profile
-        # One gather from sensordata into a fresh float32 buffer.
-        buf = np.zeros(_STATE_LEN, np.float32)
-        buf[self._dest] = self._sensordata[self._src]
+        # One gather from [sensordata, actuator_force, 0] into a fresh float32 buffer.
         force = self._force
-        buf[self._torque_dest] = force
+        buf = np.concatenate((self._sensordata, force, _ZERO1)).take(self._gather).astype(np.float32)
         faults = self._faults
         if any(map(operator.ge, map(abs, force.tolist()), self._clip_level)):  # |f| >= clip level
             faults |= _TORQUE_LIMITED

@@ -87,7 +87,12 @@ class WheelLeggedEnv(gym.Env):
         super().reset(seed=seed)
         options = options or {}
         sim_seed = None if seed is None else int(self.np_random.integers(2**63 - 1))
-        state = self.sim.reset(seed=sim_seed, pitch_rad=options.get("pitch_rad"))
+        task = self.task
+        fast = self._fast_kernel() is not None
+        if fast:
+            self.sim._reset(sim_seed, options.get("pitch_rad"))
+        else:
+            state = self.sim.reset(seed=sim_seed, pitch_rad=options.get("pitch_rad"))
         if "command" in options:
             self._command = np.asarray(options["command"], np.float32)
         elif self._fixed_command is not None:
@@ -95,14 +100,23 @@ class WheelLeggedEnv(gym.Env):
         elif self.task.command_low:
             self._command = self.task.sample_command(self.np_random)
         self._steps = 0
-        self._obs = self.task.observe(state, self._command)
+        if fast:
+            buf = self.sim._sensed[0]
+            self._obs = np.array(self._kernel.observe(buf.tolist(), self._command.tolist()), np.float32)
+        else:
+            self._obs = task.observe(state, self._command)
         return self._obs, {"command": self._command}
 
-    def step(self, action):
+    def _fast_kernel(self) -> "_FastKernel | None":
+        """The fast-path kernel of the current task (None: take the reference path)."""
         task = self.task
         if task is not self._kernel_task:  # the task object was replaced: pick its kernel again
             self._kernel_task, self._kernel = task, _FAST_KERNELS.get(_task_key(task))
-        if not self.fast or self._kernel is None:
+        return self._kernel if self.fast else None
+
+    def step(self, action):
+        task = self.task
+        if self._fast_kernel() is None:
             return self._step_reference(action)
         action = np.asarray(action, dtype=np.float32)
         if action.shape != self._action_shape:

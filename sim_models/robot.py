@@ -56,6 +56,8 @@ _ZERO1 = np.zeros(1)
 # MotorCommand() allocates five arrays; read-only so a stray write fails instead of leaking).
 ZERO_GAINS = np.zeros(N_ACTUATORS, np.float32)
 ZERO_GAINS.flags.writeable = False
+# MotorCommand() with those zeros: the command before the first one (latency queue, last valid).
+ZERO_COMMAND = MotorCommand(ZERO_GAINS, ZERO_GAINS, ZERO_GAINS, ZERO_GAINS, ZERO_GAINS)
 
 
 def _is_constant(a: object) -> bool:
@@ -172,6 +174,11 @@ class WheelLeggedSim:
     # ----------------------------------------------------------------------------- API
     def reset(self, seed: int | None = None, pitch_rad: float | None = None) -> RobotState:
         """Home keyframe, tilted by `pitch_rad` about the wheel axle (random if None)."""
+        self._reset(seed, pitch_rad)
+        return self._copy_state()
+
+    def _reset(self, seed: int | None, pitch_rad: float | None) -> None:
+        """reset() without building the RobotState (the env's fast path reads `_sensed`)."""
         if seed is not None:
             self._rng = np.random.default_rng(seed)
         m, d = self.model, self.data
@@ -179,22 +186,24 @@ class WheelLeggedSim:
         if pitch_rad is None:
             pitch_rad = float(self._rng.uniform(-self.init_pitch_rad, self.init_pitch_rad))
         c, s = math.cos(pitch_rad), math.sin(pitch_rad)
-        ox, oy, oz = self._base_above_axle
-        axle = d.qpos[0:3] - self._base_above_axle
-        d.qpos[0:3] = axle + np.array([c * ox + s * oz, oy, -s * ox + c * oz])
-        d.qpos[3:7] = (math.cos(pitch_rad / 2), 0.0, math.sin(pitch_rad / 2), 0.0)
-        d.qpos[self._wheel_qadr] = -pitch_rad  # wheels keep their world angle: odometry starts at 0
+        ox, oy, oz = self._base_above_axle.tolist()
+        qpos = d.qpos
+        x, y, z = qpos[0:3].tolist()
+        # axle (= base - base_above_axle) + the rotated offset, in plain floats (same operations).
+        qpos[0:3] = ((x - ox) + (c * ox + s * oz), (y - oy) + oy, (z - oz) + (-s * ox + c * oz))
+        qpos[3:7] = (math.cos(pitch_rad / 2), 0.0, math.sin(pitch_rad / 2), 0.0)
+        for adr in self._wheel_qadr:
+            qpos[adr] = -pitch_rad  # wheels keep their world angle: odometry starts at 0
         d.ctrl[:] = 0.0
         d.xfrc_applied[:] = 0.0
         mujoco.mj_forward(m, d)
         self._queue: collections.deque[MotorCommand] = collections.deque(
-            [MotorCommand()] * self.profile.latency_steps
+            [ZERO_COMMAND] * self.profile.latency_steps
         )
-        self._last_valid = MotorCommand()
+        self._last_valid = ZERO_COMMAND
         self._push_steps_left = 0
         self._faults = _NO_FAULT
-        self._state = self._read_state()
-        return self._copy_state()
+        self._sense()
 
     def step(self, cmd: MotorCommand) -> RobotState:
         """Advance one control period under `cmd` (after the profile's latency) and read sensors.

@@ -245,7 +245,11 @@ class TaskSpec:
         """A command for one episode (empty for tasks without one)."""
         if not self.command_low:
             return np.zeros(0, np.float32)
-        return rng.uniform(self.command_low, self.command_high).astype(np.float32)
+        # One scalar draw per component: the same values, in the same order, as
+        # rng.uniform(low, high) with arrays (low + (high - low) * next_double each), without its
+        # array checks (~10x faster; the env draws a command at every reset).
+        return np.array([rng.uniform(lo, hi) for lo, hi in zip(self.command_low, self.command_high)],
+                        np.float32)
 
 
 TASKS: dict[str, TaskSpec] = {

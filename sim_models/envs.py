@@ -217,6 +217,7 @@ _asin, _atan2, _sin, _cos = math.asin, math.atan2, math.sin, math.cos
 _RADIUS, _HIP0, _KNEE0 = _t.WHEEL_RADIUS_M, _t.HIP_ZERO_RAD, _t.KNEE_ZERO_RAD
 _NTHIGH, _SHANK = -_t.THIGH_M, _t.SHANK_M  # tasks.base_height's -THIGH_M * sin(...) is (-THIGH_M) * ...
 _FLOAT32 = struct.Struct("f")
+_FLOAT32_2, _FLOAT32_4, _FLOAT32_6 = struct.Struct("2f"), struct.Struct("4f"), struct.Struct("6f")
 
 
 def _f32(x: float) -> float:
@@ -370,6 +371,18 @@ class _LocomotionKernel(_FastKernel):
     kp, kd = _LEG_KP, _LEG_KD
 
     @staticmethod
+    def ctrl_one(a: list) -> tuple[float, ...]:  # kp * q_des + kd * qd_des + tau_ff, float32
+        # Each float32 operation of _apply as a float64 one rounded to float32 (exact: a product
+        # or sum of two float32 values, rounded twice, equals the float32 result). kd * qd_des is
+        # +0 and tau_ff is +0 on the legs, kp and q_des are +0 on the wheels: adding +0 only
+        # turns a -0 into +0, which `or 0.0` does.
+        a0, a1, a2, a3, a4, a5 = [_clip(v) for v in a]
+        r, w, kp = _t.LEG_RANGE_RAD, _t.LOCO_WHEEL_TORQUE_NM, _t.LEG_KP
+        q0, q1, q3, q4 = _FLOAT32_4.unpack(_FLOAT32_4.pack(r * a0, r * a1, r * a3, r * a4))
+        c = _FLOAT32_6.unpack(_FLOAT32_6.pack(kp * q0, kp * q1, w * a2, kp * q3, kp * q4, w * a5))
+        return (c[0] or 0.0, c[1] or 0.0, c[2] or 0.0, c[3] or 0.0, c[4] or 0.0, c[5] or 0.0)
+
+    @staticmethod
     def ctrl_batch(a: np.ndarray) -> np.ndarray:  # kp * q_des + kd * qd_des + tau_ff, float32
         # q_des and tau_ff of command() by one multiply each: a column it leaves at zero
         # becomes +-0 here instead of +0, which gives the same ctrl (+0 is added to every
@@ -409,8 +422,10 @@ class _LocomotionKernel(_FastKernel):
     @staticmethod
     def reward(a: list, next_obs: np.ndarray, o: list) -> float:  # tasks.locomotion_reward
         tau = np.array([_t.LOCO_WHEEL_TORQUE_NM * _clip(a[_L]), _t.LOCO_WHEEL_TORQUE_NM * _clip(a[_R])])
-        dv = float(next_obs[15] - next_obs[17])  # float32 differences, as the task
-        dh = float(next_obs[16] - next_obs[18])
+        try:  # float32 differences, as the task (a float64 difference rounded to float32)
+            dv, dh = _FLOAT32_2.unpack(_FLOAT32_2.pack(o[15] - o[17], o[16] - o[18]))
+        except OverflowError:  # beyond float32: numpy's inf
+            dv, dh = float(next_obs[15] - next_obs[17]), float(next_obs[16] - next_obs[18])
         return 10.0 - (2.0 * dv ** 2 + 100.0 * dh ** 2 + 0.1 * o[4] ** 2 + 0.05 * float(tau @ tau))
 
     @staticmethod

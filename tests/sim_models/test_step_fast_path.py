@@ -29,11 +29,13 @@ def _same(a, b) -> bool:
 
 
 def _actions(task: str, obs: np.ndarray, ctl: BalanceController, rng: np.random.Generator):
-    """Controller actions with noise, out-of-range values (clipping) and plain lists."""
+    """Controller actions with noise, out-of-range values (clipping), signed zeros, plain lists."""
     a = ctl.act(obs)
     r = rng.random()
     if r < 0.1:
         return rng.uniform(-2.0, 2.0, a.shape)  # float64, beyond [-1, 1]
+    if r < 0.15:  # signed zeros and the clip bounds, where float rounding could tell paths apart
+        return rng.choice(np.array([-0.0, 0.0, -1.0, 1.0], np.float32), a.shape)
     if r < 0.2:
         return a.astype(np.float64).tolist()
     return a + rng.normal(0.0, 0.3, a.shape).astype(np.float32)

@@ -163,13 +163,27 @@ class WheelLeggedSim:
         self._held_kp = self._held_kd = None  # the constant gain arrays last written to the model
         p = self.profile
         self.plain_actuation = not (p.latency_steps or p.action_noise_std or p.push_prob)
-        # MjData arrays keep their memory for the data's lifetime: views can be kept.
-        self._ctrl, self._sensordata, self._force = (self.data.ctrl, self.data.sensordata,
-                                                     self.data.actuator_force)
+        self._bind_data_views()
         self._held_kp_slots = self._held_kd_slots = None
         self._clip_level = (m.actuator_forcerange[ids, 1] * (1 - 1e-6)).tolist()
         if not np.allclose(m.actuator_gear[ids, 0], 1.0):
             raise ValueError("impedance actuators assume gear 1 (length = joint angle)")
+
+    def _bind_data_views(self) -> None:
+        # MjData arrays keep their memory for the data's lifetime: views can be kept (but not
+        # copied or pickled along: a copy of a view is no longer the data's, see __setstate__).
+        self._ctrl, self._sensordata, self._force = (self.data.ctrl, self.data.sensordata,
+                                                     self.data.actuator_force)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        for name in ("_ctrl", "_sensordata", "_force"):
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._bind_data_views()
 
     # ----------------------------------------------------------------------------- API
     def reset(self, seed: int | None = None, pitch_rad: float | None = None) -> RobotState:

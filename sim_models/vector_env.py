@@ -71,10 +71,7 @@ class WheelLeggedVectorEnv(VectorEnv):
         # Nothing random or delayed per step: the ctrl can be written straight to each robot.
         self._direct = not (p.latency_steps or p.action_noise_std or p.push_prob
                             or p.sensor_noise_std or p.sensor_bias)
-        # Per robot: model, data and views of its ctrl, sensordata and actuator_force (MjData
-        # arrays keep their memory for the data's lifetime, so the views can be kept).
-        self._io = [(e.sim.model, e.sim.data, e.sim.data.ctrl, e.sim.data.sensordata,
-                     e.sim.data.actuator_force) for e in self.envs]
+        self._bind_io()
         self._gains_ready = False
         self._n_substeps = first.sim.n_substeps
         self._gather = first.sim._gather
@@ -148,6 +145,22 @@ class WheelLeggedVectorEnv(VectorEnv):
             e.close()
 
     # ----------------------------------------------------------------------------- internals
+    def _bind_io(self) -> None:
+        # Per robot: model, data and views of its ctrl, sensordata and actuator_force (MjData
+        # arrays keep their memory for the data's lifetime, so the views can be kept; a copied
+        # or unpickled env binds them again).
+        self._io = [(e.sim.model, e.sim.data, e.sim.data.ctrl, e.sim.data.sensordata,
+                     e.sim.data.actuator_force) for e in self.envs]
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state.pop("_io", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._bind_io()
+
     def _reset_one(self, i: int, seed: int | None = None, options: dict[str, Any] | None = None):
         obs, _ = self.envs[i].reset(seed=seed, options=options)
         self._steps[i] = 0

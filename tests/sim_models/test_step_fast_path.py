@@ -124,3 +124,20 @@ def test_fast_path_rejects_invalid_actions_like_the_reference(bad):
     with pytest.raises(InvalidActionError):
         env.step(bad)  # the 3e38 action is finite but its float32 sum is not: rejected as before
     assert env.invalid_actions == 1
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_a_copied_env_steps_its_own_simulator_identically(how):
+    """The fast path keeps views of MjData arrays: a copy must bind its own data's."""
+    import copy
+    import pickle
+
+    env = WheelLeggedEnv("locomotion")
+    env.reset(seed=0)
+    action = np.full(6, 0.1, np.float32)
+    for _ in range(3):
+        env.step(action)
+    twin = copy.deepcopy(env) if how == "deepcopy" else pickle.loads(pickle.dumps(env))
+    for _ in range(5):
+        assert _same(env.step(2 * action), twin.step(2 * action))
+    assert twin.sim.data is not env.sim.data and twin.sim.data.time == env.sim.data.time

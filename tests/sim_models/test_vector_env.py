@@ -85,3 +85,17 @@ def test_seed_list_and_unknown_task():
     assert a[0].tobytes() == b[0].tobytes() and a[1].tobytes() != b[1].tobytes()
     with pytest.raises(ValueError):
         WheelLeggedVectorEnv("stand_still", 0)
+
+
+def test_a_copied_batch_steps_its_own_robots_identically():
+    import pickle
+
+    venv = WheelLeggedVectorEnv("turn", 2)
+    venv.reset(seed=0)
+    actions = np.full((2, 2), 0.1, np.float32)
+    venv.step(actions)
+    twin = pickle.loads(pickle.dumps(venv))
+    for _ in range(5):
+        a, b = venv.step(actions), twin.step(actions)
+        assert a[0].tobytes() == b[0].tobytes() and a[1].tobytes() == b[1].tobytes()
+    assert twin.envs[0].sim.data.time == venv.envs[0].sim.data.time

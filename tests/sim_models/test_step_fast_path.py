@@ -141,3 +141,13 @@ def test_a_copied_env_steps_its_own_simulator_identically(how):
     for _ in range(5):
         assert _same(env.step(2 * action), twin.step(2 * action))
     assert twin.sim.data is not env.sim.data and twin.sim.data.time == env.sim.data.time
+
+
+@pytest.mark.parametrize("task", ["turn", "locomotion"])
+def test_command_draw_matches_the_array_draw(task):
+    """sample_command draws component by component; the values are those of one array draw."""
+    spec = TASKS[task]
+    for seed in range(20):
+        a = spec.sample_command(np.random.default_rng(seed))
+        b = np.random.default_rng(seed).uniform(spec.command_low, spec.command_high).astype(np.float32)
+        assert a.dtype == np.float32 and a.tobytes() == b.tobytes()

@@ -210,9 +210,7 @@ _clip = _t._clip_scalar
 _LOCO_Q_SCALE = np.array([_t.LEG_RANGE_RAD if i in _t.LEG_INDICES else 0.0 for i in range(6)])
 _LOCO_TAU_SCALE = np.array([_t.LOCO_WHEEL_TORQUE_NM if i in _t.WHEEL_INDICES else 0.0 for i in range(6)])
 _LOCO_KD_QD = _LEG_KD * ZERO_GAINS
-_LEGS, _WHEELS = np.array(_t.LEG_INDICES), np.array(_t.WHEEL_INDICES)
-
-
+_WHEELS = np.array(_t.WHEEL_INDICES)
 _asin, _atan2, _sin, _cos = math.asin, math.atan2, math.sin, math.cos
 _RADIUS, _HIP0, _KNEE0 = _t.WHEEL_RADIUS_M, _t.HIP_ZERO_RAD, _t.KNEE_ZERO_RAD
 _NTHIGH, _SHANK = -_t.THIGH_M, _t.SHANK_M  # tasks.base_height's -THIGH_M * sin(...) is (-THIGH_M) * ...

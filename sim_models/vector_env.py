@@ -32,7 +32,6 @@ import logging
 import math
 from typing import Any, Sequence
 
-import gymnasium as gym
 import mujoco
 import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv

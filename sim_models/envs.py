@@ -116,8 +116,9 @@ class WheelLeggedEnv(gym.Env):
 
     def step(self, action):
         task = self.task
-        if self._fast_kernel() is None:
-            return self._step_reference(action)
+        if task is not self._kernel_task or not self.fast or self._kernel is None:
+            if self._fast_kernel() is None:
+                return self._step_reference(action)
         action = np.asarray(action, dtype=np.float32)
         if action.shape != self._action_shape:
             return self._step_reference(action)  # raises the typed error
@@ -145,7 +146,7 @@ class WheelLeggedEnv(gym.Env):
         else:
             next_obs, reward, terminated, info = self._blow_up(next_obs, faults)
         self._obs = next_obs
-        return next_obs, float(reward), bool(terminated), bool(truncated), info
+        return next_obs, reward, terminated, truncated, info  # already float, bool, bool
 
     def _step_reference(self, action):
         """The reference step: the TaskSpec functions on the simulator's RobotState."""

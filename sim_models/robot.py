@@ -163,6 +163,7 @@ class WheelLeggedSim:
         self._held_kp = self._held_kd = None  # the constant gain arrays last written to the model
         p = self.profile
         self.plain_actuation = not (p.latency_steps or p.action_noise_std or p.push_prob)
+        self._noisy_sensors = bool(p.sensor_noise_std or p.sensor_bias)
         self._bind_data_views()
         self._held_kp_slots = self._held_kd_slots = None
         self._clip_level = (m.actuator_forcerange[ids, 1] * (1 - 1e-6)).tolist()
@@ -375,18 +376,16 @@ class WheelLeggedSim:
         Noise and bias (if the profile has them) are already applied, in place. The env's fast
         path reads the buffer directly; `_read_state` wraps views of it in a RobotState.
         """
-        d = self.data
-        p = self.profile
         # One gather from [sensordata, actuator_force, 0] into a fresh float32 buffer.
         force = self._force
         buf = np.concatenate((self._sensordata, force, _ZERO1)).take(self._gather).astype(np.float32)
         faults = self._faults
         if any(map(operator.ge, map(abs, force.tolist()), self._clip_level)):  # |f| >= clip level
             faults |= _TORQUE_LIMITED
-        if p.sensor_noise_std or p.sensor_bias:
+        if self._noisy_sensors:
             self._corrupt(buf)
         # state() builds the RobotState from this only when asked (the env's fast path never does).
-        self._sensed = (buf, faults, d.time)
+        self._sensed = (buf, faults, self.data.time)
         self._state = None
         return buf, faults
 

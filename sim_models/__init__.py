@@ -12,6 +12,7 @@ from typing import Any
 # The paper's HalfCheetah gaps (sim_models.halfcheetah builds them); here so that registering the
 # ids needs neither mujoco nor gymnasium's mujoco envs.
 HALFCHEETAH_GAPS: tuple[str, ...] = ("nominal", "gravity2", "friction03", "jointnoise")
+HALFCHEETAH_MAX_EPISODE_STEPS = 1000  # gymnasium's HalfCheetah-v5 registration (the D4RL episode length)
 
 
 def make_env(task: str, profile: Any = "nominal", seed: int | None = None, **kw: Any):
@@ -36,7 +37,7 @@ def _register() -> None:
         env_id = f"h2o/HalfCheetah-{gap}-v0"
         if env_id not in gym.registry:
             gym.register(env_id, entry_point="sim_models.halfcheetah:make_halfcheetah",
-                         kwargs={"gap": gap}, max_episode_steps=1000)
+                         kwargs={"gap": gap}, max_episode_steps=HALFCHEETAH_MAX_EPISODE_STEPS)
 
 
 _register()

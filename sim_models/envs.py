@@ -30,6 +30,7 @@ import numpy as np
 
 from protocol.robot_types import MotorCommand
 
+from sim_models import HALFCHEETAH_MAX_EPISODE_STEPS
 from sim_models import tasks as _t
 from sim_models.profiles import DynamicsProfile, load_profile
 from sim_models.robot import DEFAULT_INIT_PITCH_RAD, ZERO_GAINS, WheelLeggedSim
@@ -467,7 +468,10 @@ def make_env(task: str, profile: "str | DynamicsProfile | None" = "nominal", see
         from sim_models.halfcheetah import make_halfcheetah
 
         gap = task.split("-")[1] if task.startswith("h2o/") else (profile or "nominal")
-        env = make_halfcheetah(gap, **kw)
+        # HalfCheetah never terminates on its own: the 1000-step limit lives in gymnasium's
+        # registration, which this direct construction bypasses, so apply it here (else an
+        # evaluation episode never ends).
+        env = gym.wrappers.TimeLimit(make_halfcheetah(gap, **kw), HALFCHEETAH_MAX_EPISODE_STEPS)
     else:
         env = WheelLeggedEnv(by_id.get(task, task), profile=profile, seed=seed, **kw)
     if seed is not None:

@@ -51,6 +51,16 @@ def collect(cfg: GridConfig) -> list[dict]:
 
 
 def _dataset_meta(cfg: GridConfig, task: str, gap: str, dataset: str) -> dict:
+    """The dataset's sidecar JSON: the driver's own (collected data) or the one beside a file dataset
+    (learner.experiments.behaviour_data writes it; its expert policy's return stands in for the tuned
+    controller, which only the wheel-legged tasks have)."""
+    spec = next((d for d in cfg.datasets if d.name == dataset), None)
+    if spec is not None and spec.kind == "file":
+        side = Path(spec.path).with_suffix(".json")
+        meta = json.loads(side.read_text()) if side.exists() else {}
+        if "tuned_return" not in meta and "expert_eval_return" in meta:
+            meta["tuned_return"] = meta["expert_eval_return"]
+        return meta
     g = next(g for g in cfg.gaps if g.name == gap)
     side = Path(cfg.out_dir) / "data" / f"{task}_{g.real_profile}_{dataset}.json".replace("/", "_")
     return json.loads(side.read_text()) if side.exists() else {}
@@ -196,7 +206,7 @@ def write_report(cfg: GridConfig) -> dict:
         f"# {cfg.name}\n\nFinal return on the real profile, mean ± std over seeds {cfg.seeds} "
         f"(in brackets: the same policies evaluated in the simulator). Budget {cfg.total_updates} updates "
         f"per cell; {len(cells)} of {total} cells finished. 'data / tuned ctrl': mean episode return of the "
-        f"offline data's behaviour policy and of the tuned controller on the real profile.\n\n{table}")
+        f"offline data's behaviour policy and of the tuned controller on the real profile (for a file dataset with a sidecar JSON: of its expert policy).\n\n{table}")
     plot_learning_curves(cfg, cells, out / "learning_curves.png")
     plot_sim_vs_real(cfg, cells, out / "sim_vs_real.png")
     return {"cells": len(cells), "of": total, "table": table}

@@ -95,3 +95,23 @@ def test_medium_replay_improves_over_the_buffer_and_medium_expert_mixes_in_the_t
 def test_missing_file_dataset_is_a_typed_error(tmp_path: Path) -> None:
     with pytest.raises(DatasetSpecError, match="does not exist"):
         ensure_dataset(DatasetSpec("m", "file", path=str(tmp_path / "none.hdf5")), "halfcheetah", "nominal", tmp_path)
+
+
+def test_report_reads_the_sidecar_beside_a_file_dataset(tmp_path: Path) -> None:
+    # behaviour_data writes <file>.json with the data's return and its expert's; the table's
+    # "data / tuned ctrl" column uses them (there is no tuned controller for HalfCheetah).
+    import json
+
+    from learner.experiments.report import _dataset_meta
+
+    data = tmp_path / "halfcheetah-medium-v2.hdf5"
+    data.with_suffix(".json").write_text(json.dumps({"behaviour_return_mean": 309.0, "expert_eval_return": 666.0}))
+    cfg = grid_config.from_dict({
+        "grid": {"tasks": ["halfcheetah"], "algorithms": ["h2o"], "seeds": [0], "out_dir": str(tmp_path / "runs")},
+        "gaps": [{"name": "gravity", "sim_profile": "gravity2", "real_profile": "nominal"}],
+        "datasets": [{"name": "medium", "kind": "file", "path": str(data)}],
+    })
+    meta = _dataset_meta(cfg, "halfcheetah", "gravity", "medium")
+    assert meta["behaviour_return_mean"] == 309.0 and meta["tuned_return"] == 666.0
+    data.with_suffix(".json").unlink()
+    assert _dataset_meta(cfg, "halfcheetah", "gravity", "medium") == {}

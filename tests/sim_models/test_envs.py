@@ -152,3 +152,21 @@ def test_private_halfcheetah_copy_matches_the_installed_model_without_warnings(t
     np.testing.assert_allclose(ours.body_mass, installed.body_mass, rtol=1e-12)
     np.testing.assert_allclose(ours.body_inertia, installed.body_inertia, rtol=1e-12)
     assert ours.body_mass.sum() == pytest.approx(14.0)
+
+
+@pytest.mark.parametrize("task, profile", [("halfcheetah", "gravity2"), ("h2o/HalfCheetah-jointnoise-v0", None)])
+def test_make_env_halfcheetah_truncates_at_the_registered_episode_length(task, profile):
+    # Regression: make_env built HalfCheetah without gymnasium's TimeLimit, so an evaluation
+    # episode (which waits for terminated or truncated) never ended.
+    from sim_models.envs import make_env
+
+    env = make_env(task, profile) if profile else make_env(task)
+    env.reset(seed=0)
+    zero = np.zeros(env.action_space.shape, np.float32)
+    for step in range(1, sim_models.HALFCHEETAH_MAX_EPISODE_STEPS + 1):
+        _, _, terminated, truncated, _ = env.step(zero)
+        assert not terminated
+        if truncated:
+            break
+    assert truncated and step == sim_models.HALFCHEETAH_MAX_EPISODE_STEPS
+    env.close()

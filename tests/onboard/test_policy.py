@@ -124,18 +124,8 @@ def test_loader_validates_off_thread_and_hands_over_once():
     assert loader.rejected == {"non_finite": 1} and loader.accepted == 1
 
 
-def _wait_for(pred, timeout_s: float = 20.0) -> bool:
-    import time
 
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return False
-
-
-def test_loader_retimes_a_too_slow_candidate_and_accepts_it_when_the_load_passes():
+def test_loader_retimes_a_too_slow_candidate_and_accepts_it_when_the_load_passes(wait_for):
     # The budget is impossible at first (as during a load spike) and met once it is lifted while
     # the loader waits to re-time: the same candidate is then accepted, not dropped.
     cfg = ValidationConfig(inference_budget_ms=1e-6, slow_retries=2, slow_retry_delay_s=0.5)
@@ -144,23 +134,23 @@ def test_loader_retimes_a_too_slow_candidate_and_accepts_it_when_the_load_passes
     loader.start()
     try:
         loader.submit(cand(mlp_policy_bytes(4, 1, version=3), version=3))
-        assert _wait_for(lambda: loader.slow_retries >= 1)
+        assert wait_for(lambda: loader.slow_retries >= 1)
         cfg.inference_budget_ms = 50.0
-        assert _wait_for(lambda: len(results) == 1)
+        assert wait_for(lambda: len(results) == 1)
     finally:
         loader.stop()
     assert results == [(3, True, "ok")]
     assert loader.take_pending()[1].version == 3 and loader.rejected == {}
 
 
-def test_loader_gives_up_on_a_too_slow_candidate_after_its_retries():
+def test_loader_gives_up_on_a_too_slow_candidate_after_its_retries(wait_for):
     cfg = ValidationConfig(inference_budget_ms=1e-6, slow_retries=2, slow_retry_delay_s=0.05)
     results: list[tuple[int, bool, str]] = []
     loader = PolicyLoader(SPEC, cfg, on_result=lambda v, ok, why: results.append((v, ok, why)))
     loader.start()
     try:
         loader.submit(cand(mlp_policy_bytes(4, 1, version=4), version=4))
-        assert _wait_for(lambda: len(results) == 1)
+        assert wait_for(lambda: len(results) == 1)
     finally:
         loader.stop()
     assert results[0][:2] == (4, False) and results[0][2].startswith("too_slow")
@@ -168,17 +158,17 @@ def test_loader_gives_up_on_a_too_slow_candidate_after_its_retries():
     assert loader.take_pending() is None
 
 
-def test_a_newer_candidate_supersedes_one_waiting_to_be_retimed():
+def test_a_newer_candidate_supersedes_one_waiting_to_be_retimed(wait_for):
     cfg = ValidationConfig(inference_budget_ms=1e-6, slow_retries=1, slow_retry_delay_s=2.0)
     results: list[tuple[int, bool, str]] = []
     loader = PolicyLoader(SPEC, cfg, on_result=lambda v, ok, why: results.append((v, ok, why)))
     loader.start()
     try:
         loader.submit(cand(mlp_policy_bytes(4, 1, version=5), version=5))
-        assert _wait_for(lambda: loader.slow_retries >= 1)
+        assert wait_for(lambda: loader.slow_retries >= 1)
         cfg.inference_budget_ms = 50.0  # the newer one meets the budget at once
         loader.submit(cand(mlp_policy_bytes(4, 1, version=6), version=6))
-        assert _wait_for(lambda: len(results) == 2)
+        assert wait_for(lambda: len(results) == 2)
     finally:
         loader.stop()
     assert results == [(5, False, "superseded"), (6, True, "ok")]

@@ -124,7 +124,6 @@ def test_loader_validates_off_thread_and_hands_over_once():
     assert loader.rejected == {"non_finite": 1} and loader.accepted == 1
 
 
-
 def test_loader_retimes_a_too_slow_candidate_and_accepts_it_when_the_load_passes(wait_for):
     # The budget is impossible at first (as during a load spike) and met once it is lifted while
     # the loader waits to re-time: the same candidate is then accepted, not dropped.

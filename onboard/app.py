@@ -154,11 +154,18 @@ class OnboardApp:
         self.loop.run(stop, max_ticks)
 
     def close(self, drain_s: float = 1.0) -> None:
-        """Motors off (DISABLE), then stop the helpers; the stream gets `drain_s` to empty."""
+        """Motors off (DISABLE), then stop the helpers; the stream gets `drain_s` to empty.
+
+        Every recorded row ends either acknowledged by the learner or in the spool on disk (sent
+        on the next start): the partial batch is flushed here and the streamer spools whatever is
+        still queued before it exits.
+        """
         try:
             self.link.close()
         finally:
             self.loader.stop()
+            if self.recorder is not None:
+                self.recorder.flush()  # the last partial batch: without this its rows never leave the robot
             if self.streamer is not None:
                 self.streamer.stop(drain_s)
             self.status.stop()

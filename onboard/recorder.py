@@ -102,6 +102,11 @@ class TransitionRecorder:
         if self._n >= self.batch_size:
             self.flush()
 
+    @property
+    def pending_rows(self) -> int:
+        """Rows recorded but not yet handed to the sink (the partial batch)."""
+        return self._n
+
     def maybe_flush(self) -> None:
         """Emit a partial batch once its first row is older than `max_batch_age_s`."""
         if self._n and self.clock() - self._first_t >= self.max_batch_age_s:

@@ -233,6 +233,10 @@ class Streamer:
         except Exception:
             log.exception("streamer thread crashed")
         finally:
+            try:
+                self._spool_new_batches()  # batches handed over after the last pass: keep them on disk
+            except Exception:
+                log.exception("could not spool the last batches")
             self._close_socket()
             self.spool.close()
 

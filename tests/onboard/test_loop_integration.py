@@ -218,3 +218,35 @@ def test_catch_and_recovery_keep_a_toppling_policy_learning(make_app):
     ended = np.concatenate([b["terminated"] | b["truncated"] for b in rows])
     switch = np.flatnonzero(src[:-1] != src[1:])  # last row of each driver's stint
     assert len(switch) >= 2 and np.all(ended[switch])
+
+
+def test_close_delivers_the_last_partial_batch(make_app, wait_for, endpoint):
+    # Regression: the rows of the batch still being filled when the robot stopped were never
+    # handed to the streamer (19 rows lost at the end of a demo run).
+    learner = DevLearner(endpoint)
+    try:
+        app = make_app(stream=True, endpoint=endpoint)
+        app.recorder.max_batch_age_s = 1e9  # only full batches leave during the run
+        run_ticks(app, 123)
+        recorded = app.recorder.rows_recorded
+        assert app.recorder.pending_rows == recorded % app.recorder.batch_size > 0
+        assert wait_for(lambda: len(learner.log.rows) == recorded - app.recorder.pending_rows)
+        app.close(drain_s=5.0)
+        assert app.recorder.pending_rows == 0
+        assert wait_for(lambda: len(learner.log.rows) == recorded) and learner.log.duplicates == 0
+    finally:
+        learner.close()
+
+
+def test_close_with_the_learner_down_keeps_every_row_in_the_spool(make_app, endpoint, tmp_path):
+    from onboard.spool import Spool
+
+    app = make_app(stream=True, endpoint=endpoint)  # nobody listens there
+    run_ticks(app, 123)
+    recorded = app.recorder.rows_recorded
+    app.close(drain_s=0.0)
+    spool = Spool(str(tmp_path / "spool"))  # the directory make_app configures
+    try:
+        assert spool.pending_rows == recorded
+    finally:
+        spool.close()

@@ -37,6 +37,7 @@ from learner.service.publisher import PolicyBlob, Publisher
 from learner.service.ingest import RealFeed
 from learner.service.simworkers import SimWorkers, WorkerSpec
 from learner.service.tasks import task_info
+from learner.task_defaults import algorithm_config
 
 log = logging.getLogger(__name__)
 
@@ -103,10 +104,8 @@ class Trainer:
         if n_off:
             self.real.load_fixed(data)
         self.sim = TransitionBuffer(o, a, cfg.sim_capacity, self.device, seed=cfg.seed * 2 + 2)
-        algo_cfg = {"hidden": cfg.hidden, "seed": cfg.seed, **cfg.algo}
-        import dataclasses
-        if "disc_hidden" in {f.name for f in dataclasses.fields(algorithms.config_class(cfg.algorithm))}:
-            algo_cfg.setdefault("disc_hidden", cfg.disc_hidden)
+        algo_cfg = algorithm_config(cfg.algorithm, cfg.task, hidden=cfg.hidden, seed=cfg.seed,
+                                    disc_hidden=cfg.disc_hidden, overrides=cfg.algo)
         self.algo = algorithms.make(cfg.algorithm, o, a, algo_cfg, self.device)
         self.stats = TrainerStats(real_offline_rows=n_off)
         self._lock = threading.Lock()

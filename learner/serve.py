@@ -36,9 +36,11 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from learner.service.app import Service
 
+    from learner.service.store import StoreError
+
     try:
         service = Service(cfg)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, StoreError) as exc:
         logging.getLogger("learner.serve").error("cannot start: %s", exc)
         return 2
     service.install_signal_handlers()
@@ -53,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         service.wait()
     finally:
         service.shutdown()
+    if service.failed:
+        logging.getLogger("learner.serve").error("exiting with code 1: the %s thread died (see "
+                                                 "the traceback above)", service.failed)
+        return 1
     return 0
 
 

@@ -22,6 +22,7 @@ POLICY); plain text only on loopback and only when asked.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import queue
@@ -29,7 +30,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
-from urllib.parse import urlparse
 
 import numpy as np
 import zmq
@@ -37,6 +37,7 @@ import zmq.auth
 
 from onboard.policy import PolicyCandidate
 from onboard.spool import Spool
+from protocol.endpoints import is_loopback
 from protocol.messages import (
     Ack,
     Error,
@@ -55,7 +56,7 @@ from protocol.messages import (
 
 log = logging.getLogger(__name__)
 
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+MAX_DECLARED_STREAMS = 256  # = protocol Limits.max_map_len: what one HELLO may carry
 
 
 class LinkConfigError(ValueError):
@@ -87,13 +88,6 @@ class StreamerConfig:
             raise LinkConfigError(f"plaintext is only allowed on loopback, not {self.endpoint!r}")
         if not self.plaintext and not (self.client_secret_key_file and self.server_public_key_file):
             raise LinkConfigError("CURVE needs client_secret_key_file and server_public_key_file (or plaintext on loopback)")
-
-
-def is_loopback(endpoint: str) -> bool:
-    if endpoint.startswith(("ipc://", "inproc://")):
-        return True
-    host = urlparse(endpoint).hostname or ""
-    return host in LOOPBACK_HOSTS or host.startswith("127.")
 
 
 @dataclass
@@ -143,6 +137,7 @@ class Streamer:
         self._send_idx = 0  # index into spool.records of the next batch to send
         self._last_ack_progress = time.monotonic()
         self._hb_seq = 0
+        self._declared: set[str] = set()  # streams the last HELLO declared
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._policy_outcomes: dict[int, tuple[bool, str] | None] = {}  # version -> outcome; None: validating
@@ -256,8 +251,26 @@ class Streamer:
         self._welcomed = False
         self._liveness = self.cfg.liveness
         self._send_idx = 0  # resend everything unacknowledged on the new session
-        self._send(self._hello())
+        self._send(self._say_hello())
         log.info("learner link: connecting to %s (stream %s)", self.cfg.endpoint, self.stream_id)
+
+    def declared_streams(self, limit: int = MAX_DECLARED_STREAMS) -> dict[str, int]:
+        """stream -> first seq this robot still holds (the next one it will number, for our own
+        stream with nothing spooled): our stream first, then the spool's oldest."""
+        out = {self.stream_id: self._next_seq}
+        for rec in self.spool.records:
+            if rec.stream_id == self.stream_id:
+                out[self.stream_id] = min(out[self.stream_id], rec.first_seq)
+            elif rec.stream_id not in out and len(out) < limit:
+                out[rec.stream_id] = rec.first_seq
+        return out
+
+    def _say_hello(self) -> Hello:
+        """The app's HELLO with the streams this robot holds: a new stream starts where we say,
+        and the learner records rows below that which it lacks as lost instead of awaiting them."""
+        streams = self.declared_streams()
+        self._declared = set(streams)
+        return dataclasses.replace(self._hello(), streams=streams)
 
     def _close_socket(self) -> None:
         if self._sock is not None:
@@ -292,7 +305,7 @@ class Streamer:
             stats = {k: float(v) for k, v in self._stats().items() if isinstance(v, (int, float)) and np.isfinite(v)}
             self._send(Heartbeat(seq=self._hb_seq, t_us=time.time_ns() // 1000, policy_version=self._policy_version(), stats=stats))
         else:
-            self._send(self._hello())  # the HELLO may have been lost (or refused): ask again
+            self._send(self._say_hello())  # the HELLO may have been lost (or refused): ask again
 
     def _spool_new_batches(self) -> None:
         while True:
@@ -325,6 +338,10 @@ class Streamer:
             self._send_idx = 0  # acks stalled: send the window again
             self._last_ack_progress = time.monotonic()
         while self._send_idx < len(recs) and self._send_idx < self.cfg.max_inflight:
+            if recs[self._send_idx].stream_id not in self._declared:  # past the HELLO's streams
+                self._welcomed = False
+                self._send(self._say_hello())
+                return
             if not self._send_raw(self.spool.read(recs[self._send_idx])):
                 return
             self._send_idx += 1
@@ -387,7 +404,7 @@ class Streamer:
             log.warning("learner error %s: %s%s", m.code, m.message, " (fatal: new session)" if m.fatal else "")
             if m.fatal:
                 self._welcomed = False
-                self._send(self._hello())
+                self._send(self._say_hello())
         # HEARTBEAT from the learner: liveness was already reset.
 
     def _on_welcome(self, m: Welcome) -> None:

@@ -92,8 +92,14 @@ class Hello(Message):
     control_hz: float = wire(Float(1e-3, 1e5), default=200.0)
     software_version: str = wire(Str(), default="")
     policy_version: int = wire(Int(-1, INT64_MAX), default=-1)  # active policy; -1: none (controller)
+    # stream_id -> first seq the robot still holds on it (its next seq if it holds none): a new
+    # stream starts there, and rows below it the learner lacks are recorded as lost, not awaited.
+    # At most Limits.max_map_len streams; the robot says HELLO again for the rest.
+    streams: dict[str, int] = wire(Map("int"), default_factory=dict)
 
     def validate(self, limits: Limits) -> None:
+        if any(seq < 0 for seq in self.streams.values()):
+            raise OutOfRange("HELLO.streams: sequence numbers must be >= 0")
         for names, dim, label in ((self.obs_names, self.obs_dim, "obs"), (self.act_names, self.act_dim, "act")):
             if names and len(names) != dim:
                 raise BadShape(f"{label}_names has {len(names)} names for {label}_dim {dim}")
@@ -133,6 +139,14 @@ class Transitions(Message):
     logp: np.ndarray = wire(Array("<f4", 1, FINITE_NAN_OK))  # [n]; NaN when not from the policy
     t_us: np.ndarray = wire(Array("<u8", 1))  # [n] robot clock at the observation, microseconds
     source: np.ndarray = wire(Array("|u1", 1))  # [n] Source values
+    # [n] task_contract.episodes.RowFlag bits: nonzero = outside a task episode (past a
+    # termination, recovering, caught, motors off); the learner trains on rows with 0 only.
+    # A sender that does not set it sends zeros (every row inside an episode).
+    flags: np.ndarray = wire(Array("|u1", 1), default=None)
+
+    def __post_init__(self) -> None:
+        if self.flags is None:
+            self.flags = np.zeros(self.obs.shape[0], np.uint8)
 
     @property
     def n_rows(self) -> int:
@@ -146,7 +160,8 @@ class Transitions(Message):
         n = self.obs.shape[0]
         if n == 0:
             raise BadShape("TRANSITIONS carries no rows")
-        for name in ("act", "rew", "next_obs", "terminated", "truncated", "policy_version", "logp", "t_us", "source"):
+        for name in ("act", "rew", "next_obs", "terminated", "truncated", "policy_version", "logp", "t_us", "source",
+                     "flags"):
             if getattr(self, name).shape[0] != n:
                 raise BadShape(f"{name} has {getattr(self, name).shape[0]} rows, obs has {n}")
         if self.next_obs.shape[1] != self.obs.shape[1]:

@@ -1,8 +1,10 @@
 """The service assembled: store, ingest, ROUTER server, trainer, status; start and stop.
 
-Start order matters for exactly-once: the store is opened (torn tails cut) before the socket is
-bound, and the stored rows are fed to the real buffer before training starts. Stop order: trainer
-(writes its checkpoint), then the server (final fsync), then the store, then the last status row.
+Start order matters for exactly-once: the store is opened (damage set aside) before the socket
+is bound, and the stored rows within the ingest bounds are fed to the real buffer before training
+starts. Stop order: trainer (writes its checkpoint), then the server (final fsync), then the store,
+then the last status row. A thread that dies stops the service and `failed` names it, so
+`serve.py` exits non-zero and a supervisor restarts it.
 """
 
 from __future__ import annotations
@@ -14,12 +16,12 @@ import time
 
 from learner.service import wire
 from learner.service.config import ServeConfig
-from learner.service.ingest import Ingest, RealFeed
+from learner.service.ingest import Bounds, Ingest, RealFeed
 from learner.service.publisher import Publisher
 from learner.service.server import LearnerServer, LinkConfig
 from learner.service.sessions import HelloPolicy
 from learner.service.status import RobotReturns, StatusBoard
-from learner.service.store import RealStore
+from learner.service.store import RealStore, StoreError
 from learner.service.tasks import task_info
 
 log = logging.getLogger(__name__)
@@ -45,8 +47,11 @@ class Service:
         self.info = task_info(cfg.task)
         self.store = RealStore(run / "store", cfg.segment_bytes, cfg.fsync)
         report = self.store.open()
-        log.info("store: %d rows in %d records (%d segments), %d torn bytes cut", report.rows,
-                 report.records, report.segments, report.truncated_bytes)
+        log.info("store: %d rows in %d records (%d segments); %d damaged bytes set aside, %d "
+                 "rows recorded lost earlier, %d holes pending", report.rows, report.records,
+                 report.segments, report.damaged_bytes, report.lost_rows, len(report.holes))
+        self.bounds = Bounds(cfg.max_abs_obs, cfg.max_abs_rew, cfg.max_abs_act)
+        self.failed = ""  # name of a thread that died
         self.feed = RealFeed()
         self.returns = RobotReturns(run / "episodes.jsonl")
         self.publisher = Publisher()
@@ -55,15 +60,23 @@ class Service:
             from learner.service.trainer import Trainer  # torch: only when training
 
             self.trainer = Trainer(cfg, self.publisher, self.feed, load_datasets(cfg.datasets))
+            refused = 0
             for batch in self.store.iter_batches():  # streamed rows from earlier runs
-                self.feed.put(batch.columns)
+                cols, bad = self.bounds.filter(batch.columns)
+                refused += bad
+                if len(cols["rew"]):
+                    self.feed.put(cols)
+            if refused:
+                log.warning("store: %d stored rows exceed the ingest bounds; not trained on",
+                            refused)
 
         def sink(robot: str, stream: str, cols) -> None:
             if self.trainer is not None:
                 self.feed.put(cols)
             self.returns.add(robot, stream, cols)
 
-        self.ingest = Ingest(self.store, self.info.obs_dim, self.info.act_dim, sink=sink)
+        self.ingest = Ingest(self.store, self.info.obs_dim, self.info.act_dim, sink=sink,
+                             bounds=self.bounds)
         link = LinkConfig(bind=cfg.bind, plaintext=cfg.plaintext,
                           server_secret_key=cfg.server_secret_key,
                           authorized_keys_dir=cfg.authorized_keys_dir,
@@ -99,8 +112,10 @@ class Service:
         def guarded():
             try:
                 target()
-            except Exception:  # noqa: BLE001 - a dead thread stops the whole service, loudly
-                log.exception("%s thread failed; stopping the service", name)
+            except BaseException:  # noqa: BLE001 - a dead thread stops the whole service, loudly
+                log.exception("%s thread failed; stopping the service (exit code 1: a "
+                              "supervisor should restart it)", name)
+                self.failed = self.failed or name
                 self.stop_event.set()
 
         t = threading.Thread(target=guarded, name=name, daemon=True)
@@ -124,7 +139,10 @@ class Service:
         for t in self._threads:
             t.join(10)
         self.server.close()
-        self.store.close()
+        try:
+            self.store.close()
+        except StoreError as exc:  # nothing unsynced was acknowledged; robots resend it
+            log.error("store: final sync failed: %s", exc)
         try:
             self.status.tick()
         finally:

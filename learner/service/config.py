@@ -6,12 +6,12 @@ Every field carries its help text in `metadata["help"]`; `add_arguments` turns t
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 
+from protocol.endpoints import is_loopback as _is_loopback
 from learner.cli_config import ConfigError, add_dataclass_arguments, help_field, load_config  # noqa: F401
 
 _f = help_field
@@ -35,6 +35,10 @@ class ServeConfig:
     # --- ingest
     segment_bytes: int = _f(64 * 1024 * 1024, "size at which the store starts a new segment file")
     fsync: bool = _f(True, "fsync the store before ACKing (turn off only for benchmarks)")
+    max_abs_obs: float = _f(1e4, "rows with a larger |observation| value are stored but never "
+                                 "trained on (finite garbage: sensor glitch, bad robot)")
+    max_abs_rew: float = _f(1e5, "... the same for |reward|")
+    max_abs_act: float = _f(1.001, "... the same for |action| (policy units, nominally [-1, 1])")
     # --- task and data
     task: str = _f("stand_still", "sim_models task name (obs/act spec checked at HELLO)")
     datasets: list = _f([], "offline real datasets (D4RL HDF5) that seed the real buffer")
@@ -90,7 +94,8 @@ class ServeConfig:
                      "max_message_bytes", "segment_bytes", "torch_threads"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)}")
-        for name in ("heartbeat_timeout_s", "status_every_s"):
+        for name in ("heartbeat_timeout_s", "status_every_s", "max_abs_obs", "max_abs_rew",
+                     "max_abs_act"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)}")
         if self.sim_steps_per_update < 0:
@@ -102,16 +107,3 @@ class ServeConfig:
     @property
     def run_path(self) -> Path:
         return Path(self.run_dir)
-
-
-def _is_loopback(endpoint: str) -> bool:
-    url = urlparse(endpoint)
-    if url.scheme in ("ipc", "inproc"):
-        return True
-    host = (url.hostname or "").strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -4,7 +4,13 @@ One thread owns the socket (ZMQ sockets are not thread-safe). Per poll round it 
 `MAX_DRAIN` inbound frames, handles each (HELLO -> WELCOME or refusal, TRANSITIONS -> ingest,
 HEARTBEAT -> liveness and policy push, POLICY_RESULT -> record), then makes the store durable with
 one fsync and sends the ACKs of that round. Bad frames are counted by reason and answered with
-ERROR; nothing a client sends can raise out of `_handle`.
+ERROR; nothing a client sends can raise out of `_handle`, and a reply that cannot be encoded is
+logged and dropped (it never ends the loop).
+
+A failed store write or fsync (disk full) cuts the round's records off again: the round's ACKs
+are dropped and the robots resend. HELLO carries, per stream, the first row the robot still
+holds; rows below it that the store does not hold can never arrive and are recorded as lost
+(once, loudly), so no stream stays stuck behind a hole.
 """
 
 from __future__ import annotations
@@ -25,6 +31,9 @@ from learner.service.ingest import Ingest
 from learner.service.publisher import Publisher
 from learner.service.sessions import HelloPolicy, SessionTable
 from learner.service.store import RealStore, StoreError
+
+STORE_ERROR_LOG_EVERY_S = 10.0
+SHARED_KEY_WARN_EVERY_S = 30.0
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +76,9 @@ class LearnerServer:
         self._sock: zmq.Socket | None = None
         self._wake: zmq.Socket | None = None
         self.endpoint = ""
+        self._store_error_logged = 0.0
+        self._store_errors_unlogged = 0
+        self._shared_warned: dict[str, float] = {}
 
     # ------------------------------------------------------------------ lifecycle
     def start_socket(self) -> str:
@@ -157,7 +169,7 @@ class LearnerServer:
                     parts = self._sock.recv_multipart(copy=False)
                     drained += 1
                     self._handle(parts, acks)
-                if acks:
+                if acks or self.ingest_pending():
                     self._sync_and_ack(acks)
         finally:
             try:
@@ -165,15 +177,45 @@ class LearnerServer:
             except StoreError:
                 log.exception("final store sync failed")
 
+    def ingest_pending(self) -> bool:
+        return bool(getattr(self.ingest, "_pending", None))
+
     def _sync_and_ack(self, acks: dict[bytes, dict[str, int]]) -> None:
-        self.store.sync()
+        try:
+            self.store.sync()
+        except StoreError as exc:  # the round's records are cut off: ACK none of them
+            self._store_failed(exc)
+            return
+        self.ingest.commit()
         for identity, streams in acks.items():
             for stream_id, acked in streams.items():
                 self._send(identity, wire.Ack(stream_id=stream_id, acked_seq=acked))
 
+    def _store_failed(self, exc: StoreError) -> None:
+        """Drop the round's pending rows; log the first failure and then one line per period."""
+        self.ingest.rollback()
+        self.counters["store_errors"] += 1
+        now = time.monotonic()
+        if now - self._store_error_logged >= STORE_ERROR_LOG_EVERY_S:
+            more = (f" ({self._store_errors_unlogged} more since the last message)"
+                    if self._store_errors_unlogged else "")
+            log.error("store write failed: %s%s. Nothing of it was acknowledged; robots keep "
+                      "their rows and resend. If the disk is full, free space in %s (the service "
+                      "resumes by itself)", exc, more, self.store.directory)
+            self._store_error_logged = now
+            self._store_errors_unlogged = 0
+        else:
+            self._store_errors_unlogged += 1
+
     def _send(self, identity: bytes, msg) -> None:
         try:
-            self._sock.send_multipart([identity, wire.encode(msg)], zmq.NOBLOCK)
+            frame = wire.encode(msg)
+        except Exception as exc:  # noqa: BLE001 - a reply we cannot encode must not end the loop
+            self.counters["encode_failed"] += 1
+            log.error("cannot encode %s for %r, not sent: %s", type(msg).__name__, identity, exc)
+            return
+        try:
+            self._sock.send_multipart([identity, frame], zmq.NOBLOCK)
             self.counters[f"sent/{type(msg).__name__.lower()}"] += 1
         except zmq.ZMQError as exc:  # peer gone (router_mandatory) or its queue is full
             self.counters["send_failed"] += 1
@@ -191,6 +233,14 @@ class LearnerServer:
             self._reject(identity, "frame_count", f"{len(parts) - 1} frames, expected 1")
             return
         frame = parts[1]
+        failures = self.store.write_failures
+        try:
+            self._dispatch(identity, frame, acks)
+        finally:
+            if self.store.write_failures != failures:
+                acks.clear()  # the store cut off everything appended this round
+
+    def _dispatch(self, identity: bytes, frame, acks: dict[bytes, dict[str, int]]) -> None:
         try:
             msg = wire.decode(frame.bytes)
         except wire.WireError as exc:
@@ -214,6 +264,8 @@ class LearnerServer:
                 self._reject(identity, "no_session", "send HELLO first", fatal=True)
                 return
             session.last_seen = time.monotonic()
+            if self.sessions.by_robot.get(session.robot_id) is not session:
+                self._warn_shared(session)
             if isinstance(msg, wire.Transitions):
                 self._on_transitions(identity, session, msg, acks)
             elif isinstance(msg, wire.Heartbeat):
@@ -244,9 +296,10 @@ class LearnerServer:
             self.counters[f"ok/{type(msg).__name__.lower()}"] += 1
         except wire.WireError as exc:
             self._reject(identity, exc.reason, exc.detail)
-        except StoreError:
-            log.exception("store failure; refusing the batch (the robot will resend)")
-            self._reject(identity, "store_error")
+        except StoreError as exc:
+            self._store_failed(exc)
+            self._reject(identity, "store_error", "the learner cannot store rows now (disk full?);"
+                                                  " keep them and resend")
 
     def _on_hello(self, identity: bytes, hello: wire.Hello, frame) -> None:
         reason = self.hello_policy.check(hello)
@@ -269,31 +322,84 @@ class LearnerServer:
                 log.warning("refused robot %r: %s", hello.robot_id, reason)
                 self._send(identity, wire.Welcome(accepted=False, reason=reason))
                 return
-        session = self.sessions.open(identity, hello, curve_key)
+        try:
+            self._resolve_declared(hello)
+        except StoreError as exc:
+            self._store_failed(exc)
+            self._send(identity, wire.Welcome(accepted=False, reason=(
+                "store_error: the learner cannot write its store now (disk full?); retry later")))
+            return
+        session = self.sessions.open(identity, hello, curve_key, self.link.heartbeat_timeout_s)
         self.counters["hello_accepted"] += 1
         log.info("robot %r connected (policy v%d, sw %s)", hello.robot_id, hello.policy_version,
                  hello.software_version)
         latest = self.publisher.latest
+        if hello.streams:
+            acked = {s: self.store.acked_seq(hello.robot_id, s) for s in hello.streams}
+        else:  # a client that declares nothing: its robot's streams, as many as a WELCOME holds
+            acked = dict(list(self.store.acked_of(hello.robot_id).items())[-wire.DEFAULT_LIMITS.max_map_len:])
         self._send(identity, wire.Welcome(
             accepted=True, learner_version=LEARNER_VERSION,
             latest_policy_version=latest.version if latest else -1,
             heartbeat_interval_s=self.link.heartbeat_timeout_s / 4,
-            acked=self.store.acked_of(hello.robot_id)))
+            acked=acked))
         self._maybe_push(session)
+
+    def _warn_shared(self, session) -> None:
+        """An older connection of a robot id keeps talking after a newer one said HELLO."""
+        self.counters["robot_id_shared"] += 1
+        now = time.monotonic()
+        if now - self._shared_warned.get(session.robot_id, -1e9) < SHARED_KEY_WARN_EVERY_S:
+            return
+        self._shared_warned[session.robot_id] = now
+        log.warning("robot %r: two live connections use this robot id (two processes sharing "
+                    "one key?). Both are served, but each robot needs its own id and key: "
+                    "python -m learner.service.keys create --name <id> --dir keys, then "
+                    "authorise its .key", session.robot_id)
+
+    def _resolve_declared(self, hello: wire.Hello) -> None:
+        """Rows below the first row the robot still holds, that the store does not hold, are
+        gone for good: record them as lost (durably, once) so the stream moves on."""
+        lost_any = False
+        for stream, first_held in hello.streams.items():
+            if first_held <= 0:
+                continue
+            before = self.store.next_seq(hello.robot_id, stream)
+            lost = self.store.record_lost(hello.robot_id, stream, 0, first_held,
+                                          "neither robot nor learner holds these rows")
+            if lost:
+                lost_any = True
+                self.counters["rows_lost"] += lost
+                log.error("robot %r stream %s: %d row(s) below %d are LOST (the learner's store "
+                          "does not hold them: damaged segment or another run folder; the robot "
+                          "has deleted them after an earlier ACK); recorded once, the stream "
+                          "goes on from row %d", hello.robot_id, stream, lost, first_held,
+                          first_held if before is None else self.store.next_seq(hello.robot_id,
+                                                                               stream))
+        if lost_any:
+            self.store.sync()
 
     def _on_transitions(self, identity, session, batch: wire.Transitions, acks) -> None:
         try:
             result = self.ingest.ingest(session.robot_id, batch)
         except wire.WireError as exc:
             if exc.reason == "seq_gap":  # tell the robot where to resume
-                expected = self.store.next_seq(session.robot_id, batch.stream_id)
-                acks.setdefault(identity, {})[batch.stream_id] = expected - 1
+                acks.setdefault(identity, {})[batch.stream_id] = self.store.acked_seq(
+                    session.robot_id, batch.stream_id)
             raise
         session.rows_received += result.stored
         session.rows_duplicate += result.duplicates
         self.counters["rows_stored"] += result.stored
         self.counters["rows_duplicate"] += result.duplicates
         acks.setdefault(identity, {})[batch.stream_id] = result.acked_seq
+        if result.out_of_bounds:
+            self.counters["rows_out_of_bounds"] += result.out_of_bounds
+            b = self.ingest.bounds
+            detail = (f"{result.out_of_bounds} row(s) of stream {batch.stream_id} from "
+                      f"{batch.first_seq} exceed |obs|<={b.obs:g}, |rew|<={b.rew:g} or "
+                      f"|act|<={b.act:g}: stored, not trained on; check the sensors and reward")
+            log.warning("robot %r: %s", session.robot_id, detail)
+            self._send(identity, wire.Error(code="out_of_bounds", message=detail[:200]))
 
     # ------------------------------------------------------------------ policy push
     def _maybe_push(self, session) -> None:

@@ -65,10 +65,18 @@ class SessionTable:
         self.by_identity: dict[bytes, Session] = {}
         self.by_robot: dict[str, Session] = {}
 
-    def open(self, identity: bytes, hello: Hello, curve_key: str) -> Session:
+    def open(self, identity: bytes, hello: Hello, curve_key: str,
+             timeout_s: float = 3.0) -> Session:
+        """Open a session. The robot id's newest connection becomes `by_robot`'s; older ones stay
+        served while they are live (two processes sharing one key would otherwise flap, each
+        HELLO cutting the other off; the server warns when an older one keeps talking) and are
+        dropped once silent for `timeout_s`."""
+        now = time.monotonic()
+        for ident, s in list(self.by_identity.items()):
+            if s.robot_id == hello.robot_id and ident != identity and \
+                    s.link_state(timeout_s, now) != "up":
+                del self.by_identity[ident]
         old = self.by_robot.get(hello.robot_id)
-        if old is not None:
-            self.by_identity.pop(old.identity, None)
         session = Session(robot_id=hello.robot_id, identity=identity, curve_key=curve_key,
                           software_version=hello.software_version,
                           policy_version=hello.policy_version)

@@ -37,7 +37,13 @@ class RobotReturns:
 
     def add(self, robot: str, stream: str, cols: dict[str, np.ndarray]) -> None:
         """Accumulate rows; an episode ends at terminated|truncated. Its `policy_version` is the
-        version that chose most of its actions (-1: the controller)."""
+        version that chose most of its actions (-1: the controller). Rows outside the task's
+        episodes (nonzero flags, task_contract.episodes) are not part of any return."""
+        from task_contract.episodes import in_task_episode
+
+        keep = in_task_episode(cols.get("flags"), len(cols["rew"]))
+        if not keep.all():
+            cols = {k: np.asarray(v)[keep] for k, v in cols.items()}
         rew = np.asarray(cols["rew"], np.float64)
         ends = np.flatnonzero(np.asarray(cols["terminated"]) | np.asarray(cols["truncated"]))
         versions = np.asarray(cols["policy_version"])
@@ -57,11 +63,21 @@ class RobotReturns:
                           "length": acc[1], "policy_version": max(acc[2], key=acc[2].get),
                           "terminated": bool(cols["terminated"][stop - 1])}
                     self.episodes.append(ep)
-                    if self._fh is not None:
-                        self._fh.write(json.dumps(ep) + "\n")
+                    self._write(ep)
                     acc[0], acc[1], acc[2] = 0.0, 0, {}
                 start = stop
             del self.episodes[:-self.keep]
+
+    def _write(self, ep: dict) -> None:
+        """A full disk must not stop ingest (this runs on the network thread): warn once."""
+        if self._fh is None:
+            return
+        try:
+            self._fh.write(json.dumps(ep) + "\n")
+        except OSError as exc:
+            log.warning("cannot write %s (%s); episode returns are kept in memory only",
+                        self.path, exc)
+            self._fh = None
 
     def recent(self, robot: str | None = None, n: int = 5) -> float:
         with self._lock:
@@ -82,6 +98,7 @@ class StatusBoard:
         self.period_s = period_s
         self.path = run_dir / "metrics.jsonl"
         self._fh = open(self.path, "a", buffering=1)
+        self._write_failed = False
         self.t0 = time.time()
 
     def row(self) -> dict:
@@ -95,6 +112,10 @@ class StatusBoard:
                "policy_version": srv["policy_version"], "store_rows": srv["store_rows"],
                "robot_return": self.returns.recent(), "rejected": sum(
                    v for k, v in srv["counters"].items() if k.startswith("rejected/")),
+               **{k: srv["counters"].get(k, 0) for k in ("store_errors", "rows_lost",
+                                                          "rows_out_of_bounds",
+                                                          "robot_id_shared")},
+               "nonfinite_updates": tr.get("nonfinite_updates", 0),
                "robots": {}}
         for rid, r in srv["robots"].items():
             stats = r.get("stats", {})
@@ -112,8 +133,15 @@ class StatusBoard:
 
     def tick(self) -> dict:
         row = self.row()
-        self._fh.write(json.dumps(row, default=_json_default) + "\n")
         log.info("%s", self.line(row))
+        try:
+            self._fh.write(json.dumps(row, default=_json_default) + "\n")
+        except OSError as exc:  # a full disk: the log line above still says how things stand
+            if not self._write_failed:
+                log.warning("cannot write %s: %s", self.path, exc)
+            self._write_failed = True
+        else:
+            self._write_failed = False
         return row
 
     def run(self, stop: threading.Event) -> None:
@@ -124,7 +152,10 @@ class StatusBoard:
                 log.exception("status tick failed")
 
     def close(self) -> None:
-        self._fh.close()
+        try:
+            self._fh.close()
+        except OSError:
+            pass
 
 
 def status_line(row: dict) -> str:
@@ -134,7 +165,19 @@ def status_line(row: dict) -> str:
     return (f"upd {row['updates']} ({row['updates_per_s']:.1f}/s) | real {row['real_rows']} "
             f"sim {row['sim_rows']} | policy v{row['policy_version']} | sim ret "
             f"{row['sim_return']:.0f} robot ret {row['robot_return']:.0f} | {robots} | "
-            f"{row['trainer_state']}")
+            f"{row['trainer_state']}{_problems(row)}")
+
+
+PROBLEMS = (("store_errors", "store write errors (disk full?)"), ("rows_lost", "rows lost"),
+            ("rows_out_of_bounds", "rows beyond ingest bounds"),
+            ("robot_id_shared", "msgs from a robot id used twice"),
+            ("nonfinite_updates", "non-finite updates undone"))
+
+
+def _problems(row: dict) -> str:
+    """' | PROBLEMS: ...' naming every non-zero failure counter (see docs/service.md)."""
+    found = [f"{row[k]} {label}" for k, label in PROBLEMS if row.get(k)]
+    return f" | PROBLEMS: {', '.join(found)}" if found else ""
 
 
 def _json_default(x):

@@ -37,6 +37,7 @@ from learner.service.publisher import PolicyBlob, Publisher
 from learner.service.ingest import RealFeed
 from learner.service.simworkers import SimWorkers, WorkerSpec
 from learner.service.tasks import task_info
+from learner.algorithms.base import sample_update_batches
 from learner.task_defaults import algorithm_config
 
 log = logging.getLogger(__name__)
@@ -220,9 +221,18 @@ class Trainer:
 
     # ------------------------------------------------------------------ data
     def _drain_real(self) -> None:
+        """Streamed rows into the real buffer: only rows of the task's episodes (flags 0, see
+        task_contract.episodes); rows past a termination, caught, recovering or with the motors
+        off stay in the store but are never trained on as if the task went on."""
+        from task_contract.episodes import in_task_episode
+
         for cols in self.feed.drain():
-            self.real.add(cols["obs"], cols["act"], cols["rew"], cols["next_obs"],
-                          cols["terminated"].astype(np.float32))
+            keep = in_task_episode(cols.get("flags"), len(cols["rew"]))
+            if not keep.all():
+                cols = {k: v[keep] for k, v in cols.items()}
+            if len(cols["rew"]):
+                self.real.add(cols["obs"], cols["act"], cols["rew"], cols["next_obs"],
+                              cols["terminated"].astype(np.float32))
 
     def _policy_weights(self) -> dict:
         return {k: v.detach().cpu().clone() for k, v in self.algo.policy.state_dict().items()}
@@ -242,16 +252,9 @@ class Trainer:
         self.workers.submit(self._policy_weights())
 
     def _sample(self) -> dict:
-        a, c = self.algo, self.cfg
-        if a.uses_real and a.uses_sim:
-            kw = {"real_batch": self.real.sample(c.batch_real), "sim_batch": self.sim.sample(c.batch_sim)}
-        elif a.uses_sim:
-            kw = {"real_batch": None, "sim_batch": self.sim.sample(c.batch_real + c.batch_sim)}
-        else:
-            kw = {"real_batch": self.real.sample(c.batch_real + c.batch_sim), "sim_batch": None}
-        if a.uses_classifiers:
-            kw["disc_real"], kw["disc_sim"] = self.real.sample(c.disc_batch), self.sim.sample(c.disc_batch)
-        return kw
+        c = self.cfg
+        return sample_update_batches(self.algo, self.real.sample, self.sim.sample, c.batch_real, c.batch_sim,
+                                     c.disc_batch)
 
     def _ready(self) -> str:
         """'' when an update can run, else what it waits for."""

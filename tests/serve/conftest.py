@@ -177,8 +177,9 @@ class ServeProcess:
 def serve_process(tmp_path, keys):
     procs: list[ServeProcess] = []
 
-    def factory(extra: list[str] | None = None) -> ServeProcess:
-        p = ServeProcess(tmp_path / "run", keys, free_port(), extra)
+    def factory(extra: list[str] | None = None, run_dir: Path | None = None) -> ServeProcess:
+        p = ServeProcess(run_dir or tmp_path / "run", keys, free_port(), extra)
+        p.log_path = tmp_path / f"serve-{p.port}.log"
         procs.append(p)
         return p
 
@@ -187,3 +188,62 @@ def serve_process(tmp_path, keys):
         if p.proc is not None and p.proc.poll() is None:
             p.proc.kill()
             p.proc.wait(10)
+
+
+# ---------------------------------------------------------------- the real onboard streamer
+class Streaming:
+    """The onboard streamer against a learner, with rows whose rew is their seq."""
+
+    rows_per_batch = 50
+
+    def __init__(self, keys, tmp_path: Path) -> None:
+        self.keys, self.tmp_path = keys, tmp_path
+        self.streamers: list = []
+
+    def streamer(self, endpoint: str, spool_dir: Path | None = None):
+        from onboard.streamer import Streamer, StreamerConfig
+
+        cfg = StreamerConfig(endpoint=endpoint, robot_id="robot1",
+                             client_secret_key_file=str(self.keys["robot1_secret"]),
+                             server_public_key_file=str(self.keys["learner_public"]),
+                             spool_dir=str(spool_dir or self.tmp_path / "spool"),
+                             heartbeat_interval_s=0.2, liveness=3, reconnect_initial_s=0.1,
+                             reconnect_max_s=0.5, resend_after_s=1.0)
+        s = Streamer(cfg, hello=lambda: make_hello("robot1"))
+        s.start()
+        self.streamers.append(s)
+        return s
+
+    def cols(self, first_seq: int) -> dict:
+        b = make_batch("x", first_seq, self.rows_per_batch)
+        return {name: getattr(b, name) for name in wire.TRANSITION_COLUMNS}
+
+    def offer(self, streamer, first: int, n_batches: int, pause_s: float = 0.01) -> int:
+        """Hand `n_batches` to the streamer as the loop would; returns the next seq."""
+        seq = first
+        for _ in range(n_batches):
+            deadline = time.monotonic() + 10
+            while not streamer.offer(self.cols(seq)):
+                assert time.monotonic() < deadline, "streamer queue stuck"
+                time.sleep(0.01)
+            seq += self.rows_per_batch
+            time.sleep(pause_s)
+        return seq
+
+    @staticmethod
+    def wait_drained(streamer, timeout_s: float = 40.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            st = streamer.status()
+            if st["spool_batches"] == 0 and st["queue_batches"] == 0:
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"spool not drained: {streamer.status()}")
+
+
+@pytest.fixture
+def streaming(keys, tmp_path):
+    helper = Streaming(keys, tmp_path)
+    yield helper
+    for s in helper.streamers:
+        s.stop()

@@ -25,7 +25,11 @@ import numpy as np
 from firmware_bridge.recorder import FW_TO_HOST, HOST_TO_FW
 from protocol.frames import Frame, FrameDecoder, FrameType, unpack_command, unpack_state
 from protocol.recording import ENCODING_SERIAL, Reader, Record, RecordingError, Writer
-from protocol.robot_types import LEG_INDICES, N_ACTUATORS, WHEEL_INDICES, MotorCommand, MotorMode, RobotState
+from protocol.robot_types import MotorCommand, MotorMode, RobotState
+from task_contract.episodes import TaskStream
+from task_contract.history import ObsLayout
+from task_contract.state import state_values
+from task_contract.tasks import TaskSpec
 
 log = logging.getLogger(__name__)
 
@@ -222,68 +226,53 @@ __all__ = [
 
 
 class UnsupportedTaskError(ValueError):
-    """No inverse command -> action mapping is known for this task."""
+    """No inverse command -> action mapping is known for this task (kept for callers; every task
+    of the contract has one)."""
 
 
-def command_to_action(task, cmd: MotorCommand) -> np.ndarray:  # task: sim_models.tasks.TaskSpec
+def command_to_action(task: TaskSpec, cmd: MotorCommand) -> np.ndarray:
     """Invert the task's action_to_command (the action that produced `cmd`, in [-1, 1])."""
-    from sim_models.tasks import LEG_RANGE_RAD  # numpy only
-
-    wheels = list(WHEEL_INDICES)
-    tau = np.asarray(cmd.tau_ff, np.float64)[wheels] / task.action_scale
-    if task.act_dim == 1:
-        a = np.array([tau.mean()])
-    elif task.act_dim == 2:
-        a = tau
-    elif task.act_dim == N_ACTUATORS:
-        a = np.zeros(N_ACTUATORS)
-        legs = list(LEG_INDICES)
-        a[legs] = np.asarray(cmd.q_des, np.float64)[legs] / LEG_RANGE_RAD
-        a[wheels] = tau
-    else:
-        raise UnsupportedTaskError(f"no command->action inverse for task {task.name!r} (act_dim {task.act_dim})")
-    return np.clip(a, -1.0, 1.0).astype(np.float32)
+    return task.command_to_action(cmd)
 
 
 def transitions(steps: RecordedSteps, task_name: str, command: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """D4RL arrays (observations, actions, rewards, next_observations, terminals, timeouts).
 
-    Only steps the firmware applied (mode ENABLED) are kept; a gap (a skipped step) ends the
-    episode before it as a timeout, as does the task's episode length and the recording's end.
-    The task's command (turn, locomotion) is not on the serial line: `command`, else the task's
-    default_command, is used for every row.
+    The task's episodes over the recording (task_contract.episodes.TaskStream, the robot's rules):
+    only steps the firmware applied (mode ENABLED) are kept; an episode starts at the first
+    applied step, after a gap (the step before ends as a timeout), after a termination and after
+    the task's length; the recording's end is a timeout. `task_name` may carry observation options
+    ("stand_still:action_history=2"). The task's command (turn, locomotion) is not on the serial
+    line: `command`, else the task's default_command, is used for every row.
     """
-    from sim_models.tasks import get_task  # numpy only
-
-    task = get_task(task_name)
-    if command is None and task.default_command:
-        command = np.asarray(task.default_command, np.float32)
+    layout = ObsLayout.of(task_name)
+    task = layout.task
+    stream = TaskStream(layout, command)
     cols: dict[str, list] = {k: [] for k in ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")}
-    episode_len = 0
     prev_k = None
+    obs = None
     for k in range(len(steps)):
         if not steps.applied[k]:
             continue
-        if prev_k is not None and k != prev_k + 1 and cols["timeouts"] and not cols["terminals"][-1]:
-            cols["timeouts"][-1] = True
-            episode_len = 0
-        obs = np.asarray(task.observe(steps.states[k], command), np.float32)
-        nxt = np.asarray(task.observe(steps.states[k + 1], command), np.float32)
-        act = command_to_action(task, steps.commands[k])
-        term = bool(task.terminated(nxt))
-        episode_len += 1
-        cols["observations"].append(obs)
-        cols["actions"].append(act)
-        cols["rewards"].append(float(task.reward(obs, act, nxt)))
-        cols["next_observations"].append(nxt)
-        cols["terminals"].append(term)
-        cols["timeouts"].append(not term and episode_len >= task.max_episode_steps)
-        if term or episode_len >= task.max_episode_steps:
-            episode_len = 0
+        if prev_k is not None and k != prev_k + 1:
+            stream.stop()
+            if cols["timeouts"] and not cols["terminals"][-1]:
+                cols["timeouts"][-1] = True
+        if not stream.active:
+            obs = stream.start(state_values(steps.states[k]))
+        act = task.command_to_action(steps.commands[k])
+        res = stream.step(act, state_values(steps.states[k + 1]))
+        for key, value in (("observations", obs), ("actions", act), ("rewards", res.reward),
+                           ("next_observations", res.obs), ("terminals", res.terminated),
+                           ("timeouts", res.truncated)):
+            cols[key].append(value)
+        if res.terminated or res.truncated:
+            stream.stop()
+        obs = res.obs
         prev_k = k
     if cols["timeouts"] and not cols["terminals"][-1]:
         cols["timeouts"][-1] = True
-    dims = {"observations": task.obs_dim, "next_observations": task.obs_dim, "actions": task.act_dim}
+    dims = {"observations": layout.dim, "next_observations": layout.dim, "actions": task.act_dim}
     out: dict[str, np.ndarray] = {}
     for key, values in cols.items():
         if key in dims:

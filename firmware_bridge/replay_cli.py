@@ -5,7 +5,7 @@ Subcommands (each has --help):
     inspect FILE [--json]             channels, counts, time span, frame stats, modes, control frames
     cut FILE OUT --start S --end S    keep records in [start, end] s (relative to the first record)
     merge OUT FILE... [--prefix P]    merge by time (prefixes keep two robots' channels apart)
-    export FILE OUT.hdf5 --task T     STATE/COMMAND steps -> D4RL transitions (obs, reward: sim_models.tasks)
+    export FILE OUT.hdf5 --task T     STATE/COMMAND steps -> D4RL transitions (obs, reward: task_contract)
     tap URL OUT [--device L]          record what a host sees of a serial device (pty in the middle)
     replay FILE [--device L] [--out OUT] [--timed] [--compare]
                                       serve the recording's firmware side to a host (e.g. onboard/run.py)
@@ -245,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("export", help="recorded steps -> D4RL HDF5 transitions for a task")
     s.add_argument("file", help="MCAP recording")
     s.add_argument("out", help="output .hdf5")
-    s.add_argument("--task", default="stand_still", help="sim_models task (observation, reward, termination)")
+    s.add_argument("--task", default="stand_still", help="task id, options allowed, e.g. stand_still:action_history=2 (task_contract: observation, reward, termination)")
     s.add_argument("--command", default="", help="task command, comma separated (turn, locomotion); default: the task's")
     s.set_defaults(func=cmd_export)
 

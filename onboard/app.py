@@ -26,16 +26,16 @@ from onboard.scheduler import DeadlineScheduler, LockStepClock, MonotonicClock
 from onboard.status import StatusReporter
 from onboard.streamer import Streamer
 from protocol.messages import SCHEMA_VERSION, Hello, schema_hash
+from task_contract.controller import BalanceController
+from task_contract.history import ObsLayout
 
 log = logging.getLogger(__name__)
 
 SOFTWARE_VERSION = "onboard-0.1"
 
 
-def make_controller(task_name: str):
-    """The classical balance controller of sim_models (numpy only): the STAND driver."""
-    from sim_models.controller import BalanceController
-
+def make_controller(task_name: str) -> BalanceController:
+    """The classical balance controller of the task contract (numpy only): the STAND driver."""
     return BalanceController(task_name)
 
 
@@ -43,11 +43,10 @@ class OnboardApp:
     """Everything the robot runs. `start()` then `run(stop)`; `close()` always."""
 
     def __init__(self, cfg: OnboardConfig, controller=None) -> None:
-        from sim_models.tasks import get_task
-
         self.cfg = cfg
         r = cfg.run
-        self.task = get_task(r.task)
+        self.layout = ObsLayout.of(r.task, r.task_options)  # the task and its observation options
+        self.task = self.layout.task
         rate = r.rate_hz or self.task.control_hz
         self.virtual_robot = None
         if r.virtual_robot:
@@ -56,7 +55,7 @@ class OnboardApp:
         clock = LockStepClock() if r.lockstep else MonotonicClock(spin_s=r.spin_us * 1e-6)
         self.scheduler = DeadlineScheduler(1.0 / rate, clock)
         self.fsm = SafetyFSM(cfg.safety)
-        spec = PolicySpec(task=self.task.name, obs_dim=self.task.obs_dim, act_dim=self.task.act_dim,
+        spec = PolicySpec(task=self.task.name, obs_dim=self.layout.dim, act_dim=self.task.act_dim,
                           control_hz=rate, schema_version=str(SCHEMA_VERSION))
         self.streamer: Streamer | None = None
         self.loader = PolicyLoader(spec, cfg.policy, recent_obs=lambda: self.loop.recent_observations(),
@@ -64,11 +63,11 @@ class OnboardApp:
         if r.stream:
             self.streamer = Streamer(cfg.learner, self._hello, stats=self._heartbeat_stats,
                                      policy_version=lambda: self.loop.policy_version, on_policy=self.loader.submit)
-        self.recorder = TransitionRecorder(self.task.obs_dim, self.task.act_dim,
+        self.recorder = TransitionRecorder(self.layout.dim, self.task.act_dim,
                                            sink=self.streamer.offer if self.streamer else (lambda b: True))
         command = np.asarray(self.task.default_command, np.float32) if self.task.default_command else None
         self.loop = ControlLoop(
-            self.link, self.task, controller or make_controller(self.task.name), self.scheduler, self.fsm,
+            self.link, self.layout, controller or make_controller(self.task.name), self.scheduler, self.fsm,
             ActionFilter(self.task.act_dim, cfg.safety.action_clip, cfg.safety.max_action_delta),
             loader=self.loader, recorder=self.recorder,
             learner_connected=(lambda: self.streamer.connected) if self.streamer else (lambda: False),
@@ -86,8 +85,8 @@ class OnboardApp:
         return vr
 
     def _hello(self) -> Hello:
-        return Hello(robot_id=self.cfg.learner.robot_id, schema_hash=schema_hash(), task=self.task.name,
-                     obs_dim=self.task.obs_dim, act_dim=self.task.act_dim, control_hz=1.0 / self.scheduler.period_s,
+        return Hello(robot_id=self.cfg.learner.robot_id, schema_hash=schema_hash(), task=self.layout.id,
+                     obs_dim=self.layout.dim, act_dim=self.task.act_dim, control_hz=1.0 / self.scheduler.period_s,
                      software_version=SOFTWARE_VERSION, policy_version=self.loop.policy_version)
 
     def _policy_result(self, version: int, ok: bool, reason: str) -> None:
@@ -107,7 +106,7 @@ class OnboardApp:
 
     def stats(self) -> dict[str, Any]:
         s = self.loop.stats()
-        s["task"] = self.task.name
+        s["task"] = self.layout.id
         s["learner"] = self.streamer.status() if self.streamer else {}
         link = self.link.stats()
         c = link["counters"]

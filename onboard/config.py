@@ -27,7 +27,8 @@ from onboard.streamer import StreamerConfig
 class RunConfig:
     """The loop itself and the program around it."""
 
-    task: str = "stand_still"  # sim_models task name (observation, action mapping, reward)
+    task: str = "stand_still"  # task name (task_contract: observation, action mapping, reward, episodes)
+    task_options: str = ""  # observation options, e.g. "action_history=2,obs_history=1" (the learner must use the same)
     rate_hz: float = 0.0  # loop rate; 0: the task's control rate
     lockstep: bool = False  # wait for each STATE (a lock-step virtual robot); no wall-clock pacing
     explore: bool = False  # sample actions from the policy's Gaussian head (seeded)

@@ -1,12 +1,15 @@
-"""The fixed-rate control loop: read -> observe -> decide -> filter -> write -> record.
+"""The fixed-rate control loop: read -> decide who drives -> observe -> act -> write -> record.
 
 Per tick (the only work on the loop thread):
     1. take a freshly validated policy if the loader left one (swap at the tick boundary)
-    2. the link's latest STATE and its age -> observation (sim_models.tasks)
+    2. the link's latest STATE and its age
     3. safety FSM on (age, tilt, policy, learner link, missed deadlines, operator)
-    4. action from the mode's driver (controller / policy), non-finite check, clip + rate limit
-    5. COMMAND to the link (a non-blocking queue put), ENABLE/DISABLE/ESTOP on mode changes
-    6. the previous tick's transition (reward, termination) to the recorder (non-blocking)
+    4. the task's episode rules on the new reading (task_contract.episodes.TaskStream): a new
+       driver, a policy swap, the task's length or a tick without a driver start a new episode
+       (odometry origin and history reset); the observation (with history) for the driver
+    5. action from the mode's driver (controller / policy), non-finite check, clip + rate limit
+    6. COMMAND to the link (a non-blocking queue put), ENABLE/DISABLE/ESTOP on mode changes
+    7. the previous tick's transition (reward, termination, flags) to the recorder (non-blocking)
 Nothing here waits on the network or the disk. In lock-step (against a lock-step virtual robot)
 step 2 first waits, bounded, for the STATE that answers the previous COMMAND: the first one whose
 firmware clock (t_us) moved forward. Why the clock and not "the newest STATE": the firmware also
@@ -35,6 +38,10 @@ from onboard.safety import ActionFilter, Mode, Operator, SafetyFSM, SafetyInputs
 from onboard.scheduler import DeadlineScheduler, RollingStats
 from protocol.messages import Source
 from protocol.robot_types import N_ACTUATORS, MotorCommand, MotorMode
+from task_contract.episodes import RowFlag, TaskStream
+from task_contract.history import ObsLayout
+from task_contract.state import state_values
+from task_contract.tasks import finite
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +76,7 @@ class ControlLoop:
     def __init__(
         self,
         link: SerialLink,
-        task,  # sim_models.tasks.TaskSpec
+        layout: ObsLayout,  # the task and its observation options
         controller,  # BalanceController-like: .act(obs) -> action, optional .reset(); or a callable
         scheduler: DeadlineScheduler,
         fsm: SafetyFSM,
@@ -81,7 +88,8 @@ class ControlLoop:
         task_command: np.ndarray | None = None,
     ) -> None:
         self.link = link
-        self.task = task
+        self.layout = layout
+        self.task = task = layout.task
         self._controller_act: Callable[[np.ndarray], np.ndarray] = getattr(controller, "act", controller)
         self._controller_reset: Callable[[], None] | None = getattr(controller, "reset", None)
         self.sched = scheduler
@@ -100,14 +108,19 @@ class ControlLoop:
         self.rollbacks = 0
         self._awaiting_first_action: PolicyCandidate | None = None
         self._operator: queue.SimpleQueue[Operator] = queue.SimpleQueue()
-        self._recent_obs = np.zeros((RECENT_OBS, task.obs_dim), np.float32)
+        self._recent_obs = np.zeros((RECENT_OBS, layout.dim), np.float32)
         self._n_obs = 0
         self._last_index = 0
         self._last_t_us = -1  # firmware clock of the last STATE taken (lock-step: must move forward)
         self._state_taken_s = math.inf  # loop clock when that STATE was taken (lock-step ageing)
         self._tick_state = None  # the STATE this tick decided on (the ENABLE retry looks at it)
+        self.stream = TaskStream(layout, task_command)
         self._prev: tuple | None = None  # (obs, action, driver, t_us) awaiting its next_obs
-        self._episode_steps = 0
+        self._closing: tuple | None = None  # (prev, StepResult, state mode) this tick closes
+        self._restarted = False  # this tick started a new stretch
+        self._stretch_key: tuple | None = None  # who drives the current stretch
+        self._hold_flags = 0  # flags of the controller's stretches (RECOVERING, CAUGHT) until the policy drives
+        self._last_obs: np.ndarray | None = None
         self._ticks_since_enable = ENABLE_RETRY_TICKS
         self.write_status: dict[str, int] = {}
         self.non_finite_actions = 0
@@ -186,7 +199,7 @@ class ControlLoop:
     def step(self) -> Mode:
         """One tick; returns the safety mode it ended in."""
         self._swap_if_pending()
-        state, obs, age, new_state = self._sense()
+        state, age, new_state = self._sense()
         self._tick_state = state
         op = self._take_operator()
         before = self.fsm.mode
@@ -200,6 +213,7 @@ class ControlLoop:
             operator=op,
         )
         mode = self.fsm.update(inputs)
+        obs = self._observe(state, new_state, mode, op) if state is not None else None
         action, driver = None, None
         if mode in (Mode.STAND, Mode.POLICY) and obs is not None:
             action, driver = self._decide(mode, obs)
@@ -217,7 +231,7 @@ class ControlLoop:
         if action is not None and self._awaiting_first_action is not None and driver.source == Source.POLICY:
             self.swap_latency.add(time.perf_counter() - self._awaiting_first_action.received_t)
             self._awaiting_first_action = None
-        self._record(obs if new_state else None, state, action, driver, mode)
+        self._record(obs, state, action, driver)
         if self.recorder is not None:
             self.recorder.maybe_flush()
         return mode
@@ -230,11 +244,11 @@ class ControlLoop:
                 self.activate_policy(*pending)
 
     def _sense(self):
-        """(state, observation, state age in s, whether the state is new since the last tick)."""
+        """(state, state age in s, whether the state is new since the last tick)."""
         sample = self._read_state()
         if sample is None:
             self.last_state_age_s = math.inf
-            return None, None, math.inf, False
+            return None, math.inf, False
         if self.opt.lockstep:  # simulated time: a new tick's STATE is fresh, then ages per tick
             now = self.sched.clock.now()
             new_state = sample.state.t_us > self._last_t_us
@@ -246,10 +260,54 @@ class ControlLoop:
             age = sample.age_s
         self._last_index = sample.index
         self.last_state_age_s = age
-        obs = np.asarray(self.task.observe(sample.state, self.task_command), np.float32)
-        self._recent_obs[self._n_obs % RECENT_OBS] = obs
+        return sample.state, age, new_state
+
+    def _observe(self, state, new_state: bool, mode: Mode, op: Operator | None) -> np.ndarray | None:
+        """The task's episode rules on this tick's reading; the observation the driver acts on.
+
+        A new reading closes the open row within its stretch (`_closing`, recorded after the
+        action is known). A stretch (one driver's drive, task_contract.episodes) starts when the
+        driver or the policy version changes, after the task's length and after ticks without a
+        driver; its flags say whether it is a task episode. Stale readings (no new STATE) give the
+        last observation: the history moves one step per new reading only.
+        """
+        self._closing, self._restarted = None, False
+        if mode is Mode.DAMPING or op is Operator.RESET:
+            self._hold_flags = RowFlag.RECOVERING if mode is Mode.DAMPING else 0
+        b = state_values(state)
+        if not finite(b):
+            self.stream.stop()
+            self._prev = None
+            return np.full(self.layout.dim, np.nan, np.float32)  # the driver's action fails the finite check
+        stream = self.stream
+        if new_state and self._prev is not None and stream.active:
+            self._closing = (self._prev, stream.step(self._prev[1], b), int(state.mode))
+            self._prev = None
+            self._last_obs = self._closing[1].obs
+        if mode not in (Mode.STAND, Mode.POLICY):
+            stream.stop()
+            self._stretch_key = None
+            return None
+        key = ("policy", self.policy.version) if mode is Mode.POLICY and self.policy is not None else ("controller",)
+        ended_by_length = self._closing is not None and self._closing[1].truncated
+        # On a stale reading a new stretch waits while a row is open (it closes on the old one).
+        if (not stream.active or key != self._stretch_key or ended_by_length) and (new_state or self._prev is None):
+            self._start_stretch(key, b)
+        self._recent_obs[self._n_obs % RECENT_OBS] = self._last_obs
         self._n_obs += 1
-        return sample.state, obs, age, new_state
+        return self._last_obs
+
+    def _start_stretch(self, key: tuple, b: list) -> None:
+        """A new episode: the policy's are task episodes; the controller's carry the hold flags
+        (CAUGHT when it takes the robot from the policy, RECOVERING after a fall)."""
+        if key[0] == "policy":
+            self._hold_flags = 0
+        elif self._stretch_key is not None and self._stretch_key[0] == "policy" and not self._hold_flags:
+            self._hold_flags = RowFlag.CAUGHT
+        self._last_obs = self.stream.start(b, 0 if key[0] == "policy" else self._hold_flags)
+        self._stretch_key, self._restarted = key, True
+        if key[0] == "controller" and self._controller_reset is not None:
+            self._controller_reset()  # an episode start, as the env's rollouts reset it
 
     def _take_operator(self) -> Operator | None:
         try:
@@ -293,8 +351,6 @@ class ControlLoop:
         elif mode in (Mode.STAND, Mode.POLICY) and before not in (Mode.STAND, Mode.POLICY):
             self._count(self.link.enable())
             self._ticks_since_enable = 0
-        if mode is Mode.STAND and self._controller_reset is not None:
-            self._controller_reset()  # a fresh reference: hold where the robot is now
 
     def _reactivate(self) -> None:
         try:
@@ -321,38 +377,30 @@ class ControlLoop:
     def _count(self, st: WriteStatus) -> None:
         self.write_status[st.value] = self.write_status.get(st.value, 0) + 1
 
-    def _record(self, obs, state, action, driver: Driver | None, mode: Mode) -> None:
-        """Close the previous tick's transition with this tick's observation; open a new one."""
+    def _record(self, obs, state, action, driver: Driver | None) -> None:
+        """Record the row this tick closed; open this tick's row (its next_obs comes next tick).
+
+        A row ends its episode (truncated, unless terminated) where its stretch ends: the task's
+        length, a new stretch this tick, or no action this tick. Flags from the stream, plus
+        MOTORS_OFF where the firmware reported its motors off after the step.
+        """
         if self.recorder is None or not self.opt.record:
             return
-        prev = self._prev
-        if obs is None:  # no new STATE this tick: the open transition waits for the next one
-            if mode not in (Mode.STAND, Mode.POLICY):
-                self._prev = None
-            return
-        if prev is not None and np.all(np.isfinite(obs)):
-            p_obs, p_act, p_drv, p_t = prev
-            terminated = bool(self.task.terminated(obs))
-            self._episode_steps += 1
-            # An episode also ends where its driver does (a catch hands the policy's robot to the
-            # controller; DAMPING stops both): each episode's return belongs to one driver.
-            handed_over = driver is None or action is None or driver.source != p_drv.source
-            truncated = not terminated and (self._episode_steps >= self.task.max_episode_steps or handed_over)
+        if self._closing is not None:
+            (p_obs, p_act, p_drv, p_t), res, next_mode = self._closing
+            ended = res.truncated or self._restarted or action is None
+            flags = res.flags | (RowFlag.MOTORS_OFF if next_mode != MotorMode.ENABLED else 0)
             self.recorder.add(Row(
-                obs=p_obs, act=p_act, rew=float(self.task.reward(p_obs, p_act, obs)), next_obs=obs,
-                terminated=terminated, truncated=truncated, policy_version=p_drv.version,
-                logp=p_drv.logp, source=p_drv.source, t_us=p_t,
+                obs=p_obs, act=p_act, rew=res.reward, next_obs=res.obs, terminated=res.terminated,
+                truncated=not res.terminated and ended, policy_version=p_drv.version,
+                logp=p_drv.logp, source=p_drv.source, t_us=p_t, flags=int(flags),
             ))
-            if terminated or truncated:
-                self._episode_steps = 0
-                self._prev = None
-                if terminated:
-                    return
-        if action is not None and driver is not None and np.all(np.isfinite(obs)):
-            self._prev = (obs, action, driver, int(state.t_us))
+        if action is not None and driver is not None and self.stream.active and obs is not None:
+            if self._closing is not None or self._restarted:  # a new reading: a new row opens
+                self._prev = (obs, action, driver, int(state.t_us))
         else:
             self._prev = None
-            self._episode_steps = 0
+            self.stream.stop()
 
     # ------------------------------------------------------------------ stats
     def stats(self) -> dict[str, object]:

@@ -34,6 +34,7 @@ class Row:
     logp: float  # NaN when the controller acted
     source: Source
     t_us: int  # firmware time of `obs`
+    flags: int = 0  # task_contract.episodes.RowFlag: nonzero outside a task episode
 
 
 def empty_batch(n: int, obs_dim: int, act_dim: int) -> dict[str, np.ndarray]:
@@ -49,6 +50,7 @@ def empty_batch(n: int, obs_dim: int, act_dim: int) -> dict[str, np.ndarray]:
         "logp": np.full(n, np.nan, np.float32),
         "t_us": np.zeros(n, np.uint64),
         "source": np.zeros(n, np.uint8),
+        "flags": np.zeros(n, np.uint8),
     }
 
 
@@ -97,6 +99,7 @@ class TransitionRecorder:
         b["logp"][i] = r.logp
         b["t_us"][i] = r.t_us
         b["source"][i] = int(r.source)
+        b["flags"][i] = r.flags
         self._n += 1
         self.rows_recorded += 1
         if self._n >= self.batch_size:

@@ -37,14 +37,21 @@ from protocol.robot_types import (
 )
 from sim_models.model import BASE_BODY, WHEEL_BODIES, load_model
 from sim_models.profiles import DynamicsProfile, load_profile
+from task_contract.actuation import ZEROS
+from task_contract.state import ACC as _ACC
+from task_contract.state import GYRO as _GYRO
+from task_contract.state import POS as _POS
+from task_contract.state import QUAT as _QUAT
+from task_contract.state import STATE_LEN as _STATE_LEN
+from task_contract.state import TORQUE as _TORQUE
+from task_contract.state import VEL as _VEL
 
 log = logging.getLogger(__name__)
 
 CONTROL_DT_S = 0.005  # 200 Hz, the H2O robot's rate
 DEFAULT_INIT_PITCH_RAD = 0.05  # reset draws pitch uniformly in +-this (about the wheel axle)
-# Layout of the per-step float32 buffer whose slices become the RobotState arrays.
-_POS, _VEL, _TORQUE, _QUAT, _GYRO, _ACC = 0, 6, 12, 18, 22, 25
-_STATE_LEN = 28
+# The per-step float32 buffer whose slices become the RobotState arrays has the task contract's
+# state layout (task_contract.state), so the task functions read it directly.
 _CMD_SHAPE = (N_ACTUATORS,)
 # Plain ints: IntFlag/IntEnum arithmetic costs microseconds per step.
 _NO_FAULT = int(FaultFlags.NONE)
@@ -54,8 +61,7 @@ _ENABLED = int(MotorMode.ENABLED)
 _ZERO1 = np.zeros(1)
 # Shared read-only zeros for the unused fields of commands the env builds itself (a fresh
 # MotorCommand() allocates five arrays; read-only so a stray write fails instead of leaking).
-ZERO_GAINS = np.zeros(N_ACTUATORS, np.float32)
-ZERO_GAINS.flags.writeable = False
+ZERO_GAINS = ZEROS  # the task contract's: its commands carry this very array
 # MotorCommand() with those zeros: the command before the first one (latency queue, last valid).
 ZERO_COMMAND = MotorCommand(ZERO_GAINS, ZERO_GAINS, ZERO_GAINS, ZERO_GAINS, ZERO_GAINS)
 

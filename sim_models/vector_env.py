@@ -7,10 +7,12 @@ arithmetic, the sensor gather and the float32 conversion, the result arrays) acr
 what stays per robot is the ctrl write, `mj_step`, two row copies and the task's scalar
 observation/reward arithmetic (DESIGN.md target: env step within 25% of raw `mj_step` cost).
 
-Same numbers as N single envs: robot i is a private `WheelLeggedEnv` (its own model, data and
-noise generator); its resets are that env's `reset`, and its observation, reward and termination
-come from the same fast-path kernels (sim_models.envs), so the batch gives, step for step, bit for
-bit, what N single envs give for the same seeds and actions (tests/sim_models/test_vector_env.py).
+Same numbers as N single envs: robot i is a private `WheelLeggedEnv` (its own model, data, noise
+generator, episode origin and history); its resets are that env's `reset`, and its observation,
+reward and termination come from the same task functions (task_contract, through the env's
+fast-path kernel), so the batch gives, step for step, bit for bit, what N single envs give for the
+same seeds and actions (tests/sim_models/test_vector_env.py). Task options (history) work as in
+the single env: `WheelLeggedVectorEnv("stand_still", 8, options="action_history=2")`.
 On a profile without latency, action noise, pushes or sensor noise/bias (nominal, mild) the ctrl
 is computed for all robots at once and written straight to each MjData; otherwise each robot
 takes the simulator's own per-step path (latency queue, noise draws in their usual order), which
@@ -37,7 +39,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from sim_models.envs import _FAST_KERNELS, _SAFE_ACTION, InvalidActionError, WheelLeggedEnv, _task_key
+from sim_models.envs import _SAFE_ACTION, InvalidActionError, WheelLeggedEnv
 from sim_models.profiles import DynamicsProfile
 from sim_models.robot import _STATE_LEN, _TORQUE_LIMITED
 
@@ -56,10 +58,8 @@ class WheelLeggedVectorEnv(VectorEnv):
         self.envs = [WheelLeggedEnv(task, profile=profile, **env_kwargs) for _ in range(num_envs)]
         first = self.envs[0]
         self.task = first.task
-        kernel = _FAST_KERNELS.get(_task_key(self.task))
-        if kernel is None:
-            raise ValueError(f"task {task!r} has no batched kernel (only the built-in wheel-legged tasks)")
-        self._kernel = kernel
+        self.layout = first.layout
+        self._kernel = first._fast_kernel()
         self.num_envs = num_envs
         self.single_observation_space = first.observation_space
         self.single_action_space = first.action_space
@@ -94,13 +94,15 @@ class WheelLeggedVectorEnv(VectorEnv):
             seeds = list(seed)
             if len(seeds) != self.num_envs:
                 raise ValueError(f"need {self.num_envs} seeds, got {len(seeds)}")
-        obs = np.zeros((self.num_envs, self.task.obs_dim), np.float32)
+        self._sync_task()
+        obs = np.zeros((self.num_envs, self.layout.dim), np.float32)
         for i, s in enumerate(seeds):
             obs[i] = self._reset_one(i, seed=s, options=options)
         commands = np.array([e._command for e in self.envs], np.float32)
         return obs, {"command": commands}
 
     def step(self, actions):
+        self._sync_task()
         actions = self._check(actions)
         kernel, n = self._kernel, self.num_envs
         vals = actions.tolist()
@@ -109,27 +111,26 @@ class WheelLeggedVectorEnv(VectorEnv):
             bufs, faults = self._step_direct(kernel.ctrl_batch(clipped))
         else:
             bufs, faults = self._step_each(vals)
-        obs = np.array(list(map(kernel.observe, bufs.tolist(), self._commands)), np.float32)
-        o_rows = obs.tolist()
+        origins = [e._origin for e in self.envs]
+        raw = np.array(list(map(kernel.observe, bufs.tolist(), self._commands, origins)), np.float32)
+        o_rows = raw.tolist()
         self._steps += 1
         truncations = self._steps >= self.task.max_episode_steps
         finite = [math.isfinite(sum(o)) for o in o_rows]  # as WheelLeggedEnv.step
         nonfinite = [i for i, f in enumerate(finite) if not f]
-        if kernel.reward_batch is not None:
-            with np.errstate(all="ignore"):  # rows of a blown-up robot are replaced below
-                rewards = kernel.reward_batch(clipped, obs, o_rows)
-        else:
-            reward = kernel.reward
-            rewards = [reward(vals[i], obs[i], o) if finite[i] else 0.0 for i, o in enumerate(o_rows)]
-        terminated = kernel.terminated
+        reward, terminated = kernel.reward, kernel.terminated
+        rewards = np.array([reward(a, o) if f else 0.0 for a, o, f in zip(vals, o_rows, finite)], np.float64)
         terminations = np.array([terminated(o) if f else True for o, f in zip(o_rows, finite)], bool)
-        rewards = np.array(rewards, np.float64)
+        if self.layout.plain:
+            obs = raw
+        else:  # each robot's history moves one step (a blown-up robot's row is replaced below)
+            obs = np.array([e._history.step(a, o) if f else e._history.values()
+                            for e, a, o, f in zip(self.envs, vals, o_rows, finite)], np.float32)
         infos: dict[str, Any] = {"faults": faults}
         if nonfinite:
             self.nonfinite_episodes += len(nonfinite)
             log.warning("non-finite observation on robots %s; episodes terminated", nonfinite)
-            obs[nonfinite] = np.nan_to_num(obs[nonfinite], nan=0.0, posinf=0.0, neginf=0.0)
-            rewards[nonfinite] = 0.0
+            obs[nonfinite, :raw.shape[1]] = np.nan_to_num(raw[nonfinite], nan=0.0, posinf=0.0, neginf=0.0)
             infos["nonfinite"] = np.isin(np.arange(n), nonfinite)
         done = terminations | truncations
         if done.any():
@@ -159,6 +160,14 @@ class WheelLeggedVectorEnv(VectorEnv):
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._bind_io()
+
+    def _sync_task(self) -> None:
+        """Follow a replaced `task` (e.g. a shorter episode length) into every robot's env."""
+        if self.task is not self.envs[0].task:
+            for e in self.envs:
+                e.task = self.task
+            self._kernel = self.envs[0]._fast_kernel()
+            self._gains_ready = False
 
     def _reset_one(self, i: int, seed: int | None = None, options: dict[str, Any] | None = None):
         obs, _ = self.envs[i].reset(seed=seed, options=options)

@@ -1,6 +1,7 @@
 """Classical balance controller: behaviour policy for offline data and the onboard fallback.
 
-NUMPY ONLY (runs on the robot). Discrete LQR with integral action on the planar
+NUMPY ONLY (runs on the robot: the STAND driver, and the behaviour policy of the offline data).
+Discrete LQR with integral action on the planar
 wheeled-inverted-pendulum model of the legs-locked robot. The gains are derived offline by
 `sim_models.lqr_design` (costs = the paper's stand-still reward, Q = I on [x, v, pitch,
 pitch_rate] and R = 1 on the per-wheel torque in N·m, plus weight 20 on the integral of the
@@ -18,24 +19,22 @@ with x_ref advancing at v_ref per call. Per task:
 (reference/benchmark_notes.md: a tuned controller plus noise is nearly expert, and behaviour
 cloning alone then wins).
 
-Stateful (integral, reference): call `reset()` at each episode start.
+Stateful (integral, reference): call `reset()` at each episode start. It reads the raw fields
+at the head of the observation, so it drives a task with history options unchanged
+(task_contract.history puts the current raw observation first).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from sim_models.tasks import (
-    CONTROL_HZ,
-    HIP_ZERO_RAD,
+from task_contract.geometry import CONTROL_HZ, HIP_ZERO_RAD, SHANK_M, THIGH_M, WHEEL_RADIUS_M
+from task_contract.tasks import (
     LEG_RANGE_RAD,
     LOCO_WHEEL_TORQUE_NM,
     PAPER_TORQUE_NM,
-    SHANK_M,
     STRAIGHT_SPEED_MPS,
     TASKS,
-    THIGH_M,
-    WHEEL_RADIUS_M,
 )
 
 # u = -K e (per-wheel torque, N·m); from `python -m sim_models.lqr_design` (model 0.1.0).
@@ -60,6 +59,7 @@ class BalanceController:
 
     def __init__(self, task: str = "stand_still", detuned: bool = False,
                  speed_mps: float | None = None) -> None:
+        task = task.split(":", 1)[0]  # a task id with options: the same law on the raw fields
         if task not in TASKS:
             raise UnsupportedTaskError(f"no controller for task {task!r}; known: {sorted(TASKS)}")
         self.task = task

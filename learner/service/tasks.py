@@ -19,10 +19,14 @@ class TaskInfo:
 
 
 def task_info(task: str) -> TaskInfo:
-    """The task's dims without building an env (sim_models.tasks is numpy-only)."""
-    from sim_models.tasks import TASKS
+    """The task's dims without building an env (task_contract is numpy-only). `task` may carry
+    observation options ("stand_still:action_history=2"): obs_dim is then the layout's."""
+    from task_contract.history import ObsLayout, TaskOptionsError
+    from task_contract.tasks import TASKS, UnknownTaskError
 
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; choices: {', '.join(sorted(TASKS))}")
-    t = TASKS[task]
-    return TaskInfo(task, t.obs_dim, t.act_dim, float(t.action_scale), float(t.control_hz))
+    try:
+        layout = ObsLayout.of(task)
+    except (UnknownTaskError, TaskOptionsError) as exc:
+        raise ValueError(f"unknown task {task!r} ({exc}); choices: {', '.join(sorted(TASKS))}") from None
+    t = layout.task
+    return TaskInfo(layout.id, layout.dim, t.act_dim, float(t.action_scale), float(t.control_hz))

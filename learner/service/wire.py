@@ -30,8 +30,9 @@ from protocol.messages import (  # noqa: F401  (re-exported for the service)
 from protocol.messages import decode as _decode
 
 # TRANSITIONS columns kept in the store and fed to the real buffer, in wire order
+# ("flags": task_contract.episodes.RowFlag; rows stored before it existed have none: all zero)
 TRANSITION_COLUMNS = ("obs", "act", "rew", "next_obs", "terminated", "truncated",
-                      "policy_version", "logp", "t_us", "source")
+                      "policy_version", "logp", "t_us", "source", "flags")
 
 
 class WireError(ValueError):
@@ -62,4 +63,4 @@ def columns_of(batch: Transitions) -> dict[str, np.ndarray]:
 
 def transitions_from_columns(stream_id: str, first_seq: int, cols: dict[str, np.ndarray]) -> Transitions:
     return Transitions(stream_id=stream_id, first_seq=int(first_seq),
-                       **{name: np.ascontiguousarray(cols[name]) for name in TRANSITION_COLUMNS})
+                       **{name: np.ascontiguousarray(cols[name]) for name in TRANSITION_COLUMNS if name in cols})

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from learner import algorithms
+from learner.algorithms.base import sample_update_batches
 from learner.buffers import TransitionBuffer
 from learner.cli_config import add_dataclass_arguments, help_field, merge_layers
 from learner.export import write_atomic
@@ -56,7 +57,7 @@ class TrainConfig:
     """Everything a benchmark run needs; TOML keys = these names, CLI flags = --name-with-dashes."""
 
     # what to run
-    algorithm: str = _f("h2o", "algorithm: h2o, sac, cql, darc, darc_plus")
+    algorithm: str = _f("h2o", "algorithm: h2o, sac, cql, darc, darc_plus, h2o_plus, bc")
     task: str = _f("stand_still", "sim_models task name, or gym:<id> for a gymnasium env")
     sim_profile: str = _f("nominal", "dynamics profile of the simulator (name, TOML path, or gym kwargs)")
     real_profile: str = _f("moderate", "dynamics profile playing the real robot")
@@ -72,7 +73,7 @@ class TrainConfig:
     sim_buffer_factor: int = _f(10, "sim buffer capacity = factor x dataset size (reference 10)")
     max_episode_steps: int = _f(0, "cap on episode length in rollouts and evaluation (0 = the env's own)")
     # batches and networks
-    real_batch: int = _f(128, "real rows per update (single-source algorithms use real+sim rows of their source)")
+    real_batch: int = _f(128, "real rows per update (a critic trained on one source gets real+sim rows of it)")
     sim_batch: int = _f(128, "sim rows per update")
     disc_batch: int = _f(256, "rows per source for each classifier update (h2o, darc)")
     hidden: str = _f("256-256", "policy/critic hidden sizes, e.g. 256-256")
@@ -284,18 +285,11 @@ class Run:
         return data
 
     def sample(self) -> dict:
-        """Batches for one update; single-source algorithms get real_batch + sim_batch rows of theirs."""
-        a, c = self.algo, self.cfg
-        total = c.real_batch + c.sim_batch
-        if a.uses_real and a.uses_sim:
-            kw = {"real_batch": self.real.sample(c.real_batch), "sim_batch": self.sim.sample(c.sim_batch)}
-        elif a.uses_sim:
-            kw = {"real_batch": None, "sim_batch": self.sim.sample(total)}
-        else:
-            kw = {"real_batch": self.real.sample(total), "sim_batch": None}
-        if a.uses_classifiers:
-            kw["disc_real"], kw["disc_sim"] = self.real.sample(c.disc_batch), self.sim.sample(c.disc_batch)
-        return kw
+        """Batches for one update: every critic gets real_batch + sim_batch rows (see
+        learner.algorithms.base.sample_update_batches)."""
+        c = self.cfg
+        return sample_update_batches(self.algo, self.real.sample, self.sim.sample, c.real_batch, c.sim_batch,
+                                     c.disc_batch)
 
     def train(self) -> dict:
         c = self.cfg

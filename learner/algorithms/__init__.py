@@ -1,7 +1,9 @@
 """Algorithm registry: `make(name, obs_dim, act_dim, cfg, device)`.
 
 Names: h2o, sac (sim only), cql (real only), darc (sim only, reward correction), darc_plus
-(DARC + real data), h2o_plus (H2O+: no omega penalty, IQL value in a blended target). All share networks, buffers and the interface in learner/algorithms/base.py.
+(DARC + real data), h2o_plus (H2O+: no omega penalty, IQL value in a blended target), bc
+(behaviour cloning on real data). All share networks, buffers and the interface in
+learner/algorithms/base.py.
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ from typing import Any
 import torch
 
 from learner.algorithms.base import OffPolicyAlgorithm, SACCoreConfig
+from learner.algorithms.bc import BC, BCConfig
 from learner.algorithms.cql import CQL, CQLConfig
 from learner.algorithms.darc import DARC, DARCConfig, DARCPlus
 from learner.algorithms.h2o import H2O, H2OConfig
 from learner.algorithms.h2o_plus import H2OPlus, H2OPlusConfig
-from learner.algorithms.sac import SAC
+from learner.algorithms.sac import SAC, SACConfig
 
 REGISTRY: dict[str, type[OffPolicyAlgorithm]] = {
     "h2o": H2O,
@@ -24,6 +27,7 @@ REGISTRY: dict[str, type[OffPolicyAlgorithm]] = {
     "darc": DARC,
     "darc_plus": DARCPlus,
     "h2o_plus": H2OPlus,
+    "bc": BC,
 }
 
 
@@ -48,4 +52,4 @@ def make(name: str, obs_dim: int, act_dim: int, cfg: Any = None, device: str | t
 
 
 __all__ = ["make", "REGISTRY", "UnknownAlgorithmError", "config_class", "OffPolicyAlgorithm", "SACCoreConfig",
-           "H2O", "H2OConfig", "SAC", "CQL", "CQLConfig", "DARC", "DARCConfig", "DARCPlus", "H2OPlus", "H2OPlusConfig"]
+           "H2O", "H2OConfig", "SAC", "SACConfig", "BC", "BCConfig", "CQL", "CQLConfig", "DARC", "DARCConfig", "DARCPlus", "H2OPlus", "H2OPlusConfig"]

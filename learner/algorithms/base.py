@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -44,7 +45,10 @@ class SACCoreConfig:
     tau: float = 5e-3  # Polyak rate of the target critics, every update
     reward_scale: float = 1.0  # r' = reward_scale * r + reward_bias
     reward_bias: float = 0.0
-    backup_entropy: bool = False  # reference: no entropy term in the target
+    # Soft backup: subtract alpha * log pi(a'|s') from the target's next value (Haarnoja et al.;
+    # SimpleSAC's default). False = the "hard" backup H2O's and CQL's reference runs use. Each
+    # algorithm's config sets its own default; docs/learner.md has the table.
+    backup_entropy: bool = False
     # optimisers (Adam)
     policy_lr: float = 3e-4
     q_lr: float = 3e-4
@@ -65,7 +69,7 @@ def config_from(cls: type, cfg: Any) -> Any:
     if cfg is None:
         return cls()
     if isinstance(cfg, cls):
-        return cfg
+        return dataclasses.replace(cfg)  # a copy: an algorithm may adjust its config (DARC+)
     if isinstance(cfg, Mapping):
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(cfg) - names)
@@ -102,14 +106,39 @@ def cat_batches(a: Batch, b: Batch) -> Batch:
                                                         (b.obs, b.act, b.rew, b.next_obs, b.done))))
 
 
+def sample_update_batches(algo: "OffPolicyAlgorithm", sample_real: Callable[[int], Batch],
+                          sample_sim: Callable[[int], Batch], real_rows: int, sim_rows: int,
+                          disc_rows: int) -> dict[str, Batch | None]:
+    """The keyword batches of one `algo.update`, for train.py and the service's trainer alike.
+
+    Every method's critic gets real_rows + sim_rows rows per update: split real/sim when it trains
+    on both sources, all from its one source otherwise (DARC's critic trains on sim only although
+    its classifiers need real data, so it gets all of them from sim). Classifier algorithms also
+    get fresh disc_rows-row batches of each source.
+    """
+    total = real_rows + sim_rows
+    src = algo.critic_sources
+    kw: dict[str, Batch | None] = {"real_batch": None, "sim_batch": None}
+    if "real" in src and "sim" in src:
+        kw["real_batch"], kw["sim_batch"] = sample_real(real_rows), sample_sim(sim_rows)
+    elif "sim" in src:
+        kw["sim_batch"] = sample_sim(total)
+    else:
+        kw["real_batch"] = sample_real(total)
+    if algo.uses_classifiers:
+        kw["disc_real"], kw["disc_sim"] = sample_real(disc_rows), sample_sim(disc_rows)
+    return kw
+
+
 class OffPolicyAlgorithm:
     """SAC core. Subclasses implement `update` with their own critic loss."""
 
     name = "base"
     config_cls: type = SACCoreConfig
-    uses_real = False
-    uses_sim = False
+    uses_real = False  # needs the real buffer (critic, actor or classifiers)
+    uses_sim = False  # needs the sim buffer
     uses_classifiers = False  # trainer then also passes fresh classifier batches
+    critic_sources: tuple[str, ...] = ()  # the buffers the critic's Bellman rows come from
 
     def __init__(self, obs_dim: int, act_dim: int, cfg: Any = None, device: str | torch.device = "cpu"):
         self.cfg = config_from(self.config_cls, cfg)
@@ -193,12 +222,16 @@ class OffPolicyAlgorithm:
         vals = torch.stack([v.detach().float().reshape(()) for v in stats.values()]).tolist()
         return dict(zip(stats.keys(), vals))
 
-    def check_batches(self, real_batch: Batch | None, sim_batch: Batch | None) -> None:
+    def check_batches(self, real_batch: Batch | None, sim_batch: Batch | None, disc_real: Batch | None = None,
+                      disc_sim: Batch | None = None) -> None:
         """Raise MissingBatchError naming what is missing (instead of an AttributeError deep inside)."""
-        if self.uses_real and real_batch is None:
-            raise MissingBatchError(f"{self.name} needs a real batch (uses_real=True), got None")
-        if self.uses_sim and sim_batch is None:
-            raise MissingBatchError(f"{self.name} needs a sim batch (uses_sim=True), got None")
+        for source, batch, disc in (("real", real_batch, disc_real), ("sim", sim_batch, disc_sim)):
+            if source in self.critic_sources and batch is None:
+                raise MissingBatchError(f"{self.name} needs a {source} batch (critic_sources="
+                                        f"{self.critic_sources}), got None")
+            if self.uses_classifiers and batch is None and disc is None:
+                raise MissingBatchError(f"{self.name}'s classifiers need a {source} batch (disc_{source} "
+                                        f"or {source}_batch), got None")
 
     # ---- interface -----------------------------------------------------------------------------
     def update(self, real_batch: Batch | None, sim_batch: Batch | None, **kw) -> dict[str, float]:

@@ -34,29 +34,28 @@ class DynamicsClassifiers:
         self.d_sas = Discriminator(2 * obs_dim + act_dim, hidden).to(device)
         # One Adam over both networks = the reference's two Adams (Adam is per-parameter).
         self.opt = make_adam([*self.d_sa.parameters(), *self.d_sas.parameters()], lr)
-        self._labels: dict[tuple[int, int], torch.Tensor] = {}
-
-    def labels(self, n_real: int, n_sim: int, device: torch.device) -> torch.Tensor:
-        key = (n_real, n_sim)
-        if key not in self._labels:
-            self._labels[key] = torch.cat([torch.zeros(n_real), torch.ones(n_sim)]).long().to(device)
-        return self._labels[key]
 
     def losses(self, real: Batch, sim: Batch, gen: torch.Generator | None) -> tuple[torch.Tensor, dict]:
-        """L_sa + L_sas on noisy (s, a, s') rows of real (label 0) and sim (label 1)."""
+        """L_sa + L_sas on noisy (s, a, s') rows of real (label 0) and sim (label 1).
+
+        Each L is the reference's: mean cross-entropy over the real rows PLUS mean cross-entropy
+        over the sim rows (two means summed, not one mean over all rows: twice as large with equal
+        halves, which matters for Adam's eps regime). With two classes, the cross-entropy of label
+        0 is softplus(l1 - l0) and of label 1 is softplus(l0 - l1).
+        """
+        n_real = len(real)
         x = torch.cat([torch.cat([real.obs, real.act, real.next_obs], 1),
                        torch.cat([sim.obs, sim.act, sim.next_obs], 1)], 0)
         x = x + self.noise_std * torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
-        y = self.labels(len(real), len(sim), x.device)
         sa_logits = self.d_sa(x[:, : self.obs_dim + self.act_dim])
         sas_logits = self.d_sas(x) + sa_logits  # D_sa gets L_sas's gradient too (reference)
-        loss_sa = F.cross_entropy(sa_logits, y)
-        loss_sas = F.cross_entropy(sas_logits, y)
+        loss_sa, acc_sa = two_class_losses(sa_logits, n_real)
+        loss_sas, acc_sas = two_class_losses(sas_logits, n_real)
         stats = {
             "losses/d_sa": loss_sa,
             "losses/d_sas": loss_sas,
-            "charts/d_sa_accuracy": (sa_logits.detach().argmax(1) == y).float().mean(),
-            "charts/d_sas_accuracy": (sas_logits.detach().argmax(1) == y).float().mean(),
+            "charts/d_sa_accuracy": acc_sa,
+            "charts/d_sas_accuracy": acc_sas,
         }
         return loss_sa + loss_sas, stats
 
@@ -75,6 +74,14 @@ class DynamicsClassifiers:
 
     def modules(self) -> dict:
         return {"d_sa": self.d_sa, "d_sas": self.d_sas}
+
+
+def two_class_losses(logits: torch.Tensor, n_real: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(CE mean over the first n_real rows (label real) + CE mean over the rest (label sim), accuracy)."""
+    margin = logits[..., 1] - logits[..., 0]  # > 0: "sim"
+    loss = F.softplus(margin[:n_real]).mean() + F.softplus(-margin[n_real:]).mean()
+    correct = torch.cat([margin[:n_real] <= 0, margin[n_real:] > 0])
+    return loss, correct.float().mean().detach()
 
 
 def attach_classifiers(algo) -> DynamicsClassifiers:

@@ -5,6 +5,7 @@ Kumar et al., "Conservative Q-Learning for Offline RL", NeurIPS 2020, https://ar
     alpha' * ( T logsumexp_a Q(s,a)/T  -  Q(s, a_data) ),
 the logsumexp estimated by importance sampling with n uniform actions, n policy actions at s and
 n policy actions at s' (their log-densities subtracted). Fixed alpha' (no Lagrange variant).
+Backup: hard (no entropy term in the target, backup_entropy=False), as the reference CQL runs.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class CQL(OffPolicyAlgorithm):
     name = "cql"
     config_cls = CQLConfig
     uses_real = True
+    critic_sources = ("real",)
 
     def update(self, real_batch: Batch, sim_batch: Batch | None = None, **_) -> dict[str, float]:
         self.check_batches(real_batch, sim_batch)

@@ -4,6 +4,8 @@ Eysenbach et al., "Off-Dynamics RL: Training for Transfer with Domain Classifier
 https://arxiv.org/abs/2006.13916. As the H2O authors ran it as a baseline: Q trained on sim data
 with r + clamp(dr, -10, 10), dr = log P_real(s'|s,a) - log P_sim(s'|s,a) from classifiers fitted
 on the offline real data vs the sim buffer. DARC+ ("darc_plus") also fits the Q on the real data.
+Backup: the standard soft backup (backup_entropy=True), as SAC here; the critic gets as many rows
+per update as every other method's (all from sim for DARC, real + sim for DARC+).
 Departures: classifiers share H2O's architecture (the DARC paper used 32 hidden units); dr uses
 the exact cancellation D_sas[0] - D_sas[1] (learner/algorithms/classifiers.py).
 """
@@ -23,6 +25,7 @@ DR_CLIP = 10.0  # H2O authors' DARC baseline: clamp(dr, -10, 10)
 
 @dataclass
 class DARCConfig(SACCoreConfig):
+    backup_entropy: bool = True  # soft backup, as SAC (the method is SAC + a reward correction)
     disc_hidden: str = "256-256"
     disc_lr: float = 3e-4
     disc_noise_std: float = 1.0  # DARC paper: input noise std 1.0
@@ -41,13 +44,17 @@ class DARC(OffPolicyAlgorithm):
         super().__init__(obs_dim, act_dim, cfg, device)
         self.classifiers = attach_classifiers(self)
 
+    @property
+    def critic_sources(self) -> tuple[str, ...]:
+        return ("real", "sim") if self.cfg.train_on_real else ("sim",)
+
     def reward_correction(self, sim: Batch) -> torch.Tensor:
         """dr = clamp(log P_real(s'|s,a) - log P_sim(s'|s,a), -10, 10), no grad."""
         return self.classifiers.log_dynamics_ratio(sim.obs, sim.act, sim.next_obs).clamp(-DR_CLIP, DR_CLIP)
 
-    def update(self, real_batch: Batch, sim_batch: Batch, disc_real: Batch | None = None,
+    def update(self, real_batch: Batch | None, sim_batch: Batch, disc_real: Batch | None = None,
                disc_sim: Batch | None = None) -> dict[str, float]:
-        self.check_batches(real_batch, sim_batch)
+        self.check_batches(real_batch, sim_batch, disc_real, disc_sim)
         stats = self.classifiers.update(real_batch if disc_real is None else disc_real,
                                         sim_batch if disc_sim is None else disc_sim, self.gen)
         dr = self.reward_correction(sim_batch)
@@ -80,4 +87,4 @@ class DARCPlus(DARC):
 
     def __init__(self, obs_dim: int, act_dim: int, cfg=None, device="cpu"):
         super().__init__(obs_dim, act_dim, cfg, device)
-        self.cfg.train_on_real = True
+        self.cfg.train_on_real = True  # self.cfg is this instance's copy (config_from), never the caller's

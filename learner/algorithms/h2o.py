@@ -7,7 +7,8 @@ as written down in /work/shared/reference/h2o_algorithm.md; no code copied).
 
 Symbols (code = metric keys = docs/learner.md):
     D_sa, D_sas   real(0)/sim(1) classifiers        w       importance weight P_real/P_sim(s'|s,a)
-    y             TD target (no entropy backup)      u       dynamics-gap estimate per sim (s,a)
+    y             TD target (hard backup: no entropy term, the reference's setting; backup_entropy)
+    u             dynamics-gap estimate per sim (s,a)
     omega         u / sum_batch(u)                   beta    penalty weight (cql_min_q_weight)
     alpha         SAC temperature                    sigma   std of the real states (s' noise)
 
@@ -68,6 +69,7 @@ class H2O(OffPolicyAlgorithm):
     uses_real = True
     uses_sim = True
     uses_classifiers = True
+    critic_sources = ("real", "sim")
 
     def __init__(self, obs_dim: int, act_dim: int, cfg=None, device="cpu"):
         super().__init__(obs_dim, act_dim, cfg, device)
@@ -83,7 +85,7 @@ class H2O(OffPolicyAlgorithm):
                disc_sim: Batch | None = None) -> dict[str, float]:
         """One H2O step. disc_real/disc_sim: fresh batches for the classifiers (reference: 256 each);
         the Q batches are reused when they are not given."""
-        self.check_batches(real_batch, sim_batch)
+        self.check_batches(real_batch, sim_batch, disc_real, disc_sim)
         stats = self.classifiers.update(real_batch if disc_real is None else disc_real,  # 1
                                         sim_batch if disc_sim is None else disc_sim, self.gen)
         w = self.importance_weight(sim_batch)  # 2
@@ -113,7 +115,7 @@ class H2O(OffPolicyAlgorithm):
             "charts/is_weight_min": w.min(),
             "charts/is_weight_mean": w.mean(),
             "charts/is_weight_max": w.max(),
-            "charts/u_mean": u.mean(),
+            "charts/u_mean": u.clamp(min=U_FLOOR).mean(),  # u as omega uses it (after the floor)
             "charts/u_at_floor_fraction": (u <= U_FLOOR).float().mean(),
             "charts/omega_min": omega.min(),
             "charts/omega_max": omega.max(),

@@ -37,6 +37,7 @@ class H2OPlus(OffPolicyAlgorithm):
     uses_real = True
     uses_sim = True
     uses_classifiers = True
+    critic_sources = ("real", "sim")
 
     def __init__(self, obs_dim: int, act_dim: int, cfg=None, device="cpu"):
         super().__init__(obs_dim, act_dim, cfg, device)
@@ -67,7 +68,7 @@ class H2OPlus(OffPolicyAlgorithm):
 
     def update(self, real_batch: Batch, sim_batch: Batch, disc_real: Batch | None = None,
                disc_sim: Batch | None = None) -> dict[str, float]:
-        self.check_batches(real_batch, sim_batch)
+        self.check_batches(real_batch, sim_batch, disc_real, disc_sim)
         stats = self.classifiers.update(real_batch if disc_real is None else disc_real,
                                         sim_batch if disc_sim is None else disc_sim, self.gen)
         w = self.classifiers.log_dynamics_ratio(sim_batch.obs, sim_batch.act, sim_batch.next_obs).exp().clamp(1e-5, 1.0)

@@ -1,19 +1,29 @@
 """SAC on simulator data only (the paper's "SAC" baseline: trusts the simulator fully).
 
-Reference: Haarnoja et al. 2018 with the H2O code's settings (twin Q, auto-alpha, no entropy in
-the target: backup_entropy=False, like the SimpleSAC defaults the H2O paper used).
+Haarnoja et al., "Soft Actor-Critic Algorithms and Applications", 2018, https://arxiv.org/abs/1812.05905,
+with the H2O code's settings (twin Q, auto-alpha, target entropy -act_dim). Backup: the standard
+SOFT backup (backup_entropy=True: y = r + gamma (1-d) (min Q'(s',a') - alpha log pi(a'|s'))),
+which is SimpleSAC's default and Haarnoja et al.'s; `--set backup_entropy=false` gives the hard one.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from learner.algorithms.base import OffPolicyAlgorithm, SACCoreConfig
 from learner.buffers import Batch
 
 
+@dataclass
+class SACConfig(SACCoreConfig):
+    backup_entropy: bool = True  # soft backup (SimpleSAC default, Haarnoja et al.)
+
+
 class SAC(OffPolicyAlgorithm):
     name = "sac"
-    config_cls = SACCoreConfig
+    config_cls = SACConfig
     uses_sim = True
+    critic_sources = ("sim",)
 
     def update(self, real_batch: Batch | None, sim_batch: Batch, **_) -> dict[str, float]:
         self.check_batches(real_batch, sim_batch)

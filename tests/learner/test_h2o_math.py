@@ -136,7 +136,8 @@ def test_auto_alpha_loss_and_direction():
 
 
 def test_darc_reward_correction():
-    algo = make("darc", OBS_DIM, ACT_DIM, {"hidden": TINY, "disc_hidden": TINY})
+    # hard backup, so that a zero target critic leaves exactly r + dr (the soft one adds -alpha log pi)
+    algo = make("darc", OBS_DIM, ACT_DIM, {"hidden": TINY, "disc_hidden": TINY, "backup_entropy": False})
     b = synthetic_batch(8, 0)
     set_constant_logits(algo.classifiers.d_sas, (1.0, -0.5))
     assert torch.allclose(algo.reward_correction(b), torch.full((8,), 1.5), atol=1e-6)

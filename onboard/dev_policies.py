@@ -33,6 +33,7 @@ def mlp_policy_bytes(
     control_hz: float = 200.0,
     mean_bias: float = 0.0,
     nan_output: bool = False,
+    nan_beyond: float | None = None,
     out_act_dim: int | None = None,
     unsquashed: bool = False,
     metadata: dict[str, str] | None = None,
@@ -41,7 +42,8 @@ def mlp_policy_bytes(
     """A contract ONNX policy: a linear law and/or a 2-hidden-layer ReLU MLP, summed.
 
     mean = linear_gain @ obs (if given) + MLP(obs) (if hidden > 0); action = tanh(mean);
-    log_std = a constant per dimension; `mean_bias` is added to mean. Fault knobs: `nan_output` (a NaN bias), `out_act_dim`
+    log_std = a constant per dimension; `mean_bias` is added to mean. Fault knobs: `nan_output` (a NaN bias),
+    `nan_beyond` (NaN once obs[0] exceeds it: sqrt of a negative, times 0), `out_act_dim`
     (wrong output width), `unsquashed` (action = 10 * mean, out of [-1, 1]).
     """
     rng = np.random.default_rng(seed)
@@ -72,8 +74,19 @@ def mlp_policy_bytes(
             helper.make_node("Gemm", ["h2r", "W3", "b3"], ["mean_mlp"]),
         ]
         branches.append("mean_mlp")
-    if len(branches) == 2:
-        nodes.append(helper.make_node("Add", branches, ["mean_raw"]))
+    if nan_beyond is not None:  # 0 * sqrt(nan_beyond - obs[0]): 0 inside, NaN beyond
+        sel = np.zeros((obs_dim, out_dim))
+        sel[0, :] = 1.0
+        inits += [_init("sel0", sel), _init("thr", np.array(nan_beyond)), _init("zero_s", np.array(0.0))]
+        nodes += [
+            helper.make_node("MatMul", ["obs", "sel0"], ["x0"]),
+            helper.make_node("Sub", ["thr", "x0"], ["room"]),
+            helper.make_node("Sqrt", ["room"], ["root"]),
+            helper.make_node("Mul", ["root", "zero_s"], ["mean_nan"]),
+        ]
+        branches.append("mean_nan")
+    if len(branches) >= 2:
+        nodes.append(helper.make_node("Sum", branches, ["mean_raw"]))
     else:
         nodes.append(helper.make_node("Identity", branches, ["mean_raw"]))
     bias = np.full(out_dim, np.nan if nan_output else mean_bias)

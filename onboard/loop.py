@@ -158,6 +158,16 @@ class ControlLoop:
         log.warning("policy rolled back to %s", "controller" if self.policy is None else f"v{self.policy.version}")
         return True
 
+    def quarantine_active_policy(self) -> None:
+        """The active policy misbehaved while driving (non-finite output, stalls): never run
+        that version again; fall back to the previous good policy, or the controller."""
+        bad = self.policy
+        if self.loader is not None:
+            self.loader.quarantine(bad.version, bad.fault)
+        self.rollback()
+        if self.policy is not None and self.policy.fault:  # the previous one failed too
+            self.rollback()
+
     @property
     def policy_version(self) -> int:
         p = self.policy
@@ -217,6 +227,8 @@ class ControlLoop:
         action, driver = None, None
         if mode in (Mode.STAND, Mode.POLICY) and obs is not None:
             action, driver = self._decide(mode, obs)
+            if driver.source == Source.POLICY and self.policy is not None and self.policy.fault:
+                self.quarantine_active_policy()
             if not np.all(np.isfinite(action)):
                 self.non_finite_actions += 1
                 inputs.action_finite, inputs.operator = False, None

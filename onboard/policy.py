@@ -5,7 +5,14 @@ onnxruntime session and checking it takes milliseconds, so it happens on a loade
 loop only ever does `policy = slot.pending` at a tick boundary (one reference assignment), and
 keeps the previous policy to roll back to. Nothing reaches the loop that has not passed every
 check: sha256 of the bytes, metadata and I/O schema against the task, finite and in-bound
-outputs on recent observations, inference time under budget.
+outputs on recent observations and on a box around them, inference time under budget.
+
+Quarantine: a policy can still misbehave on observations no check saw (NaN once the wheel has
+moved, a graph whose run time depends on the observation). `OnnxPolicy.act` watches every call;
+a non-finite output or repeated stalls set `fault`, the loop then quarantines the version (the
+loader refuses it for good, the learner is told) and falls back to the previous good policy or
+the controller. Log-probs are clipped to +-LOGP_CLIP so an extreme log_std cannot make a batch
+unencodable.
 
 The ONNX contract (docs/interfaces.md): input `obs` float32 [batch, obs_dim]; outputs `action`
 (tanh(mean)), `mean` (pre-tanh) and `log_std`, each float32 [batch, act_dim]; `h2o.*` metadata.
@@ -30,6 +37,8 @@ log = logging.getLogger(__name__)
 LOG_2PI = math.log(2.0 * math.pi)
 LOG_2 = math.log(2.0)
 REQUIRED_OUTPUTS = ("action", "mean", "log_std")
+LOGP_CLIP = 1e4  # |log-prob| beyond this carries no information, and inf is refused on the wire
+PROBE_BOX_MARGIN = 1.0  # validation probes reach this far (obs units) beyond the recent data
 
 
 class PolicyRejected(Exception):
@@ -65,6 +74,8 @@ class ValidationConfig:
     slow_retries: int = 2  # re-time a "too_slow" candidate this many more times before rejecting it
     slow_retry_delay_s: float = 1.0  # wait this long before each re-timing
     action_tolerance: float = 1e-5  # |action| may exceed 1 by this much (float rounding)
+    stall_ms: float = 20.0  # a run-time inference longer than this is a stall ...
+    stalls_to_quarantine: int = 2  # ... and this many stalls quarantine the policy
     intra_op_threads: int = 1  # onnxruntime threads per session (1: leave the cores to the loop)
 
 
@@ -87,23 +98,31 @@ def squashed_gaussian_logp(u: np.ndarray, mean: np.ndarray, log_std: np.ndarray)
     """log pi(tanh(u)) for u ~ N(mean, exp(log_std)), with the tanh change-of-variables term.
 
     log(1 - tanh(u)^2) = 2 * (log 2 - u - softplus(-2u)), the numerically stable form (SpinUp).
+    Clipped to +-LOGP_CLIP (an extreme log_std overflows float32 otherwise); NaN stays NaN.
     """
-    std = np.exp(log_std)
-    z = (u - mean) / std
-    gauss = -0.5 * z * z - log_std - 0.5 * LOG_2PI
-    correction = 2.0 * (LOG_2 - u - np.logaddexp(0.0, -2.0 * u))
-    return float(np.sum(gauss - correction))
+    with np.errstate(over="ignore", invalid="ignore"):
+        std = np.exp(log_std)
+        z = (u - mean) / std
+        gauss = -0.5 * z * z - log_std - 0.5 * LOG_2PI
+        correction = 2.0 * (LOG_2 - u - np.logaddexp(0.0, -2.0 * u))
+        value = float(np.sum(gauss - correction))
+    return value if math.isnan(value) else max(-LOGP_CLIP, min(LOGP_CLIP, value))
 
 
 class OnnxPolicy:
     """A validated, ready-to-run policy. `act` is what the loop calls each tick."""
 
-    def __init__(self, session: ort.InferenceSession, version: int, sha256: str, metadata: dict[str, str]) -> None:
+    def __init__(self, session: ort.InferenceSession, version: int, sha256: str, metadata: dict[str, str],
+                 stall_ms: float = 20.0, stalls_to_quarantine: int = 2) -> None:
         self.session = session
         self.version = version
         self.sha256 = sha256
         self.metadata = metadata
         self._outputs = list(REQUIRED_OUTPUTS)
+        self.stall_s = stall_ms / 1e3
+        self.stalls_to_quarantine = stalls_to_quarantine
+        self.stalls = 0
+        self.fault = ""  # set when the policy misbehaved at run time: quarantine it
 
     def run_batch(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         action, mean, log_std = self.session.run(self._outputs, {"obs": obs.astype(np.float32, copy=False)})
@@ -115,7 +134,15 @@ class OnnxPolicy:
         Exploring: a = tanh(mean + exp(log_std) * eps), eps ~ N(0, I) from the seeded `rng`.
         Deterministic: a = tanh(mean); the log-prob is then that of u = mean (for provenance).
         """
+        t0 = time.perf_counter()
         action, mean, log_std = self.run_batch(obs.reshape(1, -1))
+        elapsed = time.perf_counter() - t0
+        if elapsed > self.stall_s:
+            self.stalls += 1
+            if self.stalls >= self.stalls_to_quarantine and not self.fault:
+                self.fault = f"stalled: inference {elapsed * 1e3:.1f} ms ({self.stalls} stalls)"
+        if not (np.isfinite(action).all() and np.isfinite(mean).all() and np.isfinite(log_std).all()):
+            self.fault = self.fault or "non_finite: output on a run-time observation"
         mean, log_std = mean[0].astype(np.float64), log_std[0].astype(np.float64)
         if rng is None:
             u = mean
@@ -147,7 +174,7 @@ def build_policy(
     metadata = dict(session.get_modelmeta().custom_metadata_map)
     _check_metadata(metadata, cand, spec)
     _check_io_schema(session, spec)
-    policy = OnnxPolicy(session, cand.version, digest, metadata)
+    policy = OnnxPolicy(session, cand.version, digest, metadata, cfg.stall_ms, cfg.stalls_to_quarantine)
     _check_outputs(policy, spec, cfg, recent_obs)
     _check_inference_time(policy, spec, cfg, recent_obs)
     return policy
@@ -201,13 +228,18 @@ def _check_io_schema(session: ort.InferenceSession, spec: PolicySpec) -> None:
 
 
 def _probe_obs(spec: PolicySpec, recent_obs: np.ndarray | None) -> np.ndarray:
-    """Recent observations (what the robot sees now) plus zeros and small noise around them."""
+    """Recent observations (what the robot sees now), zeros, small noise around them, and points
+    spread over the box the recent data spans widened by PROBE_BOX_MARGIN per dimension (a policy
+    that fails once the robot has moved a little is caught before it drives)."""
     rng = np.random.default_rng(0)
     base = np.zeros((1, spec.obs_dim), np.float32)
     if recent_obs is not None and len(recent_obs):
         base = np.concatenate([base, np.asarray(recent_obs, np.float32).reshape(-1, spec.obs_dim)])
     noisy = base[rng.integers(0, len(base), 16)] + rng.normal(0, 0.1, (16, spec.obs_dim)).astype(np.float32)
-    return np.concatenate([base, noisy]).astype(np.float32)
+    lo, hi = base.min(axis=0) - PROBE_BOX_MARGIN, base.max(axis=0) + PROBE_BOX_MARGIN
+    box = rng.uniform(lo, hi, (128, spec.obs_dim))
+    corners = np.where(rng.integers(0, 2, (16, spec.obs_dim)).astype(bool), lo, hi)
+    return np.concatenate([base, noisy, box, corners]).astype(np.float32)
 
 
 def _check_outputs(policy: OnnxPolicy, spec: PolicySpec, cfg: ValidationConfig, recent_obs: np.ndarray | None) -> None:
@@ -266,6 +298,7 @@ class PolicyLoader:
         self.accepted = 0
         self.rejected: dict[str, int] = {}
         self.slow_retries = 0  # timing re-checks done after a "too_slow" verdict
+        self.quarantined: dict[int, str] = {}  # version -> why; never activated again
         self.last_result: tuple[int, bool, str] | None = None
         self._thread: threading.Thread | None = None
 
@@ -312,7 +345,19 @@ class PolicyLoader:
 
     def validate_now(self, cand: PolicyCandidate) -> OnnxPolicy:
         """Synchronous validation (start-up policy file); raises `PolicyRejected`."""
+        if cand.version in self.quarantined:
+            raise PolicyRejected("quarantined", self.quarantined[cand.version])
         return build_policy(cand, self.spec, self.cfg, self._recent_obs())
+
+    def quarantine(self, version: int, reason: str) -> None:
+        """A policy misbehaved while driving: refuse this version from now on (a newer version is
+        validated as usual) and tell the learner, which then stops offering it."""
+        if version in self.quarantined:
+            return
+        self.quarantined[version] = reason
+        log.error("policy v%d quarantined: %s; falling back to the previous good policy (or the "
+                  "controller) until a newer version arrives", version, reason)
+        self._report(version, False, f"quarantined: {reason}")
 
     def _run(self) -> None:
         while True:
@@ -333,6 +378,9 @@ class PolicyLoader:
         Returns None (after reporting) when the candidate is rejected or a newer one arrived
         while waiting to re-time it (that one is validated next; this one is "superseded").
         """
+        if cand.version in self.quarantined:
+            self._report(cand.version, False, f"quarantined: {self.quarantined[cand.version]}")
+            return None
         attempt = 0
         while True:
             try:

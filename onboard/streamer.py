@@ -35,7 +35,7 @@ import numpy as np
 import zmq
 import zmq.auth
 
-from onboard.policy import PolicyCandidate
+from onboard.policy import LOGP_CLIP, PolicyCandidate
 from onboard.spool import Spool
 from protocol.endpoints import is_loopback
 from protocol.messages import (
@@ -314,6 +314,9 @@ class Streamer:
             except queue.Empty:
                 return
             n = int(b["obs"].shape[0])
+            logp = b.get("logp")
+            if logp is not None and np.isinf(logp).any():  # inf is refused on the wire: clip it
+                b = {**b, "logp": np.clip(logp, -LOGP_CLIP, LOGP_CLIP).astype(np.float32)}
             msg = Transitions(stream_id=self.stream_id, first_seq=self._next_seq, **b)
             try:
                 data = encode(msg)

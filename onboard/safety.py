@@ -23,7 +23,12 @@ Keeping a learning robot alive (all off by default, on in configs/onboard_virtua
   below `upright_rad` must not hand the robot straight back).
 - recovery (`recover_after_s` > 0): after DAMPING caused by tilt (a fall), once the state is fresh
   and the robot upright (someone picked it up; the virtual robot's respawn) for that long,
-  DAMPING -> STAND, and then POLICY by the rules above. Other DAMPING causes stay latched.
+  DAMPING -> STAND, and then POLICY by the rules above.
+- link recovery (`link_recover_s` > 0): after DAMPING caused by a stale or missing state (a noisy
+  or unplugged serial link), once the state has been fresh without a break, and the robot
+  upright, for that long, DAMPING -> PASSIVE (then STAND by `auto_stand`). A link that is still
+  bad keeps breaking the run of fresh states, so the robot stays in DAMPING.
+Other DAMPING causes stay latched; an operator "reset" leaves any of them (DAMPING -> PASSIVE).
 """
 
 from __future__ import annotations
@@ -80,6 +85,7 @@ class SafetyConfig:
     recover_after_s: float = 0.0  # > 0: DAMPING after a fall -> STAND once fresh and upright this long (0: latched)
     catch_tilt_rad: float = 0.0  # > 0: POLICY -> STAND (controller catches) beyond this tilt, below tilt_limit_rad
     policy_retry_s: float = 0.0  # > 0: STAND -> POLICY only after this long steady (upright) under the controller
+    link_recover_s: float = 0.0  # > 0: DAMPING from a stale state -> PASSIVE once fresh and upright this long (0: latched)
 
     def __post_init__(self) -> None:
         if self.learner_lost not in LEARNER_LOST_CHOICES:
@@ -88,8 +94,8 @@ class SafetyConfig:
             raise ValueError("need 0 < upright_rad <= tilt_limit_rad")
         if self.catch_tilt_rad and not (0 < self.catch_tilt_rad < self.tilt_limit_rad):
             raise ValueError("need 0 < catch_tilt_rad < tilt_limit_rad (or 0: no catch)")
-        if self.recover_after_s < 0 or self.policy_retry_s < 0:
-            raise ValueError("recover_after_s and policy_retry_s must be >= 0")
+        if self.recover_after_s < 0 or self.policy_retry_s < 0 or self.link_recover_s < 0:
+            raise ValueError("recover_after_s, policy_retry_s and link_recover_s must be >= 0")
 
 
 @dataclass
@@ -127,6 +133,7 @@ class SafetyFSM:
         self.counts: dict[str, int] = collections.Counter()
         self._operator_hold_stand = False  # operator said "stand": do not auto-enter POLICY
         self._fell = False  # the current DAMPING was caused by tilt (recoverable, see recover_after_s)
+        self._link_fault = False  # the current DAMPING was caused by a stale state (see link_recover_s)
         self._upright_since: float | None = None  # since when the state is fresh and upright
 
     def update(self, x: SafetyInputs) -> Mode:
@@ -143,13 +150,17 @@ class SafetyFSM:
         if m is Mode.DAMPING:
             if self._fell and cfg.recover_after_s > 0 and upright_s >= cfg.recover_after_s:
                 self._go(Mode.STAND, f"upright {upright_s:.2f} s after a fall: recovered", x.now_s)
+            elif self._link_fault and cfg.link_recover_s > 0 and upright_s >= cfg.link_recover_s:
+                self._go(Mode.PASSIVE, f"state fresh {upright_s:.2f} s after a link fault: link healthy", x.now_s)
             elif cfg.damping_recover_s > 0 and x.now_s - self.since_s >= cfg.damping_recover_s:
                 self._go(Mode.PASSIVE, f"damping held {cfg.damping_recover_s} s", x.now_s)
             return self.mode
         if m in (Mode.STAND, Mode.POLICY):
             if stale:
                 why = "no state" if math.isinf(x.state_age_s) else f"state stale ({x.state_age_s * 1e3:.0f} ms)"
-                return self._go(Mode.DAMPING, why, x.now_s)
+                self._go(Mode.DAMPING, why, x.now_s)
+                self._link_fault = True
+                return self.mode
             if not x.tilt_rad <= cfg.tilt_limit_rad:
                 self._go(Mode.DAMPING, f"tilt {x.tilt_rad:.2f} rad > {cfg.tilt_limit_rad}", x.now_s)
                 self._fell = math.isfinite(x.tilt_rad)
@@ -215,6 +226,7 @@ class SafetyFSM:
                                  "reason": reason, "source": source})
             if to is not Mode.DAMPING:
                 self._fell = False
+            self._link_fault = False
             self.counts[f"to_{to.value}"] += 1
             self.mode = to
             self.since_s = now_s

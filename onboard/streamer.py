@@ -38,6 +38,7 @@ import zmq.auth
 from onboard.policy import LOGP_CLIP, PolicyCandidate
 from onboard.spool import Spool
 from protocol.endpoints import is_loopback
+from protocol.handshake import HandshakeWatch
 from protocol.messages import (
     Ack,
     Error,
@@ -102,6 +103,7 @@ class StreamerCounters:
     bad_messages: dict[str, int] = field(default_factory=dict)
     send_dropped: int = 0  # outbound control messages dropped (queue full)
     rows_dropped_spool_full: int = 0  # transitions refused because the spool reached its bound
+    handshake_failed: int = 0  # the learner refused the connection (keys, plaintext/CURVE)
 
 
 class Streamer:
@@ -130,6 +132,7 @@ class Streamer:
         self._next_seq = 0
         self._ctx = zmq.Context.instance()
         self._sock: zmq.Socket | None = None
+        self._handshakes: HandshakeWatch | None = None
         self._welcomed = False
         self._liveness = 0
         self._backoff_s = cfg.reconnect_initial_s
@@ -186,6 +189,7 @@ class Streamer:
             "batches_resent": c.batches_resent,
             "rows_acked": c.rows_acked,
             "reconnects": c.reconnects,
+            "handshake_failed": c.handshake_failed,
             "bad_messages": dict(c.bad_messages),
         }
 
@@ -246,6 +250,14 @@ class Streamer:
         if self._keys is not None:
             pub, sec, server = self._keys
             s.curve_publickey, s.curve_secretkey, s.curve_serverkey = pub, sec, server
+        self._handshakes = HandshakeWatch(s, {
+            "auth": "the learner does not know this robot's key: on the learner run python -m "
+                    f"learner.service.keys authorise --public <{self.cfg.robot_id}>.key --dir "
+                    "keys/authorized, or point client_secret_key_file at this robot's own key",
+            "protocol": "plaintext against a CURVE learner (or the reverse), or "
+                        f"server_public_key_file ({self.cfg.server_public_key_file or '-'}) is "
+                        "not the learner's current public key: fix [learner] plaintext / keys"},
+            log)
         s.connect(self.cfg.endpoint)
         self._sock = s
         self._welcomed = False
@@ -273,6 +285,9 @@ class Streamer:
         return dataclasses.replace(self._hello(), streams=streams)
 
     def _close_socket(self) -> None:
+        if self._handshakes is not None:
+            self._handshakes.close()
+            self._handshakes = None
         if self._sock is not None:
             self._sock.close(linger=0)
             self._sock = None
@@ -283,7 +298,11 @@ class Streamer:
             pub, sec = zmq.auth.load_certificate(self.cfg.client_secret_key_file)
             server, _ = zmq.auth.load_certificate(self.cfg.server_public_key_file)
         except (OSError, ValueError) as e:
-            raise LinkConfigError(f"cannot load CURVE keys: {e}") from None
+            raise LinkConfigError(
+                f"cannot load CURVE keys: {e}. Make this robot's pair on it with python -m "
+                f"learner.service.keys create --name {self.cfg.robot_id} --dir keys, authorise its "
+                ".key on the learner, and copy the learner's keys/learner.key here "
+                "(server_public_key_file)") from None
         if sec is None:
             raise LinkConfigError(f"{self.cfg.client_secret_key_file} holds no secret key")
         return pub, sec, server
@@ -379,6 +398,8 @@ class Streamer:
     def _poll(self, timeout_ms: int) -> None:
         if self._sock is None:
             return
+        if self._handshakes is not None:
+            self.counters.handshake_failed += self._handshakes.check()
         if not self._sock.poll(timeout_ms, zmq.POLLIN):
             return
         for _ in range(100):  # bounded per wake-up

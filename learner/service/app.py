@@ -13,6 +13,7 @@ import logging
 import signal
 import threading
 import time
+from pathlib import Path
 
 from learner.service import wire
 from learner.service.config import ServeConfig
@@ -27,9 +28,18 @@ from learner.service.tasks import task_info
 log = logging.getLogger(__name__)
 
 
+def check_datasets(paths: list[str]) -> None:
+    """A missing offline dataset is a configuration error, said before anything starts."""
+    for p in paths:
+        if not Path(p).is_file():
+            raise FileNotFoundError(f"offline dataset {p} not found: fix `datasets` in the config "
+                                    "(or --datasets), or drop it to train on streamed rows only")
+
+
 def load_datasets(paths: list[str]) -> list:
     from sim_models.datasets import load_d4rl
 
+    check_datasets(paths)
     out = []
     for p in paths:
         data, _meta = load_d4rl(p)
@@ -42,6 +52,7 @@ class Service:
     def __init__(self, cfg: ServeConfig) -> None:
         self.cfg = cfg
         self.stop_event = threading.Event()
+        check_datasets(cfg.datasets)
         run = cfg.run_path
         run.mkdir(parents=True, exist_ok=True)
         self.info = task_info(cfg.task)

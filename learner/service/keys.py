@@ -6,6 +6,11 @@ standard ZeroMQ certificate files (`<name>.key` public, `<name>.key_secret` secr
 
     python -m learner.service.keys create --name robot1 --dir keys/
     python -m learner.service.keys authorise --public keys/robot1.key --dir keys/authorized/
+
+A secret key file is created readable by its owner only (0600, from the first byte: never
+world-readable, not even for an instant) in a folder this command creates 0700. `create` refuses
+to replace an existing pair unless `--force`: a new learner key breaks every robot that stored the
+old public key, a new robot key must be authorised again.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import zmq
 import zmq.auth
 
 log = logging.getLogger(__name__)
@@ -35,18 +41,56 @@ class KeyPair:
     secret: bytes | None
 
 
-def create_keypair(name: str, key_dir: str | os.PathLike) -> tuple[Path, Path]:
-    """Create `<dir>/<name>.key` and `<dir>/<name>.key_secret`; returns (public, secret) paths.
+CERT_BANNER = ("#   ZeroMQ CURVE {kind} certificate, made by python -m learner.service.keys\n"
+               "#   {note}\n\n")
 
-    The secret file is made readable by the owner only.
-    """
+
+def _cert_text(kind: str, note: str, public: bytes, secret: bytes | None) -> str:
+    """The zmq.auth certificate format (`zmq.auth.load_certificate` reads it)."""
+    lines = [CERT_BANNER.format(kind=kind, note=note), "metadata\n", "curve\n",
+             f'    public-key = "{public.decode()}"\n']
+    if secret is not None:
+        lines.append(f'    secret-key = "{secret.decode()}"\n')
+    return "".join(lines)
+
+
+def _write_new(path: Path, text: str, mode: int, force: bool) -> None:
+    """Create `path` with `mode` from the start (O_EXCL unless force: then replace atomically)."""
+    if force:
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.unlink(missing_ok=True)
+        _write_new(tmp, text, mode, force=False)
+        os.replace(tmp, path)
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def create_keypair(name: str, key_dir: str | os.PathLike, force: bool = False) -> tuple[Path, Path]:
+    """Create `<dir>/<name>.key` (0644) and `<dir>/<name>.key_secret` (0600 from creation);
+    returns (public, secret) paths. Raises FileExistsError if either exists and not `force`."""
     if not name or "/" in name or name.startswith("."):
         raise ValueError(f"bad key name {name!r}: use a plain file stem such as 'robot1'")
     key_dir = Path(key_dir)
-    key_dir.mkdir(parents=True, exist_ok=True)
-    public, secret = zmq.auth.create_certificates(str(key_dir), name)
-    os.chmod(secret, 0o600)
-    return Path(public), Path(secret)
+    if not key_dir.exists():
+        key_dir.mkdir(parents=True, mode=0o700)
+        os.chmod(key_dir, 0o700)  # mkdir's mode is filtered by the umask
+    public, secret = key_dir / f"{name}.key", key_dir / f"{name}.key_secret"
+    existing = [str(p) for p in (public, secret) if p.exists()]
+    if existing and not force:
+        raise FileExistsError(
+            f"{' and '.join(existing)} already exist(s); not replaced: every robot that stored this "
+            f"public key (or the learner that authorised it) would need the new one. Use --force "
+            "to replace the pair, then copy the new public key where the old one went")
+    pub, sec = zmq.curve_keypair()
+    _write_new(secret, _cert_text("**Secret**", "DO NOT PROVIDE THIS FILE TO OTHER USERS", pub, sec),
+               0o600, force)
+    _write_new(public, _cert_text("Public", "the public half: copy it where it is needed", pub,
+                                  None), 0o644, force)
+    return public, secret
 
 
 def load_keypair(path: str | os.PathLike) -> KeyPair:
@@ -99,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     p_create = sub.add_parser("create", help="create a CURVE key pair")
     p_create.add_argument("--name", required=True, help="file stem, e.g. robot1 or learner")
     p_create.add_argument("--dir", default="keys", help="directory to write the pair into")
+    p_create.add_argument("--force", action="store_true",
+                          help="replace an existing pair (robots holding the old key must be updated)")
     p_auth = sub.add_parser("authorise", help="authorise a robot's public key on the learner")
     p_auth.add_argument("--public", required=True, help="the robot's <name>.key file")
     p_auth.add_argument("--dir", default="keys/authorized", help="learner's authorised-keys dir")
@@ -106,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO)
     try:
         if args.cmd == "create":
-            public, secret = create_keypair(args.name, args.dir)
+            public, secret = create_keypair(args.name, args.dir, force=args.force)
             print(f"public: {public}\nsecret: {secret}")
         else:
             print(f"authorised: {authorise(args.public, args.dir)}")

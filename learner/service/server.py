@@ -31,6 +31,7 @@ from learner.service.ingest import Ingest
 from learner.service.publisher import Publisher
 from learner.service.sessions import HelloPolicy, SessionTable
 from learner.service.store import RealStore, StoreError
+from protocol.handshake import HandshakeWatch
 
 STORE_ERROR_LOG_EVERY_S = 10.0
 SHARED_KEY_WARN_EVERY_S = 30.0
@@ -75,6 +76,7 @@ class LearnerServer:
         self._auth: ThreadAuthenticator | None = None
         self._sock: zmq.Socket | None = None
         self._wake: zmq.Socket | None = None
+        self._handshakes: HandshakeWatch | None = None
         self.endpoint = ""
         self._store_error_logged = 0.0
         self._store_errors_unlogged = 0
@@ -94,7 +96,16 @@ class LearnerServer:
             self._auth.start()
             authorized = Path(self.link.authorized_keys_dir)
             if not authorized.is_dir():
-                raise FileNotFoundError(f"authorised keys directory not found: {authorized}")
+                raise FileNotFoundError(
+                    f"authorised keys directory not found: {authorized}. Make keys with python -m "
+                    "learner.service.keys create --name learner --dir keys (and one per robot: "
+                    "--name robot1), then python -m learner.service.keys authorise --public "
+                    f"keys/robot1.key --dir {authorized}; or --plaintext on loopback only")
+            if not Path(self.link.server_secret_key).is_file():
+                raise FileNotFoundError(
+                    f"learner secret key not found: {self.link.server_secret_key}. Make it with "
+                    "python -m learner.service.keys create --name learner --dir keys (robots then "
+                    "need the new keys/learner.key as server_public_key_file)")
             self._auth.configure_curve(domain="*", location=str(authorized))
             self._load_key_owners()
             public, secret = zmq.auth.load_certificate(self.link.server_secret_key)
@@ -103,6 +114,16 @@ class LearnerServer:
             sock.curve_secretkey = secret
             sock.curve_publickey = public
             sock.curve_server = True
+        self._handshakes = HandshakeWatch(sock, {
+            "auth": "a client's public key is not in the authorised keys folder "
+                    f"({self.link.authorized_keys_dir or '-'}): if it is one of your robots, run "
+                    "python -m learner.service.keys authorise --public <robot>.key --dir "
+                    f"{self.link.authorized_keys_dir or 'keys/authorized'} then restart the "
+                    "learner, or check the robot uses its own key",
+            "protocol": "a client speaks another security mechanism or holds a wrong learner key "
+                        "(a plaintext robot against this CURVE learner, or the reverse, or a robot "
+                        "whose server_public_key_file is not this learner's .key): fix the "
+                        "robot's plaintext / key settings"}, log)
         sock.bind(self.link.bind)
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self._wake = self.context.socket(zmq.PULL)
@@ -141,6 +162,9 @@ class LearnerServer:
         return self._ready.wait(timeout_s)
 
     def close(self) -> None:
+        if self._handshakes is not None:
+            self._handshakes.close()
+            self._handshakes = None
         for s in (self._sock, self._wake):
             if s is not None:
                 s.close(linger=0)
@@ -159,6 +183,8 @@ class LearnerServer:
         try:
             while not self._stop.is_set():
                 events = dict(poller.poll(POLL_MS))
+                if self._handshakes is not None:
+                    self.counters["handshake_failed"] += self._handshakes.check()
                 if self._wake in events:
                     while self._wake.poll(0):
                         self._wake.recv()

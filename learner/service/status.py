@@ -114,7 +114,8 @@ class StatusBoard:
                    v for k, v in srv["counters"].items() if k.startswith("rejected/")),
                **{k: srv["counters"].get(k, 0) for k in ("store_errors", "rows_lost",
                                                           "rows_out_of_bounds",
-                                                          "robot_id_shared")},
+                                                          "robot_id_shared",
+                                                          "handshake_failed")},
                "nonfinite_updates": tr.get("nonfinite_updates", 0),
                "robots": {}}
         for rid, r in srv["robots"].items():
@@ -171,7 +172,8 @@ def status_line(row: dict) -> str:
 PROBLEMS = (("store_errors", "store write errors (disk full?)"), ("rows_lost", "rows lost"),
             ("rows_out_of_bounds", "rows beyond ingest bounds"),
             ("robot_id_shared", "msgs from a robot id used twice"),
-            ("nonfinite_updates", "non-finite updates undone"))
+            ("nonfinite_updates", "non-finite updates undone"),
+            ("handshake_failed", "handshakes refused (check robot keys / plaintext)"))
 
 
 def _problems(row: dict) -> str:

@@ -162,3 +162,27 @@ def test_catch_below_upright_limit_still_waits_for_the_retry_time():
 def test_catch_limit_must_be_below_the_damping_limit():
     with pytest.raises(ValueError, match="catch_tilt_rad"):
         SafetyConfig(catch_tilt_rad=0.7, tilt_limit_rad=0.6)
+
+
+def test_link_fault_damping_is_left_once_the_link_is_healthy_again():
+    """Issue 17 item 11: a noisy serial link latched DAMPING for the rest of the run."""
+    f = fsm_in(Mode.STAND, link_recover_s=0.5)
+    assert f.update(inputs(now_s=1.0, state_age_s=0.2)) is Mode.DAMPING  # frames damaged
+    for t in (1.2, 1.4, 1.6):  # still noisy: fresh now and then, never for 0.5 s in a row
+        assert f.update(inputs(now_s=t)) is Mode.DAMPING
+        assert f.update(inputs(now_s=t + 0.1, state_age_s=0.08)) is Mode.DAMPING
+    assert f.update(inputs(now_s=2.0)) is Mode.DAMPING  # healthy from 2.0 on
+    assert f.update(inputs(now_s=2.4)) is Mode.DAMPING
+    assert f.update(inputs(now_s=2.5)) is Mode.PASSIVE
+    assert "link healthy" in f.history[-1]["reason"]
+    assert f.update(inputs(now_s=2.51)) is Mode.STAND  # auto_stand, upright
+
+
+def test_link_recovery_does_not_leave_other_damping_causes_and_is_off_by_default():
+    f = fsm_in(Mode.STAND, link_recover_s=0.1)
+    assert f.update(inputs(now_s=1.0, tilt_rad=0.9)) is Mode.DAMPING  # a fall, not the link
+    assert f.update(inputs(now_s=5.0)) is Mode.DAMPING
+    f = fsm_in(Mode.STAND)
+    assert f.update(inputs(now_s=1.0, state_age_s=0.2)) is Mode.DAMPING
+    assert f.update(inputs(now_s=9.0)) is Mode.DAMPING
+    assert f.update(inputs(now_s=9.1, operator=Operator.RESET)) is Mode.PASSIVE  # the operator's way

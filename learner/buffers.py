@@ -28,7 +28,8 @@ class BufferError(ValueError):
 
 @dataclass
 class Batch:
-    """A sampled minibatch; every field is float32 on the buffer's device. done is 1.0 at a terminal."""
+    """A sampled minibatch; every field is float32 on the buffer's device. done is 1.0 at a terminal.
+    A single learner's fields are [B, dim] (rew, done [B]); a population's [P, B, dim] ([P, B])."""
 
     obs: torch.Tensor
     act: torch.Tensor
@@ -38,6 +39,11 @@ class Batch:
 
     def __len__(self) -> int:
         return self.obs.shape[0]
+
+    @property
+    def rows(self) -> int:
+        """Rows per member: B of a [B, dim] batch and of a population's [P, B, dim] batch."""
+        return self.rew.shape[-1]
 
 
 def batch_from_arrays(obs, act, rew, next_obs, done, device: str | torch.device = "cpu") -> Batch:
@@ -222,3 +228,40 @@ class TransitionBuffer:
             self._obs_sumsq.zero_()
             self._account(rows, +1.0)
             self._gen.set_state(state["gen"])
+
+
+class PopulationSampler:
+    """Population batches [P, n, dim] from P member buffers, each sampled with its own generator.
+
+    Member k's rows are exactly what `buffers[k].sample(n)` would give (same generator, same
+    draws); they are gathered straight into one [P, n, row] block (index_select with out=), so a
+    population batch costs P small gathers and no concatenation. The fields are views into it.
+    """
+
+    def __init__(self, buffers: list[TransitionBuffer]):
+        if not buffers:
+            raise BufferError("a population sampler needs at least one buffer")
+        b0 = buffers[0]
+        if any(b.row_dim != b0.row_dim or b.device != b0.device for b in buffers):
+            raise BufferError("population buffers must share obs/act sizes and device")
+        self.buffers = buffers
+        self._idx: dict[int, torch.Tensor] = {}  # preallocated index rows per batch size
+
+    def __len__(self) -> int:
+        return len(self.buffers)
+
+    def sample(self, n: int) -> Batch:
+        b0 = self.buffers[0]
+        idx = self._idx.get(n)
+        if idx is None:
+            idx = self._idx[n] = torch.empty((len(self.buffers), n), dtype=torch.long, device=b0.device)
+        block = torch.empty((len(self.buffers), n, b0.row_dim), dtype=torch.float32, device=b0.device)
+        for k, buf in enumerate(self.buffers):
+            with buf._lock:
+                if buf._size == 0:
+                    raise BufferError(f"cannot sample from member {k}'s empty buffer")
+                torch.randint(0, buf._size, (n,), generator=buf._gen, out=idx[k])
+                torch.index_select(buf._rows, 0, idx[k], out=block[k])
+        s = b0._slices
+        return Batch(block[..., s["obs"]], block[..., s["act"]], block[..., s["rew"]].squeeze(-1),
+                     block[..., s["next_obs"]], block[..., s["done"]].squeeze(-1))

@@ -10,6 +10,14 @@ last layers xavier_uniform(gain 1e-2), bias 0; discriminator output = 2 * tanh(f
 
 Speed: the twin critics are ONE module with stacked weights [n_critics, in, out]; one batched
 matmul chain (torch.baddbmm) evaluates both, instead of two separate MLPs.
+
+Population training (docs/learner.md): P independent learners train as one computation. The
+Population* modules hold P members' weights stacked on a leading dimension and evaluate all of
+them with the same batched matmul chain: inputs [P, B, in] -> [P, B, out]. They are built FROM
+per-member modules (TanhGaussianPolicy, TwinQ, mlp), each initialised with its member's seed, and
+give a member back as a plain module (`PopulationPolicy.member(k)` -> TanhGaussianPolicy for
+export). Stacked weights + baddbmm beat torch.func.stack_module_state + vmap here: a 64-64 MLP
+forward+backward for P=6 took 1.4 ms stacked vs 2.6 ms with vmap (2-core CPU).
 """
 
 from __future__ import annotations
@@ -116,19 +124,33 @@ class TanhGaussianPolicy(nn.Module):
 
 
 class StackedLinear(nn.Module):
-    """n independent Linear layers evaluated with one batched matmul: [n,B,in] -> [n,B,out]."""
+    """Independent Linear layers with weights [*lead, in, out], evaluated by one batched matmul.
 
-    def __init__(self, n: int, in_dim: int, out_dim: int):
+    lead = (n,) for a member's n critics, (P,) for a population, (P, n) for a population's critics;
+    x [prod(lead), B, in] -> [prod(lead), B, out] (a 2-D x is shared by every layer).
+    `init=False` leaves the weights uninitialised (and draws nothing from torch's RNG) for modules
+    whose weights are copied in from members.
+    """
+
+    def __init__(self, lead: int | tuple[int, ...], in_dim: int, out_dim: int, init: bool = True):
         super().__init__()
-        self.weight = nn.Parameter(torch.empty(n, in_dim, out_dim))
-        self.bias = nn.Parameter(torch.empty(n, 1, out_dim))
-        bound = 1.0 / math.sqrt(in_dim)  # nn.Linear's default init, per member
-        with torch.no_grad():
-            self.weight.uniform_(-bound, bound)
-            self.bias.uniform_(-bound, bound)
+        lead = (lead,) if isinstance(lead, int) else tuple(lead)
+        self.weight = nn.Parameter(torch.empty(*lead, in_dim, out_dim))
+        self.bias = nn.Parameter(torch.empty(*lead, 1, out_dim))
+        if init:
+            bound = 1.0 / math.sqrt(in_dim)  # nn.Linear's default init, per member
+            with torch.no_grad():
+                self.weight.uniform_(-bound, bound)
+                self.bias.uniform_(-bound, bound)
+        else:
+            with torch.no_grad():
+                self.weight.zero_()
+                self.bias.zero_()
 
     def forward(self, x: torch.Tensor, detach_params: bool = False) -> torch.Tensor:
         w, b = (self.weight.detach(), self.bias.detach()) if detach_params else (self.weight, self.bias)
+        if w.dim() > 3:
+            w, b = w.flatten(0, -3), b.flatten(0, -3)
         if x.dim() == 2:  # same input for every member: one [B,in] @ [n,in,out] broadcast
             return torch.matmul(x, w) + b
         return torch.baddbmm(b, x, w)
@@ -169,3 +191,136 @@ class Discriminator(nn.Module):
     def forward(self, *parts: torch.Tensor) -> torch.Tensor:
         x = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
         return DISC_LOGIT_SCALE * torch.tanh(self.net(x))
+
+
+# ---- population modules --------------------------------------------------------------------------
+def _linears(module: nn.Module) -> list[nn.Linear]:
+    """The nn.Linear layers of a member module in forward order (registration order here)."""
+    return [m for m in module.modules() if isinstance(m, nn.Linear)]
+
+
+class PopulationMLP(nn.Module):
+    """P (or P x n) independent ReLU MLPs with stacked weights: x [prod(lead), B, in] -> [.., B, out]."""
+
+    def __init__(self, lead: int | tuple[int, ...], in_dim: int, hidden: tuple[int, ...], out_dim: int):
+        super().__init__()
+        dims = (in_dim, *hidden, out_dim)
+        self.layers = nn.ModuleList(StackedLinear(lead, a, b, init=False) for a, b in zip(dims[:-1], dims[1:]))
+
+    def forward(self, x: torch.Tensor, detach_params: bool = False) -> torch.Tensor:
+        for layer in self.layers[:-1]:
+            x = layer(x, detach_params).relu_()
+        return self.layers[-1](x, detach_params)
+
+    @classmethod
+    def from_members(cls, members: list[nn.Module]) -> "PopulationMLP":
+        """Stack P member MLPs (any module whose nn.Linear layers form the chain, e.g. `mlp(...)`)."""
+        layers = _linears(members[0])
+        net = cls(len(members), layers[0].in_features, tuple(l.out_features for l in layers[:-1]),
+                  layers[-1].out_features)
+        with torch.no_grad():
+            for k, m in enumerate(members):
+                for stacked, lin in zip(net.layers, _linears(m)):
+                    stacked.weight[k].copy_(lin.weight.t())
+                    stacked.bias[k, 0].copy_(lin.bias)
+        return net
+
+    @torch.no_grad()
+    def copy_member_into(self, k: int, member: nn.Module) -> nn.Module:
+        """Write member k's weights into `member` (same architecture, nn.Linear layers); returns it."""
+        for stacked, lin in zip(self.layers, _linears(member)):
+            lin.weight.copy_(stacked.weight[k].t())
+            lin.bias.copy_(stacked.bias[k, 0])
+        return member
+
+
+class PopulationPolicy(nn.Module):
+    """P tanh-Gaussian policies: obs [P, B, obs_dim] -> actions [P, B, act_dim], log-probs [P, B].
+
+    The math is TanhGaussianPolicy's, member by member; the noise eps [P, B, act_dim] is passed in
+    (the algorithm's noise source draws it for all members at once; None = deterministic tanh(mean)).
+    """
+
+    def __init__(self, members: list[TanhGaussianPolicy]):
+        super().__init__()
+        p0 = members[0]
+        self.population, self.obs_dim, self.act_dim = len(members), p0.obs_dim, p0.act_dim
+        self.hidden = tuple(l.out_features for l in _linears(p0)[:-1])
+        self.net = PopulationMLP.from_members(members)
+        self.log_std_scale = nn.Parameter(torch.stack([m.log_std_scale.detach() for m in members]).view(-1, 1, 1))
+        self.log_std_offset = nn.Parameter(torch.stack([m.log_std_offset.detach() for m in members]).view(-1, 1, 1))
+        self.register_buffer("obs_mean", torch.stack([m.obs_mean for m in members]).unsqueeze(1))
+        self.register_buffer("obs_std", torch.stack([m.obs_std for m in members]).unsqueeze(1))
+
+    def distribution_params(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, log_std) of the pre-tanh Gaussians, each [P, B, act_dim]."""
+        mean, raw = self.net((obs - self.obs_mean) / self.obs_std).chunk(2, dim=-1)
+        log_std = torch.addcmul(self.log_std_offset, self.log_std_scale, raw).clamp(LOG_STD_MIN, LOG_STD_MAX)
+        return mean, log_std
+
+    def forward(self, obs: torch.Tensor, eps: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reparameterised sample tanh(mean + std * eps) (or tanh(mean) when eps is None) and its log-prob."""
+        mean, log_std = self.distribution_params(obs)
+        if eps is None:
+            pre = mean
+            log_prob = -log_std
+        else:
+            pre = torch.addcmul(mean, log_std.exp(), eps)
+            log_prob = torch.addcmul(log_std, eps, eps, value=0.5).neg_()
+        # Normal log-density written out, minus log|d tanh/d pre| (summed over action dims)
+        log_prob = (log_prob - tanh_log_det_jacobian(pre)).sum(-1) - 0.5 * math.log(2.0 * math.pi) * self.act_dim
+        return torch.tanh(pre), log_prob
+
+    def member(self, k: int) -> TanhGaussianPolicy:
+        """Member k as a plain TanhGaussianPolicy (a copy, on this module's device)."""
+        with torch.random.fork_rng(devices=[]):  # building it must not move the caller's RNG
+            p = TanhGaussianPolicy(self.obs_dim, self.act_dim, self.hidden).to(self.obs_mean.device)
+        self.net.copy_member_into(k, p)
+        with torch.no_grad():
+            p.log_std_scale.copy_(self.log_std_scale[k, 0, 0])
+            p.log_std_offset.copy_(self.log_std_offset[k, 0, 0])
+            p.obs_mean.copy_(self.obs_mean[k, 0])
+            p.obs_std.copy_(self.obs_std[k, 0])
+        return p
+
+
+class PopulationQ(nn.Module):
+    """P members' n_critics Q functions: (obs, act) [P, B, .] -> Q [P, n_critics, B].
+
+    Weights [P, n_critics, in, out], one baddbmm per layer for all P * n_critics critics.
+    `detach_params=True`: the actor loss sends gradients to the action only (no weight gradients).
+    """
+
+    def __init__(self, members: list[TwinQ]):
+        super().__init__()
+        q0 = members[0]
+        self.population, self.n_critics = len(members), q0.n_critics
+        lead = (self.population, self.n_critics)
+        self.layers = nn.ModuleList(StackedLinear(lead, l.weight.shape[1], l.weight.shape[2], init=False)
+                                    for l in q0.layers)
+        with torch.no_grad():
+            for k, q in enumerate(members):
+                for stacked, layer in zip(self.layers, q.layers):
+                    stacked.weight[k].copy_(layer.weight)
+                    stacked.bias[k].copy_(layer.bias)
+
+    def forward(self, obs: torch.Tensor, act: torch.Tensor, detach_params: bool = False) -> torch.Tensor:
+        p, b = obs.shape[0], obs.shape[1]
+        x = torch.cat([obs, act], dim=-1)
+        x = x.unsqueeze(1).expand(p, self.n_critics, b, x.shape[-1]).reshape(p * self.n_critics, b, -1)
+        for layer in self.layers[:-1]:
+            x = layer(x, detach_params).relu_()
+        return self.layers[-1](x, detach_params).view(p, self.n_critics, b)
+
+
+class PopulationDiscriminator(nn.Module):
+    """P real-vs-sim classifiers: parts [P, B, .] (concatenated) -> logits [P, B, 2], bounded by 2*tanh."""
+
+    def __init__(self, members: list[Discriminator]):
+        super().__init__()
+        self.net = PopulationMLP.from_members([d.net for d in members])
+
+    def forward(self, *parts: torch.Tensor) -> torch.Tensor:
+        x = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
+        return DISC_LOGIT_SCALE * torch.tanh(self.net(x))
+

@@ -21,9 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
-from learner.algorithms.base import OffPolicyAlgorithm, config_from, make_adam, seeded_init
+from learner.algorithms.base import Learner, make_adam
 from learner.buffers import Batch
-from learner.networks import TanhGaussianPolicy, parse_hidden
 
 
 @dataclass
@@ -35,33 +34,24 @@ class BCConfig:
     seed: int = 0  # network init and the noise generator of act()
 
 
-class BC(OffPolicyAlgorithm):
+class BC(Learner):
     name = "bc"
     config_cls = BCConfig
     uses_real = True
     critic_sources = ("real",)  # the rows BC regresses on (it has no critic)
 
-    def __init__(self, obs_dim: int, act_dim: int, cfg=None, device="cpu"):
-        # Not the SAC core's __init__: BC has the policy only.
-        self.cfg = config_from(self.config_cls, cfg)
-        self.obs_dim, self.act_dim = obs_dim, act_dim
-        self.device = torch.device(device)
-        self.gen = torch.Generator(device=self.device)
-        self.gen.manual_seed(self.cfg.seed)
-        with seeded_init(self.cfg.seed):
-            self.policy = TanhGaussianPolicy(obs_dim, act_dim, parse_hidden(self.cfg.hidden)).to(self.device)
+    def __init__(self, obs_dim: int, act_dim: int, cfg=None, device="cpu", *, members=None):
+        super().__init__(obs_dim, act_dim, cfg, device, members=members)
+        self.policy = self.build_policy()
         self.policy_opt = make_adam(self.policy.parameters(), self.cfg.policy_lr)
-        self.step = 0
-        self._modules = {"policy": self.policy}
-        self._optims = {"policy_opt": self.policy_opt}
-        self.log_alpha = torch.zeros((), device=self.device)  # checkpoint format of the SAC core
+        self._modules["policy"] = self.policy
+        self._optims["policy_opt"] = self.policy_opt
 
-    def update(self, real_batch: Batch, sim_batch: Batch | None = None, **_) -> dict[str, float]:
-        self.check_batches(real_batch, sim_batch)
-        mean, _log_std = self.policy.distribution_params(real_batch.obs)
-        loss = ((torch.tanh(mean) - real_batch.act) ** 2).mean()
+    def _update(self, real: Batch, sim: Batch | None = None, disc_real=None, disc_sim=None) -> dict:
+        mean, _log_std = self.policy.distribution_params(real.obs)
+        loss = (torch.tanh(mean) - real.act).square().mean((1, 2))  # per member [P]
         self.policy_opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.sum().backward()
         self.policy_opt.step()
         self.step += 1
-        return self.to_floats({"losses/policy": loss, "losses/bc_mse": loss.detach()})
+        return {"losses/policy": loss, "losses/bc_mse": loss.detach()}

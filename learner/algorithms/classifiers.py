@@ -18,36 +18,35 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from learner.algorithms.base import make_adam, seeded_init
+from learner.algorithms.base import make_adam
 from learner.buffers import Batch
-from learner.networks import Discriminator, parse_hidden
+from learner.networks import Discriminator, PopulationDiscriminator, parse_hidden
 
 
 class DynamicsClassifiers:
-    """D_sa, D_sas and their (one) Adam optimiser."""
+    """The population's D_sa, D_sas (leading member dimension) and their (one) Adam optimiser."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...], lr: float, noise_std: float,
-                 device: torch.device):
+    def __init__(self, d_sa: PopulationDiscriminator, d_sas: PopulationDiscriminator, obs_dim: int, act_dim: int,
+                 lr: float, noise_std: float):
         self.obs_dim, self.act_dim = obs_dim, act_dim
         self.noise_std = noise_std
-        self.d_sa = Discriminator(obs_dim + act_dim, hidden).to(device)
-        self.d_sas = Discriminator(2 * obs_dim + act_dim, hidden).to(device)
+        self.d_sa, self.d_sas = d_sa, d_sas
         # One Adam over both networks = the reference's two Adams (Adam is per-parameter).
         self.opt = make_adam([*self.d_sa.parameters(), *self.d_sas.parameters()], lr)
 
-    def losses(self, real: Batch, sim: Batch, gen: torch.Generator | None) -> tuple[torch.Tensor, dict]:
-        """L_sa + L_sas on noisy (s, a, s') rows of real (label 0) and sim (label 1).
+    def losses(self, real: Batch, sim: Batch, noise) -> tuple[torch.Tensor, dict]:
+        """L_sa + L_sas per member [P] on noisy (s, a, s') rows of real (label 0) and sim (label 1).
 
         Each L is the reference's: mean cross-entropy over the real rows PLUS mean cross-entropy
         over the sim rows (two means summed, not one mean over all rows: twice as large with equal
         halves, which matters for Adam's eps regime). With two classes, the cross-entropy of label
         0 is softplus(l1 - l0) and of label 1 is softplus(l0 - l1).
         """
-        n_real = len(real)
-        x = torch.cat([torch.cat([real.obs, real.act, real.next_obs], 1),
-                       torch.cat([sim.obs, sim.act, sim.next_obs], 1)], 0)
-        x = x + self.noise_std * torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
-        sa_logits = self.d_sa(x[:, : self.obs_dim + self.act_dim])
+        n_real = real.rows
+        x = torch.cat([torch.cat([real.obs, real.act, real.next_obs], -1),
+                       torch.cat([sim.obs, sim.act, sim.next_obs], -1)], 1)
+        x = x + self.noise_std * noise.normal(x.shape)
+        sa_logits = self.d_sa(x[..., : self.obs_dim + self.act_dim])
         sas_logits = self.d_sas(x) + sa_logits  # D_sa gets L_sas's gradient too (reference)
         loss_sa, acc_sa = two_class_losses(sa_logits, n_real)
         loss_sas, acc_sas = two_class_losses(sas_logits, n_real)
@@ -59,38 +58,42 @@ class DynamicsClassifiers:
         }
         return loss_sa + loss_sas, stats
 
-    def update(self, real: Batch, sim: Batch, gen: torch.Generator | None = None) -> dict:
-        loss, stats = self.losses(real, sim, gen)
+    def update(self, real: Batch, sim: Batch, noise) -> dict:
+        loss, stats = self.losses(real, sim, noise)
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.sum().backward()  # members' losses summed: each member's gradient is its own
         self.opt.step()
         return stats
 
     @torch.no_grad()
     def log_dynamics_ratio(self, obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
-        """log P_real(s'|s,a) - log P_sim(s'|s,a) = D_sas[0] - D_sas[1], any leading shape."""
-        logits = self.d_sas(obs, act, next_obs)
-        return logits[..., 0] - logits[..., 1]
+        """log P_real(s'|s,a) - log P_sim(s'|s,a) = D_sas[0] - D_sas[1]; inputs [P, ..., dim] -> [P, ...]."""
+        x = torch.cat([obs, act, next_obs], -1)
+        logits = self.d_sas(x.reshape(x.shape[0], -1, x.shape[-1]))
+        return (logits[..., 0] - logits[..., 1]).reshape(x.shape[:-1])
 
     def modules(self) -> dict:
         return {"d_sa": self.d_sa, "d_sas": self.d_sas}
 
 
 def two_class_losses(logits: torch.Tensor, n_real: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(CE mean over the first n_real rows (label real) + CE mean over the rest (label sim), accuracy)."""
+    """Per member: (CE mean over the first n_real rows (label real) + CE mean over the rest (label
+    sim), accuracy); logits [P, N, 2]."""
     margin = logits[..., 1] - logits[..., 0]  # > 0: "sim"
-    loss = F.softplus(margin[:n_real]).mean() + F.softplus(-margin[n_real:]).mean()
-    correct = torch.cat([margin[:n_real] <= 0, margin[n_real:] > 0])
-    return loss, correct.float().mean().detach()
+    loss = F.softplus(margin[:, :n_real]).mean(1) + F.softplus(-margin[:, n_real:]).mean(1)
+    correct = torch.cat([margin[:, :n_real] <= 0, margin[:, n_real:] > 0], 1)
+    return loss, correct.float().mean(1).detach()
 
 
 def attach_classifiers(algo) -> DynamicsClassifiers:
-    """Build the classifiers from algo.cfg.disc_* (seeded apart from the actor-critic) and register
-    them with the algorithm's checkpointed modules and optimisers."""
-    cfg = algo.cfg
-    with seeded_init(cfg.seed + 1):
-        clf = DynamicsClassifiers(algo.obs_dim, algo.act_dim, parse_hidden(cfg.disc_hidden), cfg.disc_lr,
-                                  cfg.disc_noise_std, algo.device)
+    """Build the classifiers from algo.cfg.disc_* (each member seeded apart from its actor-critic)
+    and register them with the algorithm's checkpointed modules and optimisers."""
+    cfg, o, a = algo.cfg, algo.obs_dim, algo.act_dim
+    hidden = parse_hidden(cfg.disc_hidden)
+    pairs = algo.per_member(lambda: (Discriminator(o + a, hidden), Discriminator(2 * o + a, hidden)), seed_offset=1)
+    d_sa = PopulationDiscriminator([p[0] for p in pairs]).to(algo.device)
+    d_sas = PopulationDiscriminator([p[1] for p in pairs]).to(algo.device)
+    clf = DynamicsClassifiers(d_sa, d_sas, o, a, cfg.disc_lr, cfg.disc_noise_std)
     algo._modules.update(clf.modules())
     algo._optims["disc_opt"] = clf.opt
     return clf

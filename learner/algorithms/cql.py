@@ -32,35 +32,30 @@ class CQL(OffPolicyAlgorithm):
     uses_real = True
     critic_sources = ("real",)
 
-    def update(self, real_batch: Batch, sim_batch: Batch | None = None, **_) -> dict[str, float]:
-        self.check_batches(real_batch, sim_batch)
-        b = real_batch
-        y = self.td_target(b)
-        q_data = self.critic(b.obs, b.act)
-        bellman = ((q_data - y) ** 2).mean(1)
-        penalty = self.conservative_penalty(b, q_data)
-        policy_loss, alpha_loss, stats = self.actor_and_alpha_losses(b.obs)
-        self.optimise((bellman + penalty).sum(), policy_loss, alpha_loss)
-        for i in range(q_data.shape[0]):
-            stats[f"losses/qf{i + 1}"] = bellman[i] + penalty[i]
-            stats[f"losses/qf{i + 1}_bellman"] = bellman[i]
-            stats[f"losses/qf{i + 1}_cql_penalty"] = penalty[i]
-        stats["charts/q_real_mean"] = q_data.detach().mean()
-        stats["charts/target_q_mean"] = y.mean()
-        return self.to_floats(stats)
+    def _update(self, real: Batch, sim: Batch | None = None, disc_real=None, disc_sim=None) -> dict:
+        y = self.td_target(real)  # [P, B]
+        q_data = self.critic(real.obs, real.act)  # [P, n_critics, B]
+        bellman = (q_data - y[:, None]).square().mean(-1)  # [P, n_critics]
+        penalty = self.conservative_penalty(real, q_data)
+        policy_loss, alpha_loss, stats = self.actor_and_alpha_losses(real.obs)
+        self.optimise((bellman + penalty).sum(1), policy_loss, alpha_loss)
+        self.critic_stats(stats, {"": bellman + penalty, "_bellman": bellman, "_cql_penalty": penalty})
+        stats["charts/q_real_mean"] = q_data.detach().mean((1, 2))
+        stats["charts/target_q_mean"] = y.mean(1)
+        return stats
 
     def conservative_penalty(self, b: Batch, q_data: torch.Tensor) -> torch.Tensor:
-        """Per critic: cql_weight * (T logsumexp over 3n proposals - mean Q(s, a_data))."""
-        n, bs, t = self.cfg.cql_n_actions, len(b), self.cfg.cql_temperature
-        obs_rep = b.obs.unsqueeze(0).expand(n, -1, -1).reshape(n * bs, -1)
-        next_rep = b.next_obs.unsqueeze(0).expand(n, -1, -1).reshape(n * bs, -1)
+        """Per member and critic [P, n_critics]: cql_weight * (T logsumexp over 3n proposals - mean Q(s, a_data))."""
+        n, bs, t, p = self.cfg.cql_n_actions, b.rows, self.cfg.cql_temperature, self.population
+        obs_rep = b.obs.unsqueeze(1).expand(p, n, bs, -1).reshape(p, n * bs, -1)
+        next_rep = b.next_obs.unsqueeze(1).expand(p, n, bs, -1).reshape(p, n * bs, -1)
         with torch.no_grad():
-            rand_act = torch.rand((n * bs, self.act_dim), generator=self.gen, device=self.device) * 2 - 1
-            pi_act, pi_logp = self.policy(torch.cat([obs_rep, next_rep]), generator=self.gen)
+            rand_act = self.noise.uniform((p, n * bs, self.act_dim)) * 2 - 1
+            pi_act, pi_logp = self.sample_policy(torch.cat([obs_rep, next_rep], 1))
         log_uniform = self.act_dim * math.log(0.5)
-        obs3 = torch.cat([obs_rep, obs_rep, obs_rep])
-        q3 = self.critic(obs3, torch.cat([rand_act, pi_act]))  # [n_critics, 3*n*bs]
-        log_dens = torch.cat([torch.full((n * bs,), log_uniform, device=self.device), pi_logp])
-        cat_q = (q3 - log_dens).reshape(q3.shape[0], 3 * n, bs)
-        lse = t * torch.logsumexp(cat_q / t, dim=1)  # [n_critics, bs]
-        return self.cfg.cql_weight * (lse.mean(1) - q_data.mean(1))
+        obs3 = torch.cat([obs_rep, obs_rep, obs_rep], 1)
+        q3 = self.critic(obs3, torch.cat([rand_act, pi_act], 1))  # [P, n_critics, 3*n*bs]
+        log_dens = torch.cat([torch.full((p, n * bs), log_uniform, device=self.device), pi_logp], 1)
+        cat_q = (q3 - log_dens[:, None]).reshape(p, q3.shape[1], 3 * n, bs)
+        lse = t * torch.logsumexp(cat_q / t, dim=2)  # [P, n_critics, bs]
+        return self.cfg.cql_weight * (lse.mean(-1) - q_data.mean(-1))

@@ -40,8 +40,8 @@ class DARC(OffPolicyAlgorithm):
     uses_sim = True
     uses_classifiers = True
 
-    def __init__(self, obs_dim: int, act_dim: int, cfg=None, device="cpu"):
-        super().__init__(obs_dim, act_dim, cfg, device)
+    def __init__(self, obs_dim: int, act_dim: int, cfg=None, device="cpu", *, members=None):
+        super().__init__(obs_dim, act_dim, cfg, device, members=members)
         self.classifiers = attach_classifiers(self)
 
     @property
@@ -49,35 +49,32 @@ class DARC(OffPolicyAlgorithm):
         return ("real", "sim") if self.cfg.train_on_real else ("sim",)
 
     def reward_correction(self, sim: Batch) -> torch.Tensor:
-        """dr = clamp(log P_real(s'|s,a) - log P_sim(s'|s,a), -10, 10), no grad."""
+        """dr = clamp(log P_real(s'|s,a) - log P_sim(s'|s,a), -10, 10), no grad, [P, B]."""
         return self.classifiers.log_dynamics_ratio(sim.obs, sim.act, sim.next_obs).clamp(-DR_CLIP, DR_CLIP)
 
-    def update(self, real_batch: Batch | None, sim_batch: Batch, disc_real: Batch | None = None,
-               disc_sim: Batch | None = None) -> dict[str, float]:
-        self.check_batches(real_batch, sim_batch, disc_real, disc_sim)
-        stats = self.classifiers.update(real_batch if disc_real is None else disc_real,
-                                        sim_batch if disc_sim is None else disc_sim, self.gen)
-        dr = self.reward_correction(sim_batch)
+    def _update(self, real: Batch | None, sim: Batch, disc_real: Batch | None, disc_sim: Batch | None) -> dict:
+        stats = self.classifiers.update(real if disc_real is None else disc_real,
+                                        sim if disc_sim is None else disc_sim, self.noise)
+        dr = self.reward_correction(sim)
         if self.step < self.cfg.dr_warmup_updates:
             dr = torch.zeros_like(dr)
-        y_sim = self.td_target(sim_batch, extra_reward=dr)
+        y_sim = self.td_target(sim, extra_reward=dr)
         if self.cfg.train_on_real:
-            both = cat_batches(real_batch, sim_batch)
-            y = torch.cat([self.td_target(real_batch), y_sim])
+            both = cat_batches(real, sim)
+            y = torch.cat([self.td_target(real), y_sim], 1)
             q = self.critic(both.obs, both.act)
             actor_obs = both.obs
         else:
-            y, q, actor_obs = y_sim, self.critic(sim_batch.obs, sim_batch.act), sim_batch.obs
-        bellman = ((q - y) ** 2).mean(1)
+            y, q, actor_obs = y_sim, self.critic(sim.obs, sim.act), sim.obs
+        bellman = (q - y[:, None]).square().mean(-1)  # [P, n_critics]
         policy_loss, alpha_loss, actor_stats = self.actor_and_alpha_losses(actor_obs)
-        self.optimise(bellman.sum(), policy_loss, alpha_loss)
-        for i in range(q.shape[0]):
-            stats[f"losses/qf{i + 1}"] = bellman[i]
+        self.optimise(bellman.sum(1), policy_loss, alpha_loss)
+        self.critic_stats(stats, {"": bellman})
         stats.update(actor_stats)
-        stats.update({"charts/darc_dr_mean": dr.mean(), "charts/darc_dr_min": dr.min(),
-                      "charts/darc_dr_max": dr.max(), "charts/q_mean": q.detach().mean(),
-                      "charts/target_q_mean": y.mean()})
-        return self.to_floats(stats)
+        stats.update({"charts/darc_dr_mean": dr.mean(1), "charts/darc_dr_min": dr.amin(1),
+                      "charts/darc_dr_max": dr.amax(1), "charts/q_mean": q.detach().mean((1, 2)),
+                      "charts/target_q_mean": y.mean(1)})
+        return stats
 
 
 class DARCPlus(DARC):
@@ -85,6 +82,7 @@ class DARCPlus(DARC):
 
     name = "darc_plus"
 
-    def __init__(self, obs_dim: int, act_dim: int, cfg=None, device="cpu"):
-        super().__init__(obs_dim, act_dim, cfg, device)
-        self.cfg.train_on_real = True  # self.cfg is this instance's copy (config_from), never the caller's
+    def __init__(self, obs_dim: int, act_dim: int, cfg=None, device="cpu", *, members=None):
+        super().__init__(obs_dim, act_dim, cfg, device, members=members)
+        for c in self.cfgs:  # this instance's copies (config_from), never the caller's objects
+            c.train_on_real = True

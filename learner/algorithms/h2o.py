@@ -28,7 +28,8 @@ Departures from the reference (each deliberate):
     together.
  6. Actor, temperature and critic losses are back-propagated once (disjoint parameters), then the
     optimisers step in the reference order alpha, pi, Q. Same gradients as the reference.
- 7. float32 throughout (reference float64 arrays); per-instance seeded noise generator.
+ 7. float32 throughout (reference float64 arrays); per-instance seeded noise generator (one for a
+    whole population: learner/algorithms/base.py).
 """
 
 from __future__ import annotations
@@ -71,88 +72,87 @@ class H2O(OffPolicyAlgorithm):
     uses_classifiers = True
     critic_sources = ("real", "sim")
 
-    def __init__(self, obs_dim: int, act_dim: int, cfg=None, device="cpu"):
-        super().__init__(obs_dim, act_dim, cfg, device)
+    def __init__(self, obs_dim: int, act_dim: int, cfg=None, device="cpu", *, members=None):
+        super().__init__(obs_dim, act_dim, cfg, device, members=members)
         self.classifiers = attach_classifiers(self)
-        self.real_state_std: torch.Tensor | None = None
+        self.real_state_std: torch.Tensor | None = None  # [P, obs_dim]
 
     def set_real_state_std(self, std: torch.Tensor) -> None:
-        """sigma for the s' perturbation: per-dimension std of the real states (departure 1)."""
-        self.real_state_std = torch.as_tensor(std, dtype=torch.float32, device=self.device).clone()
+        """sigma for the s' perturbation: per-dimension std of the real states (departure 1);
+        [obs_dim] (every member) or [P, obs_dim] (one row per member's real data)."""
+        std = torch.as_tensor(std, dtype=torch.float32, device=self.device)
+        self.real_state_std = std.expand(self.population, self.obs_dim).clone()
 
-    # ---- the update, in paper order -----------------------------------------------------------
-    def update(self, real_batch: Batch, sim_batch: Batch, disc_real: Batch | None = None,
-               disc_sim: Batch | None = None) -> dict[str, float]:
+    # ---- the update, in paper order (every tensor has the members first: [P, ...]) ---------------
+    def _update(self, real: Batch, sim: Batch, disc_real: Batch | None, disc_sim: Batch | None) -> dict:
         """One H2O step. disc_real/disc_sim: fresh batches for the classifiers (reference: 256 each);
         the Q batches are reused when they are not given."""
-        self.check_batches(real_batch, sim_batch, disc_real, disc_sim)
-        stats = self.classifiers.update(real_batch if disc_real is None else disc_real,  # 1
-                                        sim_batch if disc_sim is None else disc_sim, self.gen)
-        w = self.importance_weight(sim_batch)  # 2
-        both = cat_batches(real_batch, sim_batch)
-        n_real = len(real_batch)
+        stats = self.classifiers.update(real if disc_real is None else disc_real,  # 1
+                                        sim if disc_sim is None else disc_sim, self.noise)
+        w = self.importance_weight(sim)  # 2: [P, B_sim]
+        both = cat_batches(real, sim)
+        n_real = real.rows
         y = self.td_target(both)  # 3 (real and sim rows in one pass)
-        log_omega, u = self.gap_weight(sim_batch, real_batch)  # 4
-        q = self.critic(both.obs, both.act)  # [n_critics, B]; Q(sim) computed once
-        q_real, q_sim = q[:, :n_real], q[:, n_real:]
-        real_bellman = ((q_real - y[:n_real]) ** 2).mean(1)
-        sim_bellman = (w * (q_sim - y[n_real:]) ** 2).mean(1)
+        log_omega, u = self.gap_weight(sim, real)  # 4
+        q = self.critic(both.obs, both.act)  # [P, n_critics, B]; Q(sim) computed once
+        q_real, q_sim = q[..., :n_real], q[..., n_real:]
+        real_bellman = (q_real - y[:, None, :n_real]).square().mean(-1)  # [P, n_critics]
+        sim_bellman = (w[:, None] * (q_sim - y[:, None, n_real:]).square()).mean(-1)
         penalty = self.penalty(q_real, q_sim, log_omega)  # 5
-        critic_loss = (real_bellman + sim_bellman + penalty).sum()
+        per_critic = real_bellman + sim_bellman + penalty
         policy_loss, alpha_loss, actor_stats = self.actor_and_alpha_losses(both.obs)  # 6
-        self.optimise(critic_loss, policy_loss, alpha_loss)  # 7: alpha, pi, Q steps + Polyak
-        for i in range(q.shape[0]):
-            stats[f"losses/qf{i + 1}"] = real_bellman[i] + sim_bellman[i] + penalty[i]
-            stats[f"losses/qf{i + 1}_real_bellman"] = real_bellman[i]
-            stats[f"losses/qf{i + 1}_sim_bellman"] = sim_bellman[i]
-            stats[f"losses/qf{i + 1}_penalty"] = penalty[i]
+        self.optimise(per_critic.sum(1), policy_loss, alpha_loss)  # 7: alpha, pi, Q steps + Polyak
+        self.critic_stats(stats, {"": per_critic, "_real_bellman": real_bellman, "_sim_bellman": sim_bellman,
+                                  "_penalty": penalty})
         omega = log_omega.exp()
+        u_floored = u.clamp(min=U_FLOOR)  # u as omega uses it (after the floor)
         stats.update(actor_stats)
         stats.update({
-            "charts/q_real_mean": q_real.detach().mean(),
-            "charts/q_sim_mean": q_sim.detach().mean(),
-            "charts/target_q_mean": y.mean(),
-            "charts/is_weight_min": w.min(),
-            "charts/is_weight_mean": w.mean(),
-            "charts/is_weight_max": w.max(),
-            "charts/u_mean": u.clamp(min=U_FLOOR).mean(),  # u as omega uses it (after the floor)
-            "charts/u_at_floor_fraction": (u <= U_FLOOR).float().mean(),
-            "charts/omega_min": omega.min(),
-            "charts/omega_max": omega.max(),
-            "charts/omega_effective_n": 1.0 / (omega * omega).sum(),
+            "charts/q_real_mean": q_real.detach().mean((1, 2)),
+            "charts/q_sim_mean": q_sim.detach().mean((1, 2)),
+            "charts/target_q_mean": y.mean(1),
+            "charts/is_weight_min": w.amin(1),
+            "charts/is_weight_mean": w.mean(1),
+            "charts/is_weight_max": w.amax(1),
+            "charts/u_mean": u_floored.mean(1),
+            "charts/u_at_floor_fraction": (u <= U_FLOOR).float().mean(1),
+            "charts/omega_min": omega.amin(1),
+            "charts/omega_max": omega.amax(1),
+            "charts/omega_effective_n": 1.0 / omega.square().sum(1),
         })
-        return self.to_floats(stats)
+        return stats
 
     # ---- named terms --------------------------------------------------------------------------
     def importance_weight(self, sim: Batch) -> torch.Tensor:
-        """w = clip(P_real(s'|s,a) / P_sim(s'|s,a), 1e-5, 1) on the sim batch (no grad)."""
+        """w = clip(P_real(s'|s,a) / P_sim(s'|s,a), 1e-5, 1) on the sim batch (no grad), [P, B]."""
         log_ratio = self.classifiers.log_dynamics_ratio(sim.obs, sim.act, sim.next_obs)
         return log_ratio.exp().clamp(IS_WEIGHT_MIN, IS_WEIGHT_MAX)
 
     @torch.no_grad()
     def gap_weight(self, sim: Batch, real: Batch | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(log omega, u) for the sim batch.
+        """(log omega, u) for the sim batch, each [P, B].
 
         u(s,a) = clamp(mean_k log P_sim/P_real(s'_k|s,a), 1e-45, 10), s'_k = s' + N(0, sigma^2),
         k = 1..n_next_state_samples; omega = u / sum_batch(u), in log space (departure 2).
         """
-        n, b = self.cfg.n_next_state_samples, len(sim)
-        sigma = self.real_state_std if self.real_state_std is not None else real.obs.std(0)
-        noise = torch.randn((n, b, self.obs_dim), generator=self.gen, device=self.device)
-        next_k = sim.next_obs.unsqueeze(0) + self.cfg.s_prime_std_ratio * sigma * noise
+        n, b, p = self.cfg.n_next_state_samples, sim.rows, self.population
+        sigma = self.real_state_std if self.real_state_std is not None else real.obs.std(1)  # [P, obs]
+        noise = self.noise.normal((p, n, b, self.obs_dim))
+        next_k = torch.addcmul(sim.next_obs.unsqueeze(1), (self.cfg.s_prime_std_ratio * sigma)[:, None, None], noise)
         log_sim_over_real = -self.classifiers.log_dynamics_ratio(
-            sim.obs.unsqueeze(0).expand(n, -1, -1), sim.act.unsqueeze(0).expand(n, -1, -1), next_k)
-        u = log_sim_over_real.mean(0).clamp(max=U_MAX)
+            sim.obs.unsqueeze(1).expand(p, n, b, -1), sim.act.unsqueeze(1).expand(p, n, b, -1), next_k)
+        u = log_sim_over_real.mean(1).clamp(max=U_MAX)
         return log_omega_from_u(u), u
 
     def penalty(self, q_real: torch.Tensor, q_sim: torch.Tensor, log_omega: torch.Tensor) -> torch.Tensor:
-        """beta * clip(T logsumexp_sim(Q_i/T + log omega) - mean_real Q_i, +-1000), per critic."""
+        """beta * clip(T logsumexp_sim(Q_i/T + log omega) - mean_real Q_i, +-1000), [P, n_critics]."""
         temp = self.cfg.penalty_temperature
-        soft_max_sim = temp * torch.logsumexp(q_sim / temp + log_omega, dim=1)
-        return self.cfg.beta * (soft_max_sim - q_real.mean(1)).clamp(-PENALTY_CLIP, PENALTY_CLIP)
+        soft_max_sim = temp * torch.logsumexp(q_sim / temp + log_omega[:, None], dim=-1)
+        return self.cfg.beta * (soft_max_sim - q_real.mean(-1)).clamp(-PENALTY_CLIP, PENALTY_CLIP)
 
 
 def log_omega_from_u(u: torch.Tensor) -> torch.Tensor:
-    """log(u / sum u) with u floored at 1e-45, computed in float64 (no denormals, no 0/0)."""
+    """log(u / sum u) over the last (row) dimension, u floored at 1e-45, computed in float64 (no
+    denormals, no 0/0)."""
     log_u = u.double().clamp(min=U_FLOOR).log()
-    return (log_u - torch.logsumexp(log_u, 0)).to(u.dtype)
+    return (log_u - torch.logsumexp(log_u, -1, keepdim=True)).to(u.dtype)

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import torch
 
-from learner.algorithms.base import OffPolicyAlgorithm, SACCoreConfig, cat_batches, make_adam, seeded_init
+from learner.algorithms.base import OffPolicyAlgorithm, SACCoreConfig, cat_batches, make_adam
 from learner.algorithms.classifiers import attach_classifiers
 from learner.buffers import Batch
-from learner.networks import mlp, parse_hidden
+from learner.networks import PopulationMLP, mlp, parse_hidden
 
 
 @dataclass
@@ -39,57 +39,54 @@ class H2OPlus(OffPolicyAlgorithm):
     uses_classifiers = True
     critic_sources = ("real", "sim")
 
-    def __init__(self, obs_dim: int, act_dim: int, cfg=None, device="cpu"):
-        super().__init__(obs_dim, act_dim, cfg, device)
+    def __init__(self, obs_dim: int, act_dim: int, cfg=None, device="cpu", *, members=None):
+        super().__init__(obs_dim, act_dim, cfg, device, members=members)
         self.classifiers = attach_classifiers(self)
-        with seeded_init(self.cfg.seed + 2):
-            self.value = mlp(obs_dim, parse_hidden(self.cfg.hidden), 1).to(self.device)
+        hidden = parse_hidden(self.cfg.hidden)
+        self.value = PopulationMLP.from_members(self.per_member(lambda: mlp(obs_dim, hidden, 1), seed_offset=2)
+                                                ).to(self.device)
         self.value_opt = make_adam(self.value.parameters(), self.cfg.value_lr)
         self._modules["value"] = self.value
         self._optims["value_opt"] = self.value_opt
 
     def blended_target(self, batch: Batch) -> torch.Tensor:
-        """lambda * (r + gamma (1-d) V(s')) + (1-lambda) * soft SAC target (entropy included)."""
+        """lambda * (r + gamma (1-d) V(s')) + (1-lambda) * soft SAC target (entropy included), [P, B]."""
         with torch.no_grad():
-            next_act, next_logp = self.policy(batch.next_obs, generator=self.gen)
-            soft_next = self.critic_target(batch.next_obs, next_act).min(0).values - self.log_alpha.exp() * next_logp
+            next_act, next_logp = self.sample_policy(batch.next_obs)
+            soft_next = (self.critic_target(batch.next_obs, next_act).amin(1)
+                         - self.log_alpha.exp()[:, None] * next_logp)
             v_next = self.value(batch.next_obs).squeeze(-1)
             rew = self.cfg.reward_scale * batch.rew + self.cfg.reward_bias
             lam, disc = self.cfg.blend_lambda, self.cfg.gamma * (1.0 - batch.done)
             return lam * (rew + disc * v_next) + (1.0 - lam) * (rew + disc * soft_next)
 
     def value_loss(self, real: Batch) -> torch.Tensor:
-        """Expectile regression of V(s) toward min_i Q_i'(s, a_data) on real data."""
+        """Expectile regression of V(s) toward min_i Q_i'(s, a_data) on real data, per member [P]."""
         with torch.no_grad():
-            q_data = self.critic_target(real.obs, real.act).min(0).values
+            q_data = self.critic_target(real.obs, real.act).amin(1)
         diff = q_data - self.value(real.obs).squeeze(-1)
         weight = torch.abs(self.cfg.expectile - (diff < 0).float())
-        return (weight * diff * diff).mean()
+        return (weight * diff * diff).mean(1)
 
-    def update(self, real_batch: Batch, sim_batch: Batch, disc_real: Batch | None = None,
-               disc_sim: Batch | None = None) -> dict[str, float]:
-        self.check_batches(real_batch, sim_batch, disc_real, disc_sim)
-        stats = self.classifiers.update(real_batch if disc_real is None else disc_real,
-                                        sim_batch if disc_sim is None else disc_sim, self.gen)
-        w = self.classifiers.log_dynamics_ratio(sim_batch.obs, sim_batch.act, sim_batch.next_obs).exp().clamp(1e-5, 1.0)
-        both = cat_batches(real_batch, sim_batch)
-        n_real = len(real_batch)
+    def _update(self, real: Batch, sim: Batch, disc_real: Batch | None, disc_sim: Batch | None) -> dict:
+        stats = self.classifiers.update(real if disc_real is None else disc_real,
+                                        sim if disc_sim is None else disc_sim, self.noise)
+        w = self.classifiers.log_dynamics_ratio(sim.obs, sim.act, sim.next_obs).exp().clamp(1e-5, 1.0)
+        both = cat_batches(real, sim)
+        n_real = real.rows
         y = self.blended_target(both)
-        q = self.critic(both.obs, both.act)
-        real_bellman = ((q[:, :n_real] - y[:n_real]) ** 2).mean(1)
-        sim_bellman = (w * (q[:, n_real:] - y[n_real:]) ** 2).mean(1)
-        v_loss = self.value_loss(real_batch)
+        q = self.critic(both.obs, both.act)  # [P, n_critics, B]
+        real_bellman = (q[..., :n_real] - y[:, None, :n_real]).square().mean(-1)
+        sim_bellman = (w[:, None] * (q[..., n_real:] - y[:, None, n_real:]).square()).mean(-1)
+        v_loss = self.value_loss(real)
         policy_loss, alpha_loss, actor_stats = self.actor_and_alpha_losses(both.obs)
-        self.value_opt.zero_grad(set_to_none=True)
-        self.optimise((real_bellman + sim_bellman).sum() + v_loss, policy_loss, alpha_loss)
-        self.value_opt.step()
-        for i in range(q.shape[0]):
-            stats[f"losses/qf{i + 1}"] = real_bellman[i] + sim_bellman[i]
-            stats[f"losses/qf{i + 1}_real_bellman"] = real_bellman[i]
-            stats[f"losses/qf{i + 1}_sim_bellman"] = sim_bellman[i]
+        self.optimise((real_bellman + sim_bellman).sum(1) + v_loss, policy_loss, alpha_loss,
+                      extra_opts=(self.value_opt,))
+        self.critic_stats(stats, {"": real_bellman + sim_bellman, "_real_bellman": real_bellman,
+                                  "_sim_bellman": sim_bellman})
         stats.update(actor_stats)
-        stats.update({"losses/value": v_loss, "charts/q_real_mean": q[:, :n_real].detach().mean(),
-                      "charts/q_sim_mean": q[:, n_real:].detach().mean(), "charts/target_q_mean": y.mean(),
-                      "charts/is_weight_min": w.min(), "charts/is_weight_mean": w.mean(),
-                      "charts/is_weight_max": w.max()})
-        return self.to_floats(stats)
+        stats.update({"losses/value": v_loss, "charts/q_real_mean": q[..., :n_real].detach().mean((1, 2)),
+                      "charts/q_sim_mean": q[..., n_real:].detach().mean((1, 2)), "charts/target_q_mean": y.mean(1),
+                      "charts/is_weight_min": w.amin(1), "charts/is_weight_mean": w.mean(1),
+                      "charts/is_weight_max": w.amax(1)})
+        return stats

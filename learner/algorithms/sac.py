@@ -25,15 +25,13 @@ class SAC(OffPolicyAlgorithm):
     uses_sim = True
     critic_sources = ("sim",)
 
-    def update(self, real_batch: Batch | None, sim_batch: Batch, **_) -> dict[str, float]:
-        self.check_batches(real_batch, sim_batch)
-        y = self.td_target(sim_batch)
-        q = self.critic(sim_batch.obs, sim_batch.act)
-        bellman = ((q - y) ** 2).mean(1)
-        policy_loss, alpha_loss, stats = self.actor_and_alpha_losses(sim_batch.obs)
-        self.optimise(bellman.sum(), policy_loss, alpha_loss)
-        for i in range(q.shape[0]):
-            stats[f"losses/qf{i + 1}"] = bellman[i]
-        stats["charts/q_sim_mean"] = q.detach().mean()
-        stats["charts/target_q_mean"] = y.mean()
-        return self.to_floats(stats)
+    def _update(self, real: Batch | None, sim: Batch, disc_real=None, disc_sim=None) -> dict:
+        y = self.td_target(sim)  # [P, B]
+        q = self.critic(sim.obs, sim.act)  # [P, n_critics, B]
+        bellman = (q - y[:, None]).square().mean(-1)  # [P, n_critics]
+        policy_loss, alpha_loss, stats = self.actor_and_alpha_losses(sim.obs)
+        self.optimise(bellman.sum(1), policy_loss, alpha_loss)
+        self.critic_stats(stats, {"": bellman})
+        stats["charts/q_sim_mean"] = q.detach().mean((1, 2))
+        stats["charts/target_q_mean"] = y.mean(1)
+        return stats

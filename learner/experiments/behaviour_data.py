@@ -37,7 +37,6 @@ next_observations, terminals, timeouts; the last row of every rollout is marked 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
 import sys
@@ -181,7 +180,7 @@ def train_behaviour(cfg: BehaviourConfig) -> tuple[list[Transitions], list[Snaps
     def snapshot(steps: int) -> Snapshot:
         ret = evaluate(eval_env, deterministic, cfg.eval_episodes, cfg.seed + EVAL_SEED_OFFSET, cap)["return_mean"]
         log.info("env step %d, %d updates: eval return %.1f", steps, sac.step, ret)
-        return Snapshot(steps, sac.step, ret, copy.deepcopy(sac.policy).eval())
+        return Snapshot(steps, sac.step, ret, sac.policy_for_export().to(sac.device))
 
     blocks: list[Transitions] = []
     snapshots = [snapshot(0)]

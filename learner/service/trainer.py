@@ -235,7 +235,7 @@ class Trainer:
                               cols["terminated"].astype(np.float32))
 
     def _policy_weights(self) -> dict:
-        return {k: v.detach().cpu().clone() for k, v in self.algo.policy.state_dict().items()}
+        return self.algo.policy_for_export().state_dict()  # a plain TanhGaussianPolicy's, CPU copies
 
     def _collect_sim(self, timeout_s: float) -> None:
         if self.workers is None:

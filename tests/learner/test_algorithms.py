@@ -6,7 +6,9 @@ import math
 
 import pytest
 import torch
-from learner_testkit import ACT_DIM, OBS_DIM, TINY, synthetic_batch
+from learner_testkit import ACT_DIM, OBS_DIM, TINY, one, synthetic_batch
+
+from learner.algorithms.base import lift
 
 from learner.algorithms import REGISTRY, UnknownAlgorithmError, make
 
@@ -69,15 +71,15 @@ def test_h2o_logs_every_term(batches):
 def test_d_sa_receives_both_discriminator_losses(batches):
     algo = tiny("h2o")
     real, sim = batches[0], batches[1]
-    _, stats = algo.classifiers.losses(real, sim, algo.gen)
+    _, stats = algo.classifiers.losses(lift(real), lift(sim), algo.noise)
     grads = torch.autograd.grad(stats["losses/d_sas"], list(algo.classifiers.d_sa.parameters()), allow_unused=True)
     assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
 
 
 def test_policy_loss_does_not_reach_the_critics(batches):
     algo = tiny("h2o")
-    policy_loss, _, _ = algo.actor_and_alpha_losses(batches[0].obs)
-    policy_loss.backward()
+    policy_loss, _, _ = algo.actor_and_alpha_losses(lift(batches[0]).obs)
+    policy_loss.sum().backward()
     assert all(p.grad is None for p in algo.critic.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in algo.policy.parameters())
 
@@ -119,9 +121,9 @@ def test_state_dict_round_trip_restores_in_place(batches):
 def test_classifiers_stay_near_chance_on_identical_data():
     algo = tiny("h2o", disc_lr=1e-3)
     for i in range(150):
-        real, sim = synthetic_batch(64, 2 * i), synthetic_batch(64, 2 * i + 1)
-        stats = algo.classifiers.update(real, sim, algo.gen)
-    held_out = synthetic_batch(256, 10_000)
+        real, sim = one(64, 2 * i), one(64, 2 * i + 1)
+        stats = algo.classifiers.update(real, sim, algo.noise)
+    held_out = one(256, 10_000)
     w = algo.importance_weight(held_out)
     assert 0.3 < stats["charts/d_sas_accuracy"].item() < 0.7
     assert w.mean().item() > 0.5  # no confident "sim" verdict on data drawn like the real data
@@ -130,10 +132,10 @@ def test_classifiers_stay_near_chance_on_identical_data():
 def test_classifiers_separate_shifted_dynamics():
     algo = tiny("h2o", disc_lr=1e-3)
     for i in range(150):
-        real, sim = synthetic_batch(64, 2 * i), synthetic_batch(64, 2 * i + 1, shift=0.5)
-        algo.classifiers.update(real, sim, algo.gen)
-    w_real = algo.importance_weight(synthetic_batch(256, 20_000)).mean()
-    w_sim = algo.importance_weight(synthetic_batch(256, 20_001, shift=0.5)).mean()
+        real, sim = one(64, 2 * i), one(64, 2 * i + 1, shift=0.5)
+        algo.classifiers.update(real, sim, algo.noise)
+    w_real = algo.importance_weight(one(256, 20_000)).mean()
+    w_sim = algo.importance_weight(one(256, 20_001, shift=0.5)).mean()
     assert w_sim < w_real  # sim transitions look less "real"
 
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from learner_testkit import ACT_DIM, OBS_DIM, TINY, set_constant_logits, synthetic_batch
+from learner_testkit import ACT_DIM, OBS_DIM, TINY, one, set_constant_logits, synthetic_batch
 from torch.nn import functional as F
 
 from learner.algorithms import REGISTRY, make
-from learner.algorithms.base import sample_update_batches
+from learner.algorithms.base import lift, sample_update_batches
 from learner.algorithms.darc import DARCConfig
 from learner.buffers import TransitionBuffer
 
@@ -29,15 +29,15 @@ def test_backup_defaults(name, soft):
 
 
 def test_soft_backup_subtracts_alpha_log_pi(batches):
-    sim = batches[1]
+    sim = lift(batches[1])
     soft, hard = tiny("sac"), tiny("sac", backup_entropy=False)
     state = soft.gen.get_state()
     y_soft = soft.td_target(sim)
     hard.gen.set_state(state)
     y_hard = hard.td_target(sim)
     soft.gen.set_state(state)
-    _, next_logp = soft.policy(sim.next_obs, generator=soft.gen)
-    expected = y_hard - soft.cfg.gamma * (1 - sim.done) * soft.log_alpha.exp() * next_logp
+    _, next_logp = soft.sample_policy(sim.next_obs)
+    expected = y_hard - soft.cfg.gamma * (1 - sim.done) * soft.log_alpha.exp()[:, None] * next_logp
     assert torch.allclose(y_soft, expected, atol=1e-5)
 
 
@@ -69,14 +69,14 @@ def test_darc_plus_does_not_change_the_callers_config():
 
 def test_classifier_loss_is_the_sum_of_two_means():
     algo = tiny("h2o", disc_noise_std=0.0)
-    real, sim = synthetic_batch(48, 1), synthetic_batch(80, 2, shift=0.5)  # unequal halves on purpose
-    loss, stats = algo.classifiers.losses(real, sim, algo.gen)
+    real, sim = one(48, 1), one(80, 2, shift=0.5)  # unequal halves on purpose
+    loss, stats = algo.classifiers.losses(real, sim, algo.noise)
     clf = algo.classifiers
 
     def ce(b, label):
-        sa = clf.d_sa(b.obs, b.act)
-        sas = clf.d_sas(b.obs, b.act, b.next_obs) + sa
-        y = torch.full((len(b),), label, dtype=torch.long)
+        sa = clf.d_sa(b.obs, b.act)[0]
+        sas = clf.d_sas(b.obs, b.act, b.next_obs)[0] + sa
+        y = torch.full((b.rows,), label, dtype=torch.long)
         return F.cross_entropy(sa, y), F.cross_entropy(sas, y)
 
     (sa_r, sas_r), (sa_s, sas_s) = ce(real, 0), ce(sim, 1)

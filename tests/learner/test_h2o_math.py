@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from learner_testkit import ACT_DIM, OBS_DIM, TINY, set_constant_logits, set_constant_q, synthetic_batch
+from learner_testkit import ACT_DIM, OBS_DIM, TINY, one, set_constant_logits, set_constant_q
 from torch.nn import functional as F
 
 from learner.algorithms import make
@@ -40,24 +40,24 @@ def test_omega_with_some_u_at_floor():
 
 def test_gap_weight_from_constant_classifier():
     algo = tiny_h2o()
-    sim = synthetic_batch(8, 0)
+    sim = one(8, 0)
     algo.set_real_state_std(torch.ones(OBS_DIM))
     # logits (real, sim) = (0, 1) everywhere: log P_sim/P_real(s'|s,a) = 1 -> u = 1, omega = 1/8
     set_constant_logits(algo.classifiers.d_sas, (0.0, 1.0))
     log_omega, u = algo.gap_weight(sim)
-    assert torch.allclose(u, torch.ones(8), atol=1e-6)
-    assert torch.allclose(log_omega.exp(), torch.full((8,), 1 / 8), atol=1e-6)
+    assert torch.allclose(u, torch.ones(1, 8), atol=1e-6)
+    assert torch.allclose(log_omega.exp(), torch.full((1, 8), 1 / 8), atol=1e-6)
     # logits (1, 0): log-ratio -1 -> every u at the floor -> omega uniform, finite
     set_constant_logits(algo.classifiers.d_sas, (1.0, 0.0))
     log_omega, u = algo.gap_weight(sim)
-    assert torch.allclose(u, -torch.ones(8), atol=1e-6)
-    assert torch.allclose(log_omega.exp(), torch.full((8,), 1 / 8), atol=1e-6)
+    assert torch.allclose(u, -torch.ones(1, 8), atol=1e-6)
+    assert torch.allclose(log_omega.exp(), torch.full((1, 8), 1 / 8), atol=1e-6)
     assert U_MAX == 10.0  # the reference clamp (unreachable with 2*tanh logits: |log-ratio| <= 4)
 
 
 def test_gap_weight_perturbs_next_state_with_real_state_std():
     algo = tiny_h2o(n_next_state_samples=4)
-    sim = synthetic_batch(16, 0)
+    sim = one(16, 0)
     algo.set_real_state_std(torch.zeros(OBS_DIM))  # sigma 0: all k samples identical
     _, u0 = algo.gap_weight(sim)
     expected = -algo.classifiers.log_dynamics_ratio(sim.obs, sim.act, sim.next_obs)
@@ -69,45 +69,45 @@ def test_gap_weight_perturbs_next_state_with_real_state_std():
 
 def test_importance_weight_is_clipped_ratio():
     algo = tiny_h2o()
-    sim = synthetic_batch(8, 0)
+    sim = one(8, 0)
     set_constant_logits(algo.classifiers.d_sas, (0.0, 1.0))
-    assert torch.allclose(algo.importance_weight(sim), torch.full((8,), math.exp(-1.0)), atol=1e-6)
+    assert torch.allclose(algo.importance_weight(sim), torch.full((1, 8), math.exp(-1.0)), atol=1e-6)
     set_constant_logits(algo.classifiers.d_sas, (1.0, 0.0))  # ratio e > 1: never up-weighted
-    assert torch.allclose(algo.importance_weight(sim), torch.ones(8))
+    assert torch.allclose(algo.importance_weight(sim), torch.ones(1, 8))
     set_constant_logits(algo.classifiers.d_sas, (-1.999, 1.999))  # the smallest ratio 2*tanh allows
     w = algo.importance_weight(sim)
-    assert torch.allclose(w, torch.full((8,), math.exp(-3.998)), rtol=1e-4) and (w >= 1e-5).all()
+    assert torch.allclose(w, torch.full((1, 8), math.exp(-3.998)), rtol=1e-4) and (w >= 1e-5).all()
 
 
 def test_log_dynamics_ratio_equals_reference_probability_form():
     algo = tiny_h2o()
-    b = synthetic_batch(32, 5)
+    b = one(32, 5)
     d_sa, d_sas = algo.classifiers.d_sa, algo.classifiers.d_sas
     with torch.no_grad():
         sa = d_sa(b.obs, b.act)
-        p_sa = F.softmax(sa, 1)
-        p_sas = F.softmax(d_sas(b.obs, b.act, b.next_obs) + sa, 1)
-        ref = torch.log(p_sas[:, 0] * p_sa[:, 1] / (p_sas[:, 1] * p_sa[:, 0]))
+        p_sa = F.softmax(sa, -1)
+        p_sas = F.softmax(d_sas(b.obs, b.act, b.next_obs) + sa, -1)
+        ref = torch.log(p_sas[..., 0] * p_sa[..., 1] / (p_sas[..., 1] * p_sa[..., 0]))
     assert torch.allclose(algo.classifiers.log_dynamics_ratio(b.obs, b.act, b.next_obs), ref, atol=1e-5)
 
 
 def test_penalty_value_hand_computed():
     algo = tiny_h2o(beta=0.01)
-    q_real = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]])
-    q_sim = torch.tensor([[0.0, math.log(3.0)], [0.0, 0.0]])
-    log_omega = torch.log(torch.tensor([0.5, 0.5]))
-    pen = algo.penalty(q_real, q_sim, log_omega)
+    q_real = torch.tensor([[[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]]])  # [P=1, critics, rows]
+    q_sim = torch.tensor([[[0.0, math.log(3.0)], [0.0, 0.0]]])
+    log_omega = torch.log(torch.tensor([[0.5, 0.5]]))
+    pen = algo.penalty(q_real, q_sim, log_omega)[0]
     # critic 1: log(0.5 e^0 + 0.5 e^ln3) - mean(1,2,3) = log 2 - 2 ; critic 2: log 1 - 0 = 0
     assert pen[0].item() == pytest.approx(0.01 * (math.log(2.0) - 2.0), abs=1e-7)
     assert pen[1].item() == pytest.approx(0.0, abs=1e-7)
-    big = algo.penalty(q_real, torch.full((2, 2), 1e5), log_omega)
-    assert torch.allclose(big, torch.full((2,), 0.01 * 1000.0))  # difference clipped to +-1000
+    big = algo.penalty(q_real, torch.full((1, 2, 2), 1e5), log_omega)
+    assert torch.allclose(big, torch.full((1, 2), 0.01 * 1000.0))  # difference clipped to +-1000
 
 
 def test_td_target_no_entropy_backup():
     algo = tiny_h2o(gamma=0.9, reward_scale=2.0, reward_bias=1.0)
     set_constant_q(algo.critic_target, (3.0, 5.0))
-    b = synthetic_batch(6, 0)
+    b = one(6, 0)
     y = algo.td_target(b)
     expected = 2.0 * b.rew + 1.0 + 0.9 * (1.0 - b.done) * 3.0  # min over the twin targets
     assert torch.allclose(y, expected, atol=1e-5)
@@ -116,7 +116,7 @@ def test_td_target_no_entropy_backup():
 
 def test_auto_alpha_loss_and_direction():
     algo = tiny_h2o(alpha_lr=0.1)
-    obs = synthetic_batch(64, 0).obs
+    obs = one(64, 0).obs
     torch.manual_seed(0)
     gen_state = algo.gen.get_state()
     _, alpha_loss, stats = algo.actor_and_alpha_losses(obs)
@@ -138,9 +138,9 @@ def test_auto_alpha_loss_and_direction():
 def test_darc_reward_correction():
     # hard backup, so that a zero target critic leaves exactly r + dr (the soft one adds -alpha log pi)
     algo = make("darc", OBS_DIM, ACT_DIM, {"hidden": TINY, "disc_hidden": TINY, "backup_entropy": False})
-    b = synthetic_batch(8, 0)
+    b = one(8, 0)
     set_constant_logits(algo.classifiers.d_sas, (1.0, -0.5))
-    assert torch.allclose(algo.reward_correction(b), torch.full((8,), 1.5), atol=1e-6)
+    assert torch.allclose(algo.reward_correction(b), torch.full((1, 8), 1.5), atol=1e-6)
     # and it enters the target as r + dr
     set_constant_q(algo.critic_target, (0.0, 0.0))
     assert torch.allclose(algo.td_target(b, extra_reward=algo.reward_correction(b)), b.rew + 1.5, atol=1e-5)
@@ -151,9 +151,9 @@ def test_h2o_plus_expectile_value_loss_and_blended_target():
                                                "blend_lambda": 1.0, "gamma": 0.5})
     set_constant_q(algo.critic_target, (2.0, 4.0))
     with torch.no_grad():
-        algo.value[-1].weight.zero_()
-        algo.value[-1].bias.fill_(3.0)
-    b = synthetic_batch(8, 0)
+        algo.value.layers[-1].weight.zero_()
+        algo.value.layers[-1].bias.fill_(3.0)
+    b = one(8, 0)
     # diff = min Q' - V = 2 - 3 < 0 -> weight 1 - 0.9 = 0.1 -> loss 0.1 * 1
     assert algo.value_loss(b).item() == pytest.approx(0.1, abs=1e-6)
     # lambda = 1: y = r + gamma (1 - d) V(s')

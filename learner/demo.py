@@ -37,7 +37,9 @@ class DemoConfig:
     """What the demo runs; every field is a --flag."""
 
     minutes: float = _f(4.0, "how long robot and learner run together")
-    task: str = _f("stand_still", "sim_models task")
+    task: str = _f("stand_still", "task name (or id with options, stand_still:action_history=2)")
+    task_options: str = _f("", "observation options for robot, learner and offline data, e.g. "
+                               "action_history=2 (docs/task_contract.md); empty: the paper's observation")
     profile: str = _f("moderate", "the virtual robot's hidden 'real' dynamics profile")
     dataset: str = _f("", "offline real dataset (D4RL HDF5); empty: data/demo_<task>_<profile>.hdf5")
     dataset_steps: int = _f(10000, "transitions to collect when the dataset is missing")
@@ -58,6 +60,12 @@ class DemoConfig:
     def validate(self) -> "DemoConfig":
         if self.minutes <= 0:
             raise ConfigError("minutes: must be > 0")
+        from task_contract.history import TaskOptionsError, task_id
+
+        try:  # one canonical task id for the dataset, the learner and the robot
+            self.task, self.task_options = task_id(self.task, self.task_options), ""
+        except TaskOptionsError as exc:
+            raise ConfigError(f"task_options: {exc}") from None
         return self
 
 
@@ -68,7 +76,8 @@ def _free_port() -> int:
 
 
 def ensure_dataset(cfg: DemoConfig) -> Path:
-    path = Path(cfg.dataset or f"data/demo_{cfg.task}_{cfg.profile}.hdf5")
+    # Offline data in the run's observation layout (a task id with options gets its own file).
+    path = Path(cfg.dataset or f"data/demo_{cfg.task.replace(':', '+').replace(',', '+')}_{cfg.profile}.hdf5")
     if path.exists():
         log.info("offline dataset: %s", path)
         return path

@@ -49,25 +49,36 @@ def _default_schema_version() -> str:
     return str(SCHEMA_VERSION)
 
 
+class ExportLayoutError(ValueError):
+    """The policy's input width is not the observation layout of its task id."""
+
+
 @dataclass
 class PolicyMetadata:
-    """The `h2o.*` metadata_props of docs/interfaces.md (all written as strings)."""
+    """The `h2o.*` metadata_props of docs/interfaces.md (all written as strings).
+
+    `task` is a task id ("stand_still" or "stand_still:action_history=2"). For a task of the
+    task contract the policy also carries its contract (task_contract.layout): h2o.task_id,
+    h2o.obs_layout (fields, history lengths) and h2o.actuators (every actuator's mode and scale,
+    legs included); h2o.task is then the base task name and h2o.action_scale the wheels' scale.
+    """
 
     version: int
     task: str
     algorithm: str
     parent: str = ""  # version (or sha256) of the policy this one was trained from; "" for none
-    action_scale: float = 1.0  # physical units per unit action (e.g. N*m per 1.0)
+    action_scale: float = 1.0  # physical units per unit action on the wheels (e.g. N*m per 1.0)
     control_hz: float = 200.0
     schema_version: str = field(default_factory=_default_schema_version)
     created_unix: int | None = None  # None -> now
 
     def props(self, obs_dim: int, act_dim: int) -> dict[str, str]:
         created = int(time.time()) if self.created_unix is None else int(self.created_unix)
+        contract = _contract_props(self.task, obs_dim, act_dim)
         return {
             "h2o.version": str(int(self.version)),
             "h2o.parent": str(self.parent),
-            "h2o.task": self.task,
+            "h2o.task": self.task.split(":", 1)[0] if contract else self.task,
             "h2o.algorithm": self.algorithm,
             "h2o.obs_dim": str(obs_dim),
             "h2o.act_dim": str(act_dim),
@@ -75,7 +86,23 @@ class PolicyMetadata:
             "h2o.control_hz": repr(float(self.control_hz)),
             "h2o.schema_version": str(self.schema_version),
             "h2o.created_unix": str(created),
+            **contract,
         }
+
+
+def _contract_props(task: str, obs_dim: int, act_dim: int) -> dict[str, str]:
+    """The task contract's layout keys ({} for a task outside it, e.g. gym:HalfCheetah-v5)."""
+    from task_contract.history import ObsLayout
+    from task_contract.layout import policy_metadata
+    from task_contract.tasks import TASKS
+
+    if task.split(":", 1)[0] not in TASKS:
+        return {}
+    layout = ObsLayout.of(task)
+    if (obs_dim, act_dim) != (layout.dim, layout.task.act_dim):
+        raise ExportLayoutError(f"policy obs/act dims {obs_dim}/{act_dim} are not task {layout.id!r}'s "
+                                f"{layout.dim}/{layout.task.act_dim} (check the task options)")
+    return policy_metadata(layout)
 
 
 @dataclass

@@ -35,8 +35,9 @@ def task_algo_defaults(task: str, algorithm: str) -> dict[str, Any]:
 
     names = {f.name for f in dataclasses.fields(algorithms.config_class(algorithm))}
     out: dict[str, Any] = {}
-    if task in TASK_REWARD_SCALE and "reward_scale" in names:
-        out["reward_scale"] = TASK_REWARD_SCALE[task]
+    base = task.split(":", 1)[0]  # a task id's options (history) do not change the reward
+    if base in TASK_REWARD_SCALE and "reward_scale" in names:
+        out["reward_scale"] = TASK_REWARD_SCALE[base]
     return out
 
 

@@ -56,7 +56,7 @@ class OnboardApp:
         self.scheduler = DeadlineScheduler(1.0 / rate, clock)
         self.fsm = SafetyFSM(cfg.safety)
         spec = PolicySpec(task=self.task.name, obs_dim=self.layout.dim, act_dim=self.task.act_dim,
-                          control_hz=rate, schema_version=str(SCHEMA_VERSION))
+                          control_hz=rate, schema_version=str(SCHEMA_VERSION), layout=self.layout)
         self.streamer: Streamer | None = None
         self.loader = PolicyLoader(spec, cfg.policy, recent_obs=lambda: self.loop.recent_observations(),
                                    on_result=self._policy_result)

@@ -32,6 +32,9 @@ from typing import Callable
 import numpy as np
 import onnxruntime as ort
 
+from task_contract.history import ObsLayout
+from task_contract.layout import layout_problem
+
 log = logging.getLogger(__name__)
 
 LOG_2PI = math.log(2.0 * math.pi)
@@ -59,6 +62,7 @@ class PolicySpec:
     act_dim: int
     control_hz: float | None = None  # checked when the metadata carries it
     schema_version: str | None = None  # checked when both sides have it
+    layout: ObsLayout | None = None  # the observation this robot builds (None: not checked)
 
 
 @dataclass
@@ -192,8 +196,11 @@ def _check_metadata(meta: dict[str, str], cand: PolicyCandidate, spec: PolicySpe
         except ValueError:
             raise PolicyRejected("metadata_invalid", f"{key}={meta[key]!r} is not an integer") from None
 
-    if need("h2o.task") != spec.task:
+    if need("h2o.task").split(":", 1)[0] != spec.task:
         raise PolicyRejected("task_mismatch", f"policy for {meta['h2o.task']!r}, robot runs {spec.task!r}")
+    problem = layout_problem(meta, spec.layout) if spec.layout is not None else ""
+    if problem:  # before the dims: say what differs, not only that the widths do
+        raise PolicyRejected("layout_mismatch", problem)
     if need_int("h2o.obs_dim") != spec.obs_dim or need_int("h2o.act_dim") != spec.act_dim:
         raise PolicyRejected(
             "dims_mismatch",

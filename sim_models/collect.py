@@ -159,7 +159,7 @@ def parse_args(argv: list[str] | None = None) -> CollectConfig:
     parser.add_argument("--config", type=Path, help="TOML file with CollectConfig fields (CLI wins)")
     defaults = CollectConfig()
     helps = {
-        "task": "task name: stand_still, move_straight, turn, locomotion",
+        "task": "task name or id with observation options: stand_still, move_straight, turn, locomotion, e.g. stand_still:action_history=2",
         "profile": "dynamics profile: nominal, mild, moderate, severe, or a .toml path",
         "behaviour": f"behaviour policy: {', '.join(BEHAVIOURS)}",
         "steps": "number of transitions to collect",

@@ -40,7 +40,10 @@ class ServeConfig:
     max_abs_rew: float = _f(1e5, "... the same for |reward|")
     max_abs_act: float = _f(1.001, "... the same for |action| (policy units, nominally [-1, 1])")
     # --- task and data
-    task: str = _f("stand_still", "sim_models task name (obs/act spec checked at HELLO)")
+    task: str = _f("stand_still", "task name or id with options, e.g. stand_still:action_history=2 "
+                                  "(obs/act spec and task id checked at HELLO)")
+    task_options: str = _f("", "observation options of the task, e.g. action_history=2,obs_history=1 "
+                               "(docs/task_contract.md); the robot's run.task_options must match")
     datasets: list = _f([], "offline real datasets (D4RL HDF5) that seed the real buffer")
     run_dir: str = _f("runs/serve", "store, checkpoints, policies, metrics and plots go here")
     # --- training
@@ -82,6 +85,7 @@ class ServeConfig:
 
     def validate(self) -> "ServeConfig":
         """Check ranges and the plaintext rule; fill derived values. Raises ConfigError."""
+        self._fold_task_options()
         url = urlparse(self.bind)
         if url.scheme not in ("tcp", "ipc", "inproc"):
             raise ConfigError(f"bind: unsupported endpoint {self.bind!r}")
@@ -103,6 +107,18 @@ class ServeConfig:
         if isinstance(self.datasets, str):
             self.datasets = [self.datasets]
         return self
+
+    def _fold_task_options(self) -> None:
+        """`task` becomes the canonical task id (options included): what HELLO compares."""
+        if self.task.startswith("gym:") or self.task.startswith("h2o/"):
+            return
+        from task_contract.history import TaskOptionsError, task_id
+
+        try:
+            self.task = task_id(self.task, self.task_options)
+        except TaskOptionsError as exc:
+            raise ConfigError(f"task_options: {exc}") from None
+        self.task_options = ""
 
     @property
     def run_path(self) -> Path:

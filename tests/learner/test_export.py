@@ -27,8 +27,8 @@ def trained_policy(obs_dim=4, act_dim=2):
 
 
 def test_export_matches_contract_and_torch(tmp_path):
-    policy = trained_policy()
-    meta = PolicyMetadata(version=7, task="stand_still", algorithm="h2o", parent="6", action_scale=3.0,
+    policy = trained_policy(4, 2)
+    meta = PolicyMetadata(version=7, task="gym:Pendulum-like", algorithm="h2o", parent="6", action_scale=3.0,
                           control_hz=200.0, created_unix=1_700_000_000)
     out = export_policy(policy, meta, tmp_path / "policy_v7.onnx")
     data = (tmp_path / "policy_v7.onnx").read_bytes()
@@ -40,7 +40,7 @@ def test_export_matches_contract_and_torch(tmp_path):
     props = {p.key: p.value for p in model.metadata_props}
     assert set(REQUIRED_PROPS) <= set(props)
     assert props["h2o.version"] == "7" and props["h2o.obs_dim"] == "4" and props["h2o.act_dim"] == "2"
-    assert props["h2o.task"] == "stand_still" and float(props["h2o.action_scale"]) == 3.0
+    assert props["h2o.task"] == "gym:Pendulum-like" and float(props["h2o.action_scale"]) == 3.0
     assert {n.op_type for n in model.graph.node} <= {"Sub", "Div", "MatMul", "Add", "Relu", "Split", "Mul",
                                                       "Clip", "Tanh"}
 
@@ -87,3 +87,33 @@ def test_onboard_loader_accepts_the_export():
                           ValidationConfig(inference_budget_ms=1000.0), recent)  # no timing asserted here
     action, logp = policy.act(recent[0])
     assert action.shape == (1,) and np.isfinite(logp)
+
+
+def test_a_contract_task_policy_carries_its_layout_and_every_actuator_scale():
+    import json
+
+    from task_contract.layout import ACTUATORS_KEY, OBS_LAYOUT_KEY, TASK_ID_KEY
+
+    meta = PolicyMetadata(version=2, task="locomotion:action_history=2,obs_history=1", algorithm="sac",
+                          action_scale=5.0)
+    out = export_policy(trained_policy(19 * 2 + 6 * 2, 6), meta)
+    props = out.metadata
+    assert props["h2o.task"] == "locomotion" and props[TASK_ID_KEY] == "locomotion:action_history=2,obs_history=1"
+    layout = json.loads(props[OBS_LAYOUT_KEY])
+    assert (layout["obs_history"], layout["action_history"], layout["dim"]) == (1, 2, 50)
+    assert layout["fields"][:2] == ["pitch", "roll"] and len(layout["fields"]) == 19
+    actuators = json.loads(props[ACTUATORS_KEY])
+    assert [(a["actuator"], a["mode"], a["scale"], a["unit"]) for a in actuators] == [
+        ("left_hip", "position", 0.5, "rad"), ("left_knee", "position", 0.5, "rad"),
+        ("left_wheel", "torque", 5.0, "N*m"), ("right_hip", "position", 0.5, "rad"),
+        ("right_knee", "position", 0.5, "rad"), ("right_wheel", "torque", 5.0, "N*m")]
+    assert actuators[0]["kp"] == 150.0 and actuators[0]["kd"] == 3.0
+    paper = json.loads(export_policy(trained_policy(4, 1), PolicyMetadata(1, "stand_still", "sac")).metadata[ACTUATORS_KEY])
+    assert [a["action"] for a in paper] == [None, None, 0, None, None, 0]  # legs locked, both wheels from a0
+
+
+def test_a_policy_whose_width_is_not_its_task_layout_is_not_exported():
+    from learner.export import ExportLayoutError
+
+    with pytest.raises(ExportLayoutError, match="stand_still:action_history=2"):
+        export_policy(trained_policy(4, 1), PolicyMetadata(1, "stand_still:action_history=2", "sac"))

@@ -43,8 +43,10 @@ def make_app(tmp_path):
     apps: list[OnboardApp] = []
 
     def build(lockstep: bool = True, stream: bool = False, endpoint: str = "", profile: str = "nominal",
-              respawn_s: float = 0.0, **safety) -> OnboardApp:
+              respawn_s: float = 0.0, task: str = "stand_still", task_options: str = "", **safety) -> OnboardApp:
         cfg = OnboardConfig()
+        cfg.run.task = task
+        cfg.run.task_options = task_options
         cfg.run.lockstep = lockstep
         cfg.run.stream = stream
         cfg.run.virtual_robot = profile

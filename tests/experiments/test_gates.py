@@ -1,0 +1,105 @@
+"""Sanity gates: the three rules on real summary files, and a tiny end-to-end gate run.
+
+The end-to-end run uses a budget far too small to learn anything, so the gates must report a
+failure (exit code 1) with every seed's return in gates.json: a gate that cannot fail is no gate.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from learner.experiments import gates
+from learner.experiments.config import GapSpec, GridConfig
+from learner.experiments.datasets import DatasetSpec
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def _base(tmp_path: Path, seeds=(0, 1, 2)) -> GridConfig:
+    cfg = GridConfig(name="base", seeds=list(seeds), total_updates=20, out_dir=str(tmp_path / "runs"),
+                     results_dir=str(tmp_path / "results"), gaps=[GapSpec("moderate")],
+                     datasets=[DatasetSpec("medium")], algorithms=["h2o"])
+    cfg.validate()
+    return cfg
+
+
+def _write_finals(grid: GridConfig, algorithm: str, finals: list[float]) -> None:
+    cells = [c for c in grid.cells() if c.algorithm == algorithm]
+    for cell, value in zip(cells, finals):
+        d = cell.run_dir(Path(grid.out_dir))
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "summary.json").write_text(json.dumps({"final_real_return": value, "updates": grid.total_updates}))
+
+
+def test_the_three_rules(tmp_path):
+    grids = gates.gate_grids(_base(tmp_path))
+    meta = {"sim": {"tuned_return": 30_000.0}, "markov": {"behaviour_return_mean": 8_000.0}}
+    _write_finals(grids["sim"], "sac", [27_500, 28_000, 10_000])  # 2 of 3 seeds >= 27,000
+    _write_finals(grids["markov"], "bc", [7_500, 7_000, 7_300])  # mean 7,267 >= 7,200
+    _write_finals(grids["markov"], "cql", [25_000, 20_000, 28_000])
+    _write_finals(grids["markov"], "h2o", [8_100, 29_000, 12_000])
+    results = {r.name: r for r in gates.judge(grids, meta)}
+    assert all(r.passed for r in results.values()), results
+    assert results["sim_learns"].target == pytest.approx(27_000)
+    assert results["h2o_stable"].per_seed == {"h2o": [8_100, 29_000, 12_000]}
+
+    _write_finals(grids["sim"], "sac", [27_500, 10_000, 10_000])  # only 1 of 3
+    _write_finals(grids["markov"], "bc", [7_000, 7_000, 7_000])  # mean below 90% of 8,000
+    _write_finals(grids["markov"], "h2o", [7_999, 29_000, 12_000])  # one seed below the data
+    results = {r.name: r for r in gates.judge(grids, meta)}
+    assert not any(r.passed for r in results.values())
+    assert "1 of 3 seeds below" in results["h2o_stable"].detail
+    assert "| sim_learns | **no** |" in gates.format_table(list(results.values()))
+
+
+def test_a_gate_with_no_finished_runs_fails(tmp_path):
+    grids = gates.gate_grids(_base(tmp_path))
+    meta = {"sim": {"tuned_return": 30_000.0}, "markov": {"behaviour_return_mean": 8_000.0}}
+    assert not any(r.passed for r in gates.judge(grids, meta))
+
+
+GRID_TOML = """
+[grid]
+name = "tiny"
+tasks = ["stand_still"]
+algorithms = ["h2o"]
+seeds = [0]
+total_updates = 20
+out_dir = "{out}"
+results_dir = "{out}/results"
+workers = 2
+
+[[gaps]]
+name = "moderate"
+
+[[datasets]]
+name = "medium"
+
+[train]
+hidden = "16-16"
+disc_hidden = "16-16"
+real_batch = 16
+sim_batch = 16
+disc_batch = 16
+updates_per_epoch = 10
+sim_steps_per_epoch = 60
+max_episode_steps = 40
+eval_every = 10
+eval_episodes = 1
+checkpoint_every = 10
+"""
+
+
+def test_a_tiny_budget_runs_every_gate_and_fails_them(tmp_path, capsys):
+    toml = tmp_path / "grid.toml"
+    toml.write_text(GRID_TOML.format(out=tmp_path / "runs"))
+    assert gates.main([str(toml)]) == 1
+    out = capsys.readouterr().out
+    assert "| sim_learns | **no** |" in out
+    report = json.loads((tmp_path / "runs" / "gates" / "gates.json").read_text())
+    assert [r["name"] for r in report] == ["sim_learns", "offline_floor", "h2o_stable"]
+    per_seed = {a: v for r in report for a, v in r["per_seed"].items()}
+    assert sorted(per_seed) == ["bc", "cql", "h2o", "sac"] and all(len(v) == 1 for v in per_seed.values())

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import io
 import json
 import logging
@@ -43,6 +42,7 @@ from learner.buffers import TransitionBuffer
 from learner.cli_config import add_dataclass_arguments, help_field, merge_layers
 from learner.export import write_atomic
 from learner.rollout import GYM_PREFIX, Transitions, env_dims, evaluate, make_env, rollout
+from learner.task_defaults import algorithm_config
 
 log = logging.getLogger("learner.train")
 
@@ -78,7 +78,8 @@ class TrainConfig:
     disc_batch: int = _f(256, "rows per source for each classifier update (h2o, darc)")
     hidden: str = _f("256-256", "policy/critic hidden sizes, e.g. 256-256")
     disc_hidden: str = _f("256-256", "classifier hidden sizes (h2o, darc)")
-    algo: dict = _f({}, "algorithm config overrides, CLI: --set key=value (e.g. --set beta=0.02)")
+    algo: dict = _f({}, "algorithm config overrides, CLI: --set key=value (e.g. --set beta=0.02); they win over "
+                        "the task's defaults in learner/task_defaults.py (e.g. the robot tasks' reward scale)")
     # evaluation and output
     eval_every: int = _f(10_000, "updates between evaluations (also at 0 and at the end)")
     eval_episodes: int = _f(5, "deterministic evaluation episodes per profile")
@@ -210,9 +211,8 @@ class Run:
         self.real.load_fixed(data)
         self.sim = TransitionBuffer(obs_dim, act_dim, max(cfg.sim_buffer_factor * n_real, cfg.sim_steps_per_epoch, 1),
                                     self.device, seed=seed * 2 + 2)
-        algo_cfg = {"hidden": cfg.hidden, "seed": seed, **cfg.algo}
-        if "disc_hidden" in {f.name for f in dataclasses.fields(algorithms.config_class(cfg.algorithm))}:
-            algo_cfg.setdefault("disc_hidden", cfg.disc_hidden)
+        algo_cfg = algorithm_config(cfg.algorithm, cfg.task, hidden=cfg.hidden, seed=seed, disc_hidden=cfg.disc_hidden,
+                                    overrides=cfg.algo)
         self.algo = algorithms.make(cfg.algorithm, obs_dim, act_dim, algo_cfg, self.device)
         if hasattr(self.algo, "set_real_state_std"):
             self.algo.set_real_state_std(self.real.obs_mean_std()[1])

@@ -1,4 +1,5 @@
-"""Task-dependent learner defaults: one step pays at most ~1, user overrides win, gym keeps 1."""
+"""Task-dependent learner defaults: one step pays at most ~1 where measured to help, user overrides win,
+gym keeps the paper's scale."""
 
 from __future__ import annotations
 
@@ -25,6 +26,11 @@ def test_user_overrides_beat_task_defaults_which_beat_dataclass_defaults():
     assert cfg["reward_scale"] == 1.0
     algo = algorithms.make("cql", 4, 1, algorithm_config("cql", "move_straight", hidden="8-8", seed=0))
     assert algo.cfg.reward_scale == pytest.approx(1 / 15)
+
+
+def test_algorithms_the_scale_did_not_help_keep_the_paper_scale():
+    assert "reward_scale" not in algorithm_config("h2o", "stand_still", hidden="8-8", seed=0)
+    assert algorithms.make("h2o", 4, 1, algorithm_config("h2o", "stand_still", hidden="8-8", seed=0)).cfg.reward_scale == 1.0
 
 
 def test_gym_tasks_keep_the_paper_defaults():

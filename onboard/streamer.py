@@ -246,7 +246,7 @@ class Streamer:
         s.setsockopt(zmq.RCVHWM, 1000)
         s.setsockopt(zmq.IMMEDIATE, 1)  # queue nothing on a half-open connection
         s.setsockopt(zmq.MAXMSGSIZE, 64 * 1024 * 1024)
-        s.setsockopt_string(zmq.IDENTITY, f"{self.cfg.robot_id}.{os.getpid()}.{self.counters.reconnects}")
+        s.setsockopt_string(zmq.IDENTITY, f"{self.cfg.robot_id}.{os.getpid()}.{id(self):x}.{self.counters.reconnects}")
         if self._keys is not None:
             pub, sec, server = self._keys
             s.curve_publickey, s.curve_secretkey, s.curve_serverkey = pub, sec, server

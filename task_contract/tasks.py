@@ -136,8 +136,10 @@ _LEG_VEL = [VEL + i for i in LEG_INDICES]
 def observe_locomotion(b: list, c: list, origin: float) -> list:
     """[pitch, roll, gyro(3), leg q(4), leg qd(4), wheel qd(2), v, height, v_cmd, height_cmd]."""
     pitch = pitch_of_values(b)
-    return [pitch, roll_of_values(b), b[GYRO], b[_GY], b[_GZ], *[b[i] for i in _LEG_POS],
-            *[b[i] for i in _LEG_VEL], b[VEL + _L], b[VEL + _R], axle_speed(b),
+    hl, kl, hr, kr = _LEG_POS
+    vhl, vkl, vhr, vkr = _LEG_VEL
+    return [pitch, roll_of_values(b), b[GYRO], b[_GY], b[_GZ], b[hl], b[kl], b[hr], b[kr],
+            b[vhl], b[vkl], b[vhr], b[vkr], b[VEL + _L], b[VEL + _R], axle_speed(b),
             base_height_values(b, pitch), c[0], c[1]]
 
 

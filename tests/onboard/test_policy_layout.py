@@ -56,3 +56,26 @@ def test_a_policy_of_another_layout_is_refused_and_the_active_one_kept(make_app,
     assert robot.loop.policy_version == 4
     obs = robot.loop.recent_observations()
     assert obs.shape[1] == 6 and np.all(np.isfinite(obs))
+
+
+def test_robot_and_learner_agree_on_the_task_id_at_hello(make_app):
+    """The robot's HELLO names its task id; the learner welcomes the same id (whatever the order
+    of the options it was given) and refuses another layout of the same width."""
+    from learner.service.config import ServeConfig
+    from learner.service.sessions import HelloPolicy
+    from learner.service.tasks import task_info
+    from protocol.messages import schema_hash
+
+    hello = make_app(task_options="obs_history=1,action_history=2")._hello()
+    assert hello.task == "stand_still:action_history=2,obs_history=1" and hello.obs_dim == 10
+
+    def learner(task: str, options: str) -> HelloPolicy:
+        cfg = ServeConfig(task=task, task_options=options).validate()
+        info = task_info(cfg.task)
+        return HelloPolicy(schema_hash(), info.obs_dim, info.act_dim, cfg.task)
+
+    assert learner("stand_still", "action_history=2,obs_history=1").check(hello) == ""
+    assert learner("stand_still:obs_history=1,action_history=2", "").check(hello) == ""
+    # action_history=6 gives 4 + 6 = 10, the same dims, another observation.
+    refusal = learner("stand_still", "action_history=6").check(hello)
+    assert refusal.startswith("task_mismatch") and "action_history=6" in refusal

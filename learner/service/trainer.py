@@ -12,6 +12,13 @@ the return of the last published policy on the same seeds; each publish is a row
 published.jsonl); every `checkpoint_every_s` it writes an
 atomic checkpoint (networks, optimisers, sim buffer, counters, policy version). The real buffer is
 not checkpointed: it is rebuilt from the offline datasets and the durable store on start.
+
+Non-finite training (a poisoned batch, a diverging update): every update's losses and the policy
+weights handed to the sim workers are checked; a non-finite update is undone by restoring the last
+known-good state (kept in memory every `GOOD_STATE_EVERY` updates), so the run recovers by itself.
+Nothing non-finite is ever exported or checkpointed, and a checkpoint is loaded with
+`torch.load(weights_only=True)` (a checkpoint that needs code to load, or holds NaN, is moved
+aside and training starts afresh).
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import math
 import os
 import tempfile
 import threading
@@ -43,6 +51,8 @@ from learner.task_defaults import algorithm_config
 log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoint.pt"
+GOOD_STATE_EVERY = 200  # updates between in-memory known-good snapshots
+NONFINITE_LOG_EVERY_S = 10.0
 SIM_CHUNK_STEPS = 200  # steps per worker request: small enough to track the latest weights
 
 
@@ -64,6 +74,27 @@ class TrainerStats:
     best_gate_return: float = float("-inf")  # gate return of the last published policy
     losses: dict = field(default_factory=dict)
     state: str = "starting"
+    nonfinite_updates: int = 0  # updates undone because losses or weights went non-finite
+
+
+def all_finite(obj) -> bool:
+    """True if every float tensor / number in a (nested) state dict is finite."""
+    if isinstance(obj, torch.Tensor):
+        return not obj.is_floating_point() or bool(torch.isfinite(obj).all())
+    if isinstance(obj, dict):
+        return all(all_finite(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return all(all_finite(v) for v in obj)
+    if isinstance(obj, float):
+        return math.isfinite(obj)
+    return True
+
+
+def _losses_finite(losses) -> bool:
+    try:
+        return all(math.isfinite(float(v)) for v in (losses or {}).values())
+    except (TypeError, ValueError):
+        return True  # a non-scalar entry: judged by the weights check instead
 
 
 def atomic_torch_save(obj, path: Path) -> None:
@@ -116,11 +147,42 @@ class Trainer:
         self.workers: SimWorkers | None = None
         self._gate_env = None
         self._update_times: collections.deque = collections.deque(maxlen=200)
+        self._good_state: dict | None = None
+        self._good_at = -1
+        self._nonfinite_logged = 0.0
+
+    # ------------------------------------------------------------------ non-finite guard
+    def _keep_good_state(self) -> None:
+        state = self.algo.state_dict()
+        if all_finite(state):
+            self._good_state, self._good_at = state, self.stats.updates
+
+    def _undo_nonfinite(self, what: str) -> None:
+        """Restore the last known-good weights and optimiser state (the bad update is skipped)."""
+        with self._lock:
+            self.stats.nonfinite_updates += 1
+        now = time.monotonic()
+        if now - self._nonfinite_logged >= NONFINITE_LOG_EVERY_S:
+            self._nonfinite_logged = now
+            log.error("non-finite %s at update %d: restored the state of update %d (%d undone "
+                      "so far). Rows beyond the ingest bounds never reach training; if this "
+                      "repeats, check the offline datasets and the algorithm config",
+                      what, self.stats.updates, self._good_at, self.stats.nonfinite_updates)
+        if self._good_state is not None:
+            self.algo.load_state_dict(self._good_state)
+
+    def weights_finite(self) -> bool:
+        return all_finite(self.algo.state_dict())
 
     # ------------------------------------------------------------------ checkpoint
-    def checkpoint(self) -> Path:
+    def checkpoint(self) -> Path | None:
         path = self.run_dir / CHECKPOINT_NAME
-        state = {"algo": self.algo.state_dict(), "sim": self.sim.state_dict(),
+        algo_state = self.algo.state_dict()
+        if not all_finite(algo_state):
+            log.error("checkpoint skipped at %d updates: the weights are not finite (the last "
+                      "good checkpoint is kept)", self.stats.updates)
+            return None
+        state = {"algo": algo_state, "sim": self.sim.state_dict(),
                  "stats": {k: v for k, v in self.stats.__dict__.items() if k != "losses"},
                  "config": {k: v for k, v in self.cfg.__dict__.items()}}
         atomic_torch_save(state, path)
@@ -132,7 +194,16 @@ class Trainer:
         path = self.run_dir / CHECKPOINT_NAME
         if not (self.cfg.resume and path.exists()):
             return False
-        state = torch.load(path, map_location=self.device, weights_only=False)
+        try:  # weights_only: a checkpoint must never be able to run code when loaded
+            state = torch.load(path, map_location=self.device, weights_only=True)
+            if not all_finite(state.get("algo")):
+                raise ValueError("it holds non-finite weights")
+        except Exception as exc:  # noqa: BLE001 - unpickling refused, corrupt, NaN: start afresh
+            aside = path.with_name(f"{path.name}.rejected-{time.strftime('%Y%m%dT%H%M%S')}")
+            os.replace(path, aside)
+            log.error("checkpoint %s not loaded (%s: %s); moved to %s, training starts afresh",
+                      path, type(exc).__name__, str(exc)[:300], aside)
+            return False
         self.algo.load_state_dict(state["algo"])
         self.sim.load_state_dict(state["sim"])
         for k, v in state["stats"].items():
@@ -189,6 +260,9 @@ class Trainer:
         return not why
 
     def export_and_publish(self) -> PolicyBlob | None:
+        if not self.weights_finite():
+            self._undo_nonfinite("weights before export")
+            return None
         if not self.passes_gate():
             return None
         version = self.stats.policy_version + 1
@@ -249,7 +323,11 @@ class Trainer:
                 self.stats.sim_episodes += len(returns)
                 if self._sim_returns:
                     self.stats.sim_return = float(np.mean(self._sim_returns))
-        self.workers.submit(self._policy_weights())
+        weights = self._policy_weights()
+        if not all_finite(weights):  # never send non-finite weights to a sim worker
+            self._undo_nonfinite("policy weights")
+            weights = self._policy_weights()
+        self.workers.submit(weights)
 
     def _sample(self) -> dict:
         c = self.cfg
@@ -280,6 +358,7 @@ class Trainer:
         t_start = time.monotonic()
         last_export_t = last_ckpt_t = time.monotonic()
         real_std_set_at = -1
+        self._keep_good_state()
         try:
             while not stop.is_set():
                 self._drain_real()
@@ -302,6 +381,11 @@ class Trainer:
                     self.algo.set_real_state_std(self.real.obs_mean_std()[1])
                     real_std_set_at = self.stats.updates
                 losses = self.algo.update(**self._sample())
+                if not _losses_finite(losses):
+                    self._undo_nonfinite("loss")
+                    continue
+                if self.stats.updates - self._good_at >= GOOD_STATE_EVERY:
+                    self._keep_good_state()
                 now = time.monotonic()
                 self._update_times.append(now)
                 with self._lock:
@@ -314,7 +398,11 @@ class Trainer:
                 due_t = cfg.export_every_s > 0 and now - last_export_t >= cfg.export_every_s
                 pretrained = self.stats.updates >= cfg.pretrain_updates
                 if pretrained and (due_k or due_t or self.stats.updates == cfg.pretrain_updates):
-                    self.export_and_publish()
+                    try:
+                        self.export_and_publish()
+                    except Exception:  # noqa: BLE001 - e.g. an export parity failure: skip it
+                        log.exception("export at %d updates failed; nothing published, "
+                                      "training goes on", self.stats.updates)
                     last_export_t = now
                 if cfg.checkpoint_every_s > 0 and now - last_ckpt_t >= cfg.checkpoint_every_s:
                     self.checkpoint()

@@ -147,7 +147,7 @@ def small_disk(tmp_path):
 
 def _fill(path: Path) -> None:
     """Write until the file system is full."""
-    with open(path, "wb") as f:
+    with open(path, "wb", buffering=0) as f:  # unbuffered: ENOSPC surfaces in write, not close
         try:
             while True:
                 f.write(b"\0" * 65536)

@@ -14,6 +14,7 @@ import pytest
 from learner.experiments import gates
 from learner.experiments.config import GapSpec, GridConfig
 from learner.experiments.datasets import DatasetSpec
+from learner.experiments.testing import TINY_GRID_TOML
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -61,42 +62,10 @@ def test_a_gate_with_no_finished_runs_fails(tmp_path):
     assert not any(r.passed for r in gates.judge(grids, meta))
 
 
-GRID_TOML = """
-[grid]
-name = "tiny"
-tasks = ["stand_still"]
-algorithms = ["h2o"]
-seeds = [0]
-total_updates = 20
-out_dir = "{out}"
-results_dir = "{out}/results"
-workers = 2
-
-[[gaps]]
-name = "moderate"
-
-[[datasets]]
-name = "medium"
-
-[train]
-hidden = "16-16"
-disc_hidden = "16-16"
-real_batch = 16
-sim_batch = 16
-disc_batch = 16
-updates_per_epoch = 10
-sim_steps_per_epoch = 60
-max_episode_steps = 40
-eval_every = 10
-eval_episodes = 1
-checkpoint_every = 10
-"""
-
-
 def test_a_tiny_budget_runs_every_gate_and_fails_them(tmp_path, capsys):
     toml = tmp_path / "grid.toml"
-    toml.write_text(GRID_TOML.format(out=tmp_path / "runs"))
-    assert gates.main([str(toml)]) == 1
+    toml.write_text(TINY_GRID_TOML.format(out=tmp_path / "runs", results=tmp_path / "results"))
+    assert gates.main([str(toml), "--seeds", "0"]) == 1
     out = capsys.readouterr().out
     assert "| sim_learns | **no** |" in out
     report = json.loads((tmp_path / "runs" / "gates" / "gates.json").read_text())

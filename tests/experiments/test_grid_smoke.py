@@ -14,43 +14,9 @@ from pathlib import Path
 import pytest
 
 from learner.experiments.cli import main
+from learner.experiments.testing import TINY_GRID_TOML
 
 pytestmark = pytest.mark.timeout(150)
-
-GRID_TOML = """
-[grid]
-name = "smoke"
-tasks = ["stand_still"]
-algorithms = ["h2o", "sac"]
-seeds = [0, 1]
-total_updates = 20
-out_dir = "{out}"
-results_dir = "{results}"
-workers = 2
-
-[[gaps]]
-name = "moderate"
-
-[[datasets]]
-name = "medium"
-kind = "medium"
-steps = 400
-noise = 0.3
-
-[train]
-hidden = "16-16"
-disc_hidden = "16-16"
-real_batch = 16
-sim_batch = 16
-disc_batch = 16
-updates_per_epoch = 10
-sim_steps_per_epoch = 60
-max_episode_steps = 40
-eval_every = 10
-eval_episodes = 1
-checkpoint_every = 10
-"""
-
 
 def _cell(out: Path, algo: str, seed: int) -> Path:
     return out / "stand_still" / "moderate" / "medium" / f"{algo}_seed{seed}"
@@ -66,7 +32,7 @@ def _run(args: list[str], capsys) -> dict:
 def test_grid_runs_reports_skips_and_resumes(tmp_path: Path, capsys) -> None:
     out, results = tmp_path / "runs", tmp_path / "results"
     cfg = tmp_path / "grid.toml"
-    cfg.write_text(GRID_TOML.format(out=out, results=results))
+    cfg.write_text(TINY_GRID_TOML.format(out=out, results=results))
 
     first = _run([str(cfg)], capsys)
     assert first == {"done_before": 0, "ran": 4, "failed": []}

@@ -18,6 +18,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python onboard/run.py`: make the project root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from firmware_bridge.link import LinkError  # noqa: E402
 from onboard.config import ConfigError, config_from_args  # noqa: E402
 from onboard.streamer import LinkConfigError  # noqa: E402
 
@@ -48,7 +49,13 @@ def main(argv: list[str] | None = None) -> int:
         log.error("cannot start: %s", e)
         return 2
     try:
-        app.start()
+        try:
+            app.start()
+        except LinkError as e:  # the usual first-day problem: say what to check, no traceback
+            log.error("cannot open the serial link: %s. Check that the firmware is connected and powered, "
+                      "that the device path in --link.url (or [link] url in the config) is right (ls /dev/serial/by-id/), "
+                      "and that this user may open it (add it to the 'dialout' group, or a udev rule)", e)
+            return 2
         if cfg.run.duration_s > 0:
             timer = threading.Timer(cfg.run.duration_s, stop.set)
             timer.daemon = True

@@ -231,6 +231,39 @@ class PolicyResult(Message):
 
 
 @dataclass
+class TrialReport(Message):
+    """Robot -> learner: how the on-robot trial of policy `version` ended (onboard/trials.py),
+    with its evidence: the candidate's trial episodes and the incumbent's reference episodes
+    (returns and lengths, one entry per finished policy episode on the robot)."""
+
+    TYPE: ClassVar[str] = "TRIAL_REPORT"
+    version: int = wire(Int(0, INT64_MAX))  # the candidate
+    incumbent: int = wire(Int(-1, INT64_MAX))  # what it was tried against; -1: the controller
+    outcome: str = wire(Str(r"promoted|rolled_back|superseded"))
+    reason: str = wire(Str(), default="")
+    returns: np.ndarray = wire(Array("<f4", 1, FINITE_ALL), default=None)  # [episodes] candidate
+    lengths: np.ndarray = wire(Array("<i4", 1), default=None)  # [episodes] candidate, in steps
+    reference_returns: np.ndarray = wire(Array("<f4", 1, FINITE_ALL), default=None)  # incumbent
+    reference_lengths: np.ndarray = wire(Array("<i4", 1), default=None)  # incumbent
+    catches: int = wire(Int(0, INT64_MAX), default=0)  # controller catches during the trial
+    falls: int = wire(Int(0, INT64_MAX), default=0)  # falls (DAMPING) during the trial
+    p_not_worse: float = wire(Float(-1.0, 1.0), default=-1.0)  # Welch test p-values; -1: no test
+    p_worse: float = wire(Float(-1.0, 1.0), default=-1.0)
+    duration_s: float = wire(Float(0.0, 1e9), default=0.0)  # robot loop time the trial ran
+    t_us: int = wire(Int(0), default=0)  # robot clock when it ended
+
+    def __post_init__(self) -> None:
+        for name, dtype in (("returns", np.float32), ("lengths", np.int32), ("reference_returns", np.float32),
+                            ("reference_lengths", np.int32)):
+            if getattr(self, name) is None:
+                setattr(self, name, np.zeros(0, dtype))
+
+    def validate(self, limits: Limits) -> None:
+        if self.returns.shape != self.lengths.shape or self.reference_returns.shape != self.reference_lengths.shape:
+            raise BadShape("TRIAL_REPORT: returns and lengths must have one entry per episode")
+
+
+@dataclass
 class Error(Message):
     """Either way: a message was rejected (`code` = the ProtocolError code or a service code).
     fatal=True: the sender closes the session (the peer must send HELLO again)."""
@@ -242,7 +275,8 @@ class Error(Message):
 
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
-    cls.TYPE: cls for cls in (Hello, Welcome, Transitions, Ack, Heartbeat, Policy, PolicyResult, Error)
+    cls.TYPE: cls for cls in (Hello, Welcome, Transitions, Ack, Heartbeat, Policy, PolicyResult, Error,
+                            TrialReport)
 }
 _FIELDS: dict[type[Message], tuple[tuple[str, Kind], ...]] = {
     cls: tuple((f.name, f.metadata["kind"]) for f in fields(cls)) for cls in MESSAGE_TYPES.values()  # type: ignore[arg-type]
@@ -399,6 +433,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "Source",
     "Transitions",
+    "TrialReport",
     "Welcome",
     "decode",
     "empty_transitions",

@@ -25,6 +25,7 @@ from protocol.messages import (
     PolicyResult,
     Source,
     Transitions,
+    TrialReport,
     Welcome,
     decode,
     empty_transitions,
@@ -91,6 +92,12 @@ messages = st.one_of(
               st.dictionaries(names, names | st.booleans() | st.integers(0, 99) | finite, max_size=6)),
     st.builds(PolicyResult, version=i63, accepted=st.booleans(), reason=names, t_us=st.integers(0, 2**64 - 1)),
     st.builds(Error, code=names, message=names, fatal=st.booleans()),
+    st.integers(0, 40).flatmap(lambda n: st.builds(
+        TrialReport, version=i63, incumbent=st.integers(-1, 2**40),
+        outcome=st.sampled_from(["promoted", "rolled_back", "superseded"]), reason=names,
+        returns=st.just(np.linspace(0, 1e4, n, dtype=np.float32)), lengths=st.just(np.arange(n, dtype=np.int32)),
+        catches=st.integers(0, 99), falls=st.integers(0, 99), p_not_worse=st.floats(-1, 1),
+        p_worse=st.floats(-1, 1), duration_s=st.floats(0, 1e4), t_us=st.integers(0, 2**63 - 1))),
 )
 
 
@@ -112,7 +119,8 @@ def test_every_message_round_trips(msg: Message) -> None:
 
 
 def test_all_message_types_are_covered() -> None:
-    assert set(MESSAGE_TYPES) == {"HELLO", "WELCOME", "TRANSITIONS", "ACK", "HEARTBEAT", "POLICY", "POLICY_RESULT", "ERROR"}
+    assert set(MESSAGE_TYPES) == {"HELLO", "WELCOME", "TRANSITIONS", "ACK", "HEARTBEAT", "POLICY", "POLICY_RESULT", "ERROR",
+                                  "TRIAL_REPORT"}
 
 
 def test_transitions_decode_to_read_only_views_without_copies() -> None:

@@ -259,11 +259,24 @@ class SerialLink:
         self.lifecycle = LinkState.INACTIVE
         log.info("link configured on %s", self.config.url)
 
-    def activate(self) -> bool:
-        """Send ENABLE and wait for a STATE reporting ENABLED. False (still INACTIVE) if none came."""
+    def activate(self, enable: bool = True) -> bool:
+        """Send ENABLE and wait for a STATE reporting ENABLED. False (still INACTIVE) if none came.
+
+        enable=False: allow commands but leave the motors off (a robot that must be armed first:
+        its loop sends ENABLE when the safety FSM first stands it): sends DISABLE, which the
+        firmware answers with a STATE, and waits for that.
+        """
         if self.lifecycle not in (LinkState.INACTIVE, LinkState.ACTIVE):
             raise LinkError(f"activate() in state {self.lifecycle.value}")
         index = self._n_states
+        if not enable:
+            sent = self._send_control(FrameType.DISABLE) == WriteStatus.OK
+            timeout_s = self.config.activate_timeout_s
+            if not sent or self.wait_for_state(lambda s: True, timeout_s=timeout_s, after_index=index) is None:
+                log.warning("activate: no STATE within %.2f s", self.config.activate_timeout_s)
+                return False
+            self.lifecycle = LinkState.ACTIVE
+            return True
         if self._send_control(FrameType.ENABLE) != WriteStatus.OK:
             return False
         sample = self.wait_for_state(

@@ -17,6 +17,7 @@ import numpy as np
 
 from firmware_bridge.link import SerialLink
 from onboard.config import OnboardConfig
+from onboard.control import ControlServer, Explainer
 from onboard.loop import ControlLoop, LoopOptions
 from onboard.policy import PolicyLoader, PolicyRejected, PolicySpec, load_policy_file
 from onboard.realtime import apply_realtime, raise_helper_threads
@@ -25,6 +26,7 @@ from onboard.safety import ActionFilter, SafetyFSM
 from onboard.scheduler import DeadlineScheduler, LockStepClock, MonotonicClock
 from onboard.status import StatusReporter
 from onboard.streamer import Streamer
+from onboard.supervisor import PolicySupervisor
 from protocol.messages import SCHEMA_VERSION, Hello, schema_hash
 from task_contract.controller import BalanceController
 from task_contract.history import ObsLayout
@@ -63,8 +65,10 @@ class OnboardApp:
         if r.stream:
             self.streamer = Streamer(cfg.learner, self._hello, stats=self._heartbeat_stats,
                                      policy_version=lambda: self.loop.policy_version, on_policy=self.loader.submit)
-        self.recorder = TransitionRecorder(self.layout.dim, self.task.act_dim,
-                                           sink=self.streamer.offer if self.streamer else (lambda b: True))
+        # trials of new versions, rollbacks, operator commands (it counts episodes on the way out)
+        self.supervisor = PolicySupervisor(cfg.trials, report=self._trial_report)
+        self.recorder = TransitionRecorder(self.layout.dim, self.task.act_dim, sink=self.supervisor.tap(
+            self.streamer.offer if self.streamer else (lambda b: True)))
         command = np.asarray(self.task.default_command, np.float32) if self.task.default_command else None
         self.loop = ControlLoop(
             self.link, self.layout, controller or make_controller(self.task.name), self.scheduler, self.fsm,
@@ -73,6 +77,9 @@ class OnboardApp:
             learner_connected=(lambda: self.streamer.connected) if self.streamer else (lambda: False),
             options=LoopOptions(explore=r.explore, seed=r.seed, lockstep=r.lockstep, loop_gc=r.loop_gc), task_command=command,
         )
+        self.supervisor.attach(self.loop)
+        self.control = ControlServer(cfg.control, self.supervisor, self.stats,
+                                     Explainer(self.loop, self.link, cfg.control.explain_every_s))
         self.status = StatusReporter(self.stats, r.stats_file, r.status_interval_s)
 
     def _start_virtual_robot(self):
@@ -93,6 +100,10 @@ class OnboardApp:
         if self.streamer is not None:
             self.streamer.policy_result(version, ok, reason)
 
+    def _trial_report(self, msg) -> None:
+        if self.streamer is not None:
+            self.streamer.post(msg)
+
     def _heartbeat_stats(self) -> dict[str, float]:
         s = self.scheduler.stats()
         return {
@@ -102,11 +113,15 @@ class OnboardApp:
             "missed_deadlines": s["missed_deadlines"],
             "mode": float(list(type(self.fsm.mode)).index(self.fsm.mode)),
             "spool_rows": self.streamer.spool.pending_rows if self.streamer else 0,
+            **self.supervisor.heartbeat_stats(),
         }
 
     def stats(self) -> dict[str, Any]:
         s = self.loop.stats()
         s["task"] = self.layout.id
+        s["armed"] = self.fsm.armed
+        s["why_not_moving"] = self.control.explainer.last if self.control.explainer else ""
+        s["trials"] = self.supervisor.snapshot()
         s["learner"] = self.streamer.status() if self.streamer else {}
         link = self.link.stats()
         c = link["counters"]
@@ -119,8 +134,10 @@ class OnboardApp:
     def start(self) -> None:
         """Open the link, enable the firmware, load the start-up policy, start the helper threads."""
         self.link.configure()
-        if not self.link.activate():
+        if not self.link.activate(enable=self.fsm.armed):  # a robot to be armed starts with its motors off
             log.error("firmware did not confirm ENABLE; the loop starts PASSIVE and will retry")
+        if not self.fsm.armed:
+            log.warning("motors off until an operator arms the robot: python -m onboard.control arm")
         if self.cfg.run.policy_path:
             try:
                 cand = load_policy_file(self.cfg.run.policy_path)
@@ -130,6 +147,7 @@ class OnboardApp:
         self.loader.start()
         if self.streamer is not None:
             self.streamer.start()
+        self.control.start()
         self.status.start()
         r = self.cfg.run
         if r.gc_freeze:
@@ -168,5 +186,6 @@ class OnboardApp:
             if self.streamer is not None:
                 self.streamer.stop(drain_s)
             self.status.stop()
+            self.control.stop()
             if self.virtual_robot is not None:
                 self.virtual_robot.stop()

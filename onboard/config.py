@@ -18,9 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from firmware_bridge.link import SerialLinkConfig
+from onboard.control import ControlConfig
 from onboard.policy import ValidationConfig
 from onboard.safety import SafetyConfig
 from onboard.streamer import StreamerConfig
+from onboard.trials import TrialConfig
 
 
 @dataclass
@@ -58,9 +60,11 @@ class OnboardConfig:
     safety: SafetyConfig = field(default_factory=lambda: SafetyConfig())
     policy: ValidationConfig = field(default_factory=ValidationConfig)
     learner: StreamerConfig = field(default_factory=lambda: StreamerConfig(plaintext=True))
+    trials: TrialConfig = field(default_factory=TrialConfig)  # on-robot trials of new policy versions
+    control: ControlConfig = field(default_factory=ControlConfig)  # the operator's control channel
 
 
-SECTIONS: tuple[str, ...] = ("run", "link", "safety", "policy", "learner")
+SECTIONS: tuple[str, ...] = ("run", "link", "safety", "policy", "learner", "trials", "control")
 
 
 class ConfigError(ValueError):

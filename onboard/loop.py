@@ -108,6 +108,9 @@ class ControlLoop:
         self.rollbacks = 0
         self._awaiting_first_action: PolicyCandidate | None = None
         self._operator: queue.SimpleQueue[Operator] = queue.SimpleQueue()
+        # Called on the loop thread each tick, right after a policy swap and before the state is
+        # read (onboard/supervisor.py: trials, rollbacks, operator commands); each must be quick.
+        self.tick_hooks: list[Callable[[], None]] = []
         self._recent_obs = np.zeros((RECENT_OBS, layout.dim), np.float32)
         self._n_obs = 0
         self._last_index = 0
@@ -209,6 +212,8 @@ class ControlLoop:
     def step(self) -> Mode:
         """One tick; returns the safety mode it ended in."""
         self._swap_if_pending()
+        for hook in self.tick_hooks:
+            hook()
         state, age, new_state = self._sense()
         self._tick_state = state
         op = self._take_operator()
@@ -366,7 +371,7 @@ class ControlLoop:
 
     def _reactivate(self) -> None:
         try:
-            self.link.activate()
+            self.link.activate(enable=self.fsm.armed)  # a disarmed robot keeps its motors off
         except Exception as e:  # LinkError in a wrong state: logged, the FSM stays safe
             log.warning("link re-activation failed: %s", e)
 

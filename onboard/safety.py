@@ -29,6 +29,11 @@ Keeping a learning robot alive (all off by default, on in configs/onboard_virtua
   upright, for that long, DAMPING -> PASSIVE (then STAND by `auto_stand`). A link that is still
   bad keeps breaking the run of fresh states, so the robot stays in DAMPING.
 Other DAMPING causes stay latched; an operator "reset" leaves any of them (DAMPING -> PASSIVE).
+
+Arming (`require_arm`, on in the real robot's config): the motors are enabled (PASSIVE -> STAND,
+fall recovery -> STAND) only while armed. An operator "arm" arms (python -m onboard.control arm);
+"disarm" disarms and lands a standing robot softly (-> DAMPING); an ESTOP disarms too, so after
+"clear" a person arms again on purpose. Without `require_arm` the robot starts armed.
 """
 
 from __future__ import annotations
@@ -61,6 +66,8 @@ class Operator(str, enum.Enum):
     ESTOP = "estop"
     RESET = "reset"  # DAMPING / ESTOP -> PASSIVE
     ROLLBACK = "rollback"  # back to the previous policy (handled by the loop, not a mode change)
+    ARM = "arm"  # allow the motors to be enabled (PASSIVE -> STAND once upright)
+    DISARM = "disarm"  # no motors until the next arm: STAND/POLICY -> DAMPING (soft landing), then PASSIVE stays
 
 
 LEARNER_LOST_CHOICES = ("keep", "stand", "damping")
@@ -86,6 +93,7 @@ class SafetyConfig:
     catch_tilt_rad: float = 0.0  # > 0: POLICY -> STAND (controller catches) beyond this tilt, below tilt_limit_rad
     policy_retry_s: float = 0.0  # > 0: STAND -> POLICY only after this long steady (upright) under the controller
     link_recover_s: float = 0.0  # > 0: DAMPING from a stale state -> PASSIVE once fresh and upright this long (0: latched)
+    require_arm: bool = False  # motors are enabled only after an operator "arm" (the real robot); an ESTOP disarms
 
     def __post_init__(self) -> None:
         if self.learner_lost not in LEARNER_LOST_CHOICES:
@@ -135,6 +143,7 @@ class SafetyFSM:
         self._fell = False  # the current DAMPING was caused by tilt (recoverable, see recover_after_s)
         self._link_fault = False  # the current DAMPING was caused by a stale state (see link_recover_s)
         self._upright_since: float | None = None  # since when the state is fresh and upright
+        self.armed = not cfg.require_arm  # may the motors be enabled (operator arm / disarm)
 
     def update(self, x: SafetyInputs) -> Mode:
         cfg = self.cfg
@@ -148,7 +157,7 @@ class SafetyFSM:
         stale = x.state_age_s * 1e3 > cfg.stale_state_ms
         upright_s = self._track_upright(not stale and x.tilt_rad <= cfg.upright_rad, x.now_s)
         if m is Mode.DAMPING:
-            if self._fell and cfg.recover_after_s > 0 and upright_s >= cfg.recover_after_s:
+            if self._fell and self.armed and cfg.recover_after_s > 0 and upright_s >= cfg.recover_after_s:
                 self._go(Mode.STAND, f"upright {upright_s:.2f} s after a fall: recovered", x.now_s)
             elif self._link_fault and cfg.link_recover_s > 0 and upright_s >= cfg.link_recover_s:
                 self._go(Mode.PASSIVE, f"state fresh {upright_s:.2f} s after a link fault: link healthy", x.now_s)
@@ -172,7 +181,7 @@ class SafetyFSM:
             if not x.learner_connected and cfg.learner_lost == "damping":
                 return self._go(Mode.DAMPING, "learner unreachable", x.now_s)
         if m is Mode.PASSIVE:
-            if cfg.auto_stand and not stale and x.tilt_rad <= cfg.upright_rad:
+            if cfg.auto_stand and self.armed and not stale and x.tilt_rad <= cfg.upright_rad:
                 self._go(Mode.STAND, "fresh upright state", x.now_s)
         elif m is Mode.STAND:
             learner_ok = x.learner_connected or cfg.learner_lost == "keep"
@@ -203,14 +212,21 @@ class SafetyFSM:
     def _operator(self, x: SafetyInputs) -> None:
         op = x.operator
         self.counts[f"operator_{op.value}"] += 1
-        if op is Operator.ESTOP:
+        if op is Operator.ARM:
+            self.armed = True
+        elif op is Operator.DISARM:
+            self.armed = False
+            if self.mode in (Mode.STAND, Mode.POLICY):
+                self._go(Mode.DAMPING, "operator disarm", x.now_s)
+        elif op is Operator.ESTOP:
+            self.armed = self.armed and not self.cfg.require_arm
             self._go(Mode.ESTOP, "operator estop", x.now_s)
         elif op is Operator.DAMP and self.mode is not Mode.ESTOP:
             self._go(Mode.DAMPING, "operator damp", x.now_s)
         elif op is Operator.RESET and self.mode in (Mode.DAMPING, Mode.ESTOP):
             self._operator_hold_stand = False
             self._go(Mode.PASSIVE, "operator reset", x.now_s)
-        elif op is Operator.STAND and self.mode in (Mode.PASSIVE, Mode.POLICY):
+        elif op is Operator.STAND and self.mode in (Mode.PASSIVE, Mode.POLICY) and self.armed:
             self._operator_hold_stand = True
             self._go(Mode.STAND, "operator stand", x.now_s)
         elif op is Operator.POLICY:

@@ -164,6 +164,11 @@ class Streamer:
                 self._policy_outcomes.pop(next(iter(self._policy_outcomes)))
         self._post(PolicyResult(version=version, accepted=accepted, reason=reason[:200], t_us=time.time_ns() // 1000))
 
+    def post(self, m: Message) -> None:
+        """From any thread: queue a message for the learner (e.g. a TRIAL_REPORT); dropped and
+        counted in `send_dropped` when the outbox is full."""
+        self._post(m)
+
     @property
     def connected(self) -> bool:
         return self._welcomed and self._liveness > 0

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from learner.service import wire
 from learner.service.config import ServeConfig
+from learner.service.evidence import RobotEvidence
 from learner.service.ingest import Bounds, Ingest, RealFeed
 from learner.service.publisher import Publisher
 from learner.service.server import LearnerServer, LinkConfig
@@ -98,7 +99,8 @@ class Service:
         self.server = LearnerServer(link, self.store, HelloPolicy(wire.schema_hash(),
                                                                   self.info.obs_dim,
                                                                   self.info.act_dim, cfg.task),
-                                    self.publisher, self.ingest)
+                                    self.publisher, self.ingest,
+                                    evidence=RobotEvidence(run))  # robots' trials, deployable policy
         self.status = StatusBoard(run, self.server, self.trainer, self.returns, cfg.status_every_s)
         self._threads: list[threading.Thread] = []
         self._trainer_stop = threading.Event()

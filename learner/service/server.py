@@ -27,6 +27,7 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
 from learner.service import wire
+from learner.service.evidence import RobotEvidence
 from learner.service.ingest import Ingest
 from learner.service.publisher import Publisher
 from learner.service.sessions import HelloPolicy, SessionTable
@@ -59,12 +60,14 @@ class LearnerServer:
     """ROUTER loop: sessions, ingest, ACKs, policy push. `run()` until `stop()`."""
 
     def __init__(self, link: LinkConfig, store: RealStore, hello_policy: HelloPolicy,
-                 publisher: Publisher, ingest: Ingest, context: zmq.Context | None = None) -> None:
+                 publisher: Publisher, ingest: Ingest, context: zmq.Context | None = None,
+                 evidence: RobotEvidence | None = None) -> None:
         self.link = link
         self.store = store
         self.hello_policy = hello_policy
         self.publisher = publisher
         self.ingest = ingest
+        self.evidence = evidence  # robots' trial reports: what to push, the deployable policy
         self.context = context or zmq.Context.instance()
         self.sessions = SessionTable()
         self.counters: collections.Counter[str] = collections.Counter()
@@ -297,6 +300,8 @@ class LearnerServer:
             elif isinstance(msg, wire.Heartbeat):
                 session.policy_version = msg.policy_version
                 session.stats = msg.stats
+                if self.evidence is not None:
+                    self.evidence.note_heartbeat(session.robot_id, msg.stats)
                 self.counters["heartbeats"] += 1
                 self._hb_seq += 1
                 self._send(identity, wire.Heartbeat(seq=self._hb_seq, t_us=time.time_ns() // 1000,
@@ -310,9 +315,15 @@ class LearnerServer:
                 else:  # do not push this version again; the next newer one will be offered
                     session.policy_rejected_version = max(session.policy_rejected_version,
                                                           msg.version)
+                    if self.evidence is not None:
+                        self.evidence.note_rejected(session.robot_id, msg.version)
                 self.counters["policy_results"] += 1
                 log.info("robot %r: policy v%d %s", session.robot_id, msg.version,
                          session.last_policy_result)
+            elif isinstance(msg, wire.TrialReport):
+                if self.evidence is not None:
+                    self.evidence.record(session.robot_id, msg)
+                self._maybe_push(session)
             elif isinstance(msg, wire.Error):
                 log.warning("robot %r reports error %s: %s", session.robot_id, msg.code,
                             msg.message)
@@ -356,6 +367,8 @@ class LearnerServer:
                 "store_error: the learner cannot write its store now (disk full?); retry later")))
             return
         session = self.sessions.open(identity, hello, curve_key, self.link.heartbeat_timeout_s)
+        if self.evidence is not None:
+            self.evidence.note_hello(hello.robot_id)
         self.counters["hello_accepted"] += 1
         log.info("robot %r connected (policy v%d, sw %s)", hello.robot_id, hello.policy_version,
                  hello.software_version)
@@ -430,8 +443,10 @@ class LearnerServer:
     # ------------------------------------------------------------------ policy push
     def _maybe_push(self, session) -> None:
         latest = self.publisher.latest
+        if self.evidence is not None:  # the robot's trials: hold, skip rolled-back, best first
+            latest = self.evidence.offer(session, latest)
         if latest is None or session.policy_version >= latest.version or \
-                session.policy_rejected_version >= latest.version:
+                session.policy_rejected_version == latest.version:
             return
         now = time.monotonic()
         if session.policy_sent_version == latest.version and \
@@ -443,6 +458,8 @@ class LearnerServer:
                                                  onnx=latest.onnx, metadata=latest.metadata))
         log.info("policy v%d -> %r (was v%d)", latest.version, session.robot_id,
                  session.policy_version)
+        if self.evidence is not None:
+            self.evidence.note_sent(session.robot_id, latest)
         self.policy_push_log.append((latest.version, session.robot_id, time.time()))
         del self.policy_push_log[:-1000]
 
@@ -462,4 +479,5 @@ class LearnerServer:
                                   "policy_result": s.last_policy_result,
                                   "stats": dict(s.stats)}
         return {"robots": robots, "counters": dict(self.counters),
-                "store_rows": self.store.rows_total, "policy_version": self.publisher.version}
+                "store_rows": self.store.rows_total, "policy_version": self.publisher.version,
+                "evidence": self.evidence.snapshot() if self.evidence is not None else {}}

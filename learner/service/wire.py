@@ -22,6 +22,7 @@ from protocol.messages import (  # noqa: F401  (re-exported for the service)
     ProtocolError,
     Source,
     Transitions,
+    TrialReport,
     Welcome,
     empty_transitions,
     encode,

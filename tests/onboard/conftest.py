@@ -43,7 +43,8 @@ def make_app(tmp_path):
     apps: list[OnboardApp] = []
 
     def build(lockstep: bool = True, stream: bool = False, endpoint: str = "", profile: str = "nominal",
-              respawn_s: float = 0.0, task: str = "stand_still", task_options: str = "", **safety) -> OnboardApp:
+              respawn_s: float = 0.0, task: str = "stand_still", task_options: str = "", configure=None,
+              **safety) -> OnboardApp:
         cfg = OnboardConfig()
         cfg.run.task = task
         cfg.run.task_options = task_options
@@ -62,6 +63,9 @@ def make_app(tmp_path):
             cfg.learner.endpoint = endpoint
         for k, v in safety.items():
             setattr(cfg.safety, k, v)
+        cfg.trials.enabled = False  # these tests drive the loop; trials are on where a test turns them on
+        if configure is not None:  # any other section, e.g. trials or the control channel
+            configure(cfg)
         app = OnboardApp(cfg)
         apps.append(app)
         app.start()

@@ -58,6 +58,7 @@ def _run_scenario(tmp_path):
             cfg.run.stats_file = str(tmp_path / "stats.json")
             cfg.link.url = tap.device
             cfg.policy.inference_budget_ms = 50.0
+            cfg.trials.enabled = False  # the loop's episode rules, not trials (its fall would roll v2 back)
             cfg.safety = dataclasses.replace(cfg.safety, stale_state_ms=2000.0, catch_tilt_rad=0.2,
                                              policy_retry_s=0.2, recover_after_s=0.05)
             app = OnboardApp(cfg)

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from learner.algorithms import make
+from learner.algorithms import REGISTRY, make
 from learner.buffers import TransitionBuffer
 from learner.networks import Discriminator, TanhGaussianPolicy, mlp
 
@@ -124,8 +124,12 @@ class Subject:
             self.algo = NaiveH2OStep(OBS_DIM, ACT_DIM, tuple(int(h) for h in hidden.split("-")), device)
             self.uses_real = self.uses_sim = True
         else:
-            self.algo = make(name, OBS_DIM, ACT_DIM, {"hidden": hidden}, device)
-            self.uses_real, self.uses_sim = self.algo.uses_real, self.algo.uses_sim
+            cfg = {"hidden": hidden}
+            if "disc_hidden" in REGISTRY[name].config_cls.__dataclass_fields__:
+                cfg["disc_hidden"] = hidden  # the classifiers at the same size as naive_h2o's
+            self.algo = make(name, OBS_DIM, ACT_DIM, cfg, device)
+            self.uses_real = "real" in self.algo.critic_sources
+            self.uses_sim = "sim" in self.algo.critic_sources
             if hasattr(self.algo, "set_real_state_std"):
                 self.algo.set_real_state_std(self.real.obs_mean_std()[1])
         self.device = device
@@ -140,7 +144,7 @@ class Subject:
             kw = {"real_batch": None, "sim_batch": sim.sample(2 * b)}
         else:
             kw = {"real_batch": real.sample(2 * b), "sim_batch": None}
-        if self.algo.uses_classifiers:
+        if getattr(self.algo, "uses_classifiers", False):
             kw["disc_real"], kw["disc_sim"] = real.sample(self.disc_batch), sim.sample(self.disc_batch)
         self.algo.update(**kw)  # every update returns floats: a cuda sync is included
 

@@ -9,20 +9,27 @@ buffer holds the offline dataset (a D4RL-style HDF5 file, or one collected here 
 profile with the task's behaviour policy plus noise). Evaluation (deterministic policy) runs in
 the real profile AND in sim: simulation-based evaluation alone can mislead (H2O paper).
 
-Run dir per seed: config.toml (resolved), progress.csv, checkpoint.pt (atomic, exact resume),
-summary.json, learning_curve.png, train.log, and TensorBoard events if tensorboard is installed
-and --tensorboard is given.
+Seeds: `--seeds 0 1 2` trains the seeds as ONE population (learner/algorithms/base.py: one
+process, one batched update for all of them, sim rollouts and evaluations through the batched
+envs with one policy call per step); each seed still writes its own run folder. `--separate-seeds`
+trains them one after the other instead (each a population of one: the same code).
+
+Run dir per seed: config.toml (resolved), progress.csv, checkpoint.pt (atomic, exact resume,
+loaded with torch.load(weights_only=True)), summary.json, learning_curve.png, train.log, and
+TensorBoard events if tensorboard is installed and --tensorboard is given.
 
 Exact resume: every epoch's sim rollout starts from reset(seed derived from (seed, epoch)), the
-evaluation uses its own fixed seeds, and the checkpoint holds the algorithm (networks, targets,
-optimisers, alpha, noise generator, step), both buffers (with their sampling generators) and the
-epoch. A resumed run therefore produces the same numbers as an uninterrupted one.
+evaluation uses its own fixed seeds, and each seed's checkpoint holds its member of the algorithm
+(networks, targets, optimisers, alpha, step), the population's noise generator, both buffers (with
+their sampling generators) and the epoch. Resuming the same seeds therefore produces the same
+numbers as an uninterrupted run.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import io
 import json
 import logging
@@ -31,22 +38,24 @@ import time
 import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
 from learner import algorithms
 from learner.algorithms.base import sample_update_batches
-from learner.buffers import TransitionBuffer
+from learner.buffers import PopulationSampler, TransitionBuffer
 from learner.cli_config import add_dataclass_arguments, help_field, merge_layers
 from learner.export import write_atomic
-from learner.rollout import GYM_PREFIX, Transitions, env_dims, evaluate, make_env, rollout
+from learner.rollout import (GYM_PREFIX, PopulationEnvs, Transitions, env_dims, make_env, population_evaluate,
+                             population_rollout, rollout)
 from learner.task_defaults import algorithm_config
 
 log = logging.getLogger("learner.train")
 
 EVAL_SEED_OFFSET = 10_000  # evaluation episodes use seeds disjoint from the training rollouts
+CHECKPOINT_INFO = "checkpoint.json"  # beside checkpoint.pt: the update count it holds
 
 
 _f = help_field
@@ -90,7 +99,9 @@ class TrainConfig:
     tensorboard: bool = _f(False, "also write TensorBoard events (needs the tensorboard package)")
     progress: bool = _f(True, "show a tqdm progress bar")
     # machine
-    seeds: list = _f([0], "seeds to run, one run folder each", nargs="+", type=int)
+    seeds: list = _f([0], "seeds to run, one run folder each; trained together as one population", nargs="+",
+                     type=int)
+    separate_seeds: bool = _f(False, "train each seed on its own (one after the other) instead of as one population")
     device: str = _f("cpu", "torch device: cpu or cuda")
     threads: int = _f(2, "torch CPU threads (torch.set_num_threads)")
 
@@ -192,62 +203,61 @@ def collect_dataset(cfg: TrainConfig, seed: int) -> dict[str, np.ndarray]:
     return data.as_dict()
 
 
-# ---- one run -----------------------------------------------------------------------------------
-class Run:
-    """One seed of one configuration: owns envs, buffers, algorithm, logs and checkpoints."""
+# ---- one population run ------------------------------------------------------------------------
+@dataclass
+class MemberSpec:
+    """One member of a population run: its seed, real data, profiles and run folder."""
 
-    def __init__(self, cfg: TrainConfig, seed: int):
-        self.cfg, self.seed = cfg, seed
-        self.dir = Path(cfg.run_dir) / f"{cfg.run_name}_seed{seed}"
+    seed: int
+    dir: Path
+    dataset: str = ""  # D4RL-style file; empty = collect in the real profile
+    sim_profile: str = "nominal"
+    real_profile: str = "moderate"
+
+
+def member_specs(cfg: TrainConfig, seeds: Sequence[int]) -> list[MemberSpec]:
+    """The members `learner.train` makes of a config: one per seed, <run_dir>/<name>_seed<k>/."""
+    return [MemberSpec(int(s), Path(cfg.run_dir) / f"{cfg.run_name}_seed{int(s)}", cfg.dataset, cfg.sim_profile,
+                       cfg.real_profile) for s in seeds]
+
+
+class InconsistentResumeError(ValueError):
+    """Members of one population hold checkpoints from different points (or only some of them do)."""
+
+
+class Member:
+    """One seed's share of a population run: its buffers, counters, CSV rows and run folder."""
+
+    def __init__(self, cfg: TrainConfig, spec: MemberSpec, obs_dim: int, act_dim: int, device: torch.device):
+        self.cfg, self.spec, self.seed = dataclasses.replace(cfg, dataset=spec.dataset, sim_profile=spec.sim_profile,
+                                                             real_profile=spec.real_profile), spec, spec.seed
+        self.dir = spec.dir
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.device = torch.device(cfg.device)
-        self.sim_env = make_env(cfg.task, cfg.sim_profile, seed=seed)
-        self.real_eval_env = make_env(cfg.task, cfg.real_profile, seed=seed + EVAL_SEED_OFFSET)
-        self.sim_eval_env = make_env(cfg.task, cfg.sim_profile, seed=seed + EVAL_SEED_OFFSET)
-        obs_dim, act_dim = env_dims(self.sim_env)
-        data = load_dataset(cfg.dataset) if cfg.dataset else collect_dataset(cfg, seed)
+        data = load_dataset(spec.dataset) if spec.dataset else collect_dataset(self.cfg, self.seed)
         n_real = len(data["observations"])
-        self.real = TransitionBuffer(obs_dim, act_dim, n_real + 1, self.device, seed=seed * 2 + 1)
+        self.real = TransitionBuffer(obs_dim, act_dim, n_real + 1, device, seed=self.seed * 2 + 1)
         self.real.load_fixed(data)
         self.sim = TransitionBuffer(obs_dim, act_dim, max(cfg.sim_buffer_factor * n_real, cfg.sim_steps_per_epoch, 1),
-                                    self.device, seed=seed * 2 + 2)
-        algo_cfg = algorithm_config(cfg.algorithm, cfg.task, hidden=cfg.hidden, seed=seed, disc_hidden=cfg.disc_hidden,
-                                    overrides=cfg.algo)
-        self.algo = algorithms.make(cfg.algorithm, obs_dim, act_dim, algo_cfg, self.device)
-        if hasattr(self.algo, "set_real_state_std"):
-            self.algo.set_real_state_std(self.real.obs_mean_std()[1])
-        self.epoch = 0
+                                    device, seed=self.seed * 2 + 2)
         self.env_steps = 0
-        self.update_seconds = 0.0
         self.ckpt_path = self.dir / "checkpoint.pt"
         self.csv_path = self.dir / "progress.csv"
         self.rows: list[dict] = []
         self.tb = None
 
-    # -- state --
-    def save_checkpoint(self) -> None:
-        state = {"algo": self.algo.state_dict(), "real": self.real.state_dict(), "sim": self.sim.state_dict(),
-                 "epoch": self.epoch, "env_steps": self.env_steps, "update_seconds": self.update_seconds,
-                 "rows": self.rows, "config": asdict(self.cfg), "seed": self.seed}
-        buf = io.BytesIO()
-        torch.save(state, buf)
-        write_atomic(self.ckpt_path, buf.getvalue())
+    def load_checkpoint(self, device: torch.device) -> dict | None:
+        """The member's checkpoint (a safe weights_only load), or None when there is none."""
+        if not self.ckpt_path.exists():
+            return None
+        return torch.load(self.ckpt_path, map_location=device, weights_only=True)
 
-    def try_resume(self) -> bool:
-        if not (self.cfg.resume and self.ckpt_path.exists()):
-            return False
-        state = torch.load(self.ckpt_path, map_location=self.device, weights_only=False)
-        self.algo.load_state_dict(state["algo"])
+    def restore(self, state: dict) -> None:
         self.real.load_state_dict(state["real"])
         self.sim.load_state_dict(state["sim"])
-        self.epoch, self.env_steps = int(state["epoch"]), int(state["env_steps"])
-        self.update_seconds, self.rows = float(state["update_seconds"]), list(state["rows"])
-        self._rewrite_csv()  # drop rows written after the checkpoint
-        log.info("resumed %s at epoch %d (%d updates)", self.dir, self.epoch, self.algo.step)
-        return True
+        self.env_steps, self.rows = int(state["env_steps"]), list(state["rows"])
+        self.rewrite_csv()  # drop rows written after the checkpoint
 
-    # -- logging --
-    def _rewrite_csv(self) -> None:
+    def rewrite_csv(self) -> None:
         keys: list[str] = []
         for row in self.rows:
             keys += [k for k in row if k not in keys]
@@ -257,107 +267,202 @@ class Run:
         w.writerows(self.rows)
         write_atomic(self.csv_path, out.getvalue().encode())
 
-    def _log_row(self, row: dict) -> None:
+    def log_row(self, row: dict) -> None:
         self.rows.append(row)
-        self._rewrite_csv()
+        self.rewrite_csv()
         if self.tb is not None:
             for k, v in row.items():
                 if isinstance(v, (int, float)) and k != "update":
                     self.tb.add_scalar(k, v, row["update"])
 
-    def evaluate(self) -> dict:
-        def policy(obs):
-            return self.algo.act(obs, deterministic=True)
 
-        cap = self.cfg.max_episode_steps or None
-        real = evaluate(self.real_eval_env, policy, self.cfg.eval_episodes, self.seed + EVAL_SEED_OFFSET, cap)
-        sim = evaluate(self.sim_eval_env, policy, self.cfg.eval_episodes, self.seed + EVAL_SEED_OFFSET, cap)
-        return {"eval/real_return": real["return_mean"], "eval/real_return_std": real["return_std"],
-                "eval/real_length": real["length_mean"], "eval/sim_return": sim["return_mean"],
-                "eval/sim_return_std": sim["return_std"], "eval/sim_length": sim["length_mean"]}
+class Run:
+    """The seeds (members) of one configuration trained as ONE population: one algorithm instance
+    with P = len(members) (learner/algorithms/base.py), each member with its own data, buffers,
+    run folder, progress.csv, checkpoint and summary. P = 1 is a single run of the same code.
 
-    # -- the loop --
-    def collect_sim(self) -> Transitions:
-        data = rollout(self.sim_env, lambda o: self.algo.act(o, deterministic=False), self.cfg.sim_steps_per_epoch,
-                       seed=self.seed * 1_000_003 + self.epoch, max_episode_steps=self.cfg.max_episode_steps or None)
-        self.sim.add(data.observations, data.actions, data.rewards, data.next_observations, data.terminals)
-        self.env_steps += len(data.observations)
+    `seeds`: an int, a list of seeds (members from the config, see member_specs), or explicit
+    MemberSpec objects (the grid driver: members from different cells, e.g. gaps or datasets).
+    """
+
+    def __init__(self, cfg: TrainConfig, seeds: int | Sequence[int] | Sequence[MemberSpec]):
+        seeds = [seeds] if isinstance(seeds, int) else list(seeds)
+        specs = [s if isinstance(s, MemberSpec) else member_specs(cfg, [s])[0] for s in seeds]
+        self.cfg = cfg
+        self.device = torch.device(cfg.device)
+        cap = cfg.max_episode_steps or None
+        self.sim_envs = PopulationEnvs(cfg.task, [s.sim_profile for s in specs], cap)
+        e = cfg.eval_episodes
+        self.real_eval_envs = PopulationEnvs(cfg.task, [s.real_profile for s in specs for _ in range(e)], cap)
+        self.sim_eval_envs = PopulationEnvs(cfg.task, [s.sim_profile for s in specs for _ in range(e)], cap)
+        obs_dim, act_dim = self.sim_envs.obs_dim, self.sim_envs.act_dim
+        self.members = [Member(cfg, s, obs_dim, act_dim, self.device) for s in specs]
+        self.seeds = [m.seed for m in self.members]
+        member_cfgs = [algorithm_config(cfg.algorithm, cfg.task, hidden=cfg.hidden, seed=m.seed,
+                                        disc_hidden=cfg.disc_hidden, overrides=cfg.algo) for m in self.members]
+        self.algo = algorithms.make_population(cfg.algorithm, obs_dim, act_dim, member_cfgs, self.device)
+        if hasattr(self.algo, "set_real_state_std"):
+            self.algo.set_real_state_std(torch.stack([m.real.obs_mean_std()[1] for m in self.members]))
+        self.real = PopulationSampler([m.real for m in self.members])
+        self.sim = PopulationSampler([m.sim for m in self.members])
+        self.epoch = 0
+        self.update_seconds = 0.0
+
+    @property
+    def population(self) -> int:
+        return len(self.members)
+
+    # -- state --
+    def save_checkpoint(self) -> None:
+        """Each member's own checkpoint (its slice of the population and its buffers), atomic."""
+        for k, m in enumerate(self.members):
+            state = {"algo": self.algo.member_state_dict(k), "real": m.real.state_dict(), "sim": m.sim.state_dict(),
+                     "epoch": self.epoch, "env_steps": m.env_steps, "update_seconds": self.update_seconds,
+                     "rows": m.rows, "config": asdict(m.cfg), "seed": m.seed, "population_seeds": self.seeds}
+            buf = io.BytesIO()
+            torch.save(state, buf)
+            write_atomic(m.ckpt_path, buf.getvalue())
+            # what the grid driver reads to group cells by resume point, without loading the checkpoint
+            write_atomic(m.dir / CHECKPOINT_INFO, json.dumps({"updates": self.algo.step, "epoch": self.epoch,
+                                                              "population_seeds": self.seeds}).encode())
+
+    def try_resume(self) -> bool:
+        """Continue from the members' checkpoints when cfg.resume: all of them from the same update
+        (exact continuation when the population is the one that wrote them), or none."""
+        if not self.cfg.resume:
+            return False
+        states = [m.load_checkpoint(self.device) for m in self.members]
+        if all(s is None for s in states):
+            return False
+        points = {None if s is None else (int(s["epoch"]), int(s["algo"]["step"])) for s in states}
+        if len(points) != 1:
+            raise InconsistentResumeError(
+                f"members' checkpoints disagree ({[m.dir.name for m in self.members]}: "
+                f"{[None if s is None else int(s['algo']['step']) for s in states]} updates); resume them in "
+                "populations of their own (e.g. --separate-seeds) or remove the stale checkpoint.pt files")
+        self.algo.load_state_dict(algorithms.stack_member_states([s["algo"] for s in states]))
+        for m, s in zip(self.members, states):
+            m.restore(s)
+        self.epoch, self.update_seconds = int(states[0]["epoch"]), float(states[0]["update_seconds"])
+        if list(states[0].get("population_seeds", self.seeds)) != self.seeds:
+            log.info("resuming seeds %s that were trained with %s: the continuation is valid but not the "
+                     "uninterrupted run's numbers", self.seeds, states[0].get("population_seeds"))
+        log.info("resumed %d member(s) at epoch %d (%d updates)", self.population, self.epoch, self.algo.step)
+        return True
+
+    # -- evaluation and data --
+    def evaluate(self) -> list[dict]:
+        """Deterministic returns of every member in its real profile and in sim (one policy call
+        per step for all members and episodes)."""
+        e = self.cfg.eval_episodes
+
+        def policy(obs: np.ndarray) -> np.ndarray:
+            return self.algo.act_population(obs.reshape(self.population, e, -1), deterministic=True).reshape(len(obs), -1)
+
+        seeds = [s + EVAL_SEED_OFFSET for s in self.seeds]
+        real = population_evaluate(self.real_eval_envs, policy, e, seeds)
+        sim = population_evaluate(self.sim_eval_envs, policy, e, seeds)
+        return [{"eval/real_return": r["return_mean"], "eval/real_return_std": r["return_std"],
+                 "eval/real_length": r["length_mean"], "eval/sim_return": s["return_mean"],
+                 "eval/sim_return_std": s["return_std"], "eval/sim_length": s["length_mean"]} for r, s in zip(real, sim)]
+
+    def collect_sim(self) -> list[Transitions]:
+        """sim_steps_per_epoch steps per member with its current stochastic policy, into its sim
+        buffer; every epoch's rollout starts from a reset seeded by (seed, epoch)."""
+        data = population_rollout(self.sim_envs, lambda obs: self.algo.act_population(obs[:, None])[:, 0],
+                                  self.cfg.sim_steps_per_epoch, [s * 1_000_003 + self.epoch for s in self.seeds])
+        for m, d in zip(self.members, data):
+            m.sim.add(d.observations, d.actions, d.rewards, d.next_observations, d.terminals)
+            m.env_steps += len(d.observations)
         return data
 
     def sample(self) -> dict:
-        """Batches for one update: every critic gets real_batch + sim_batch rows (see
-        learner.algorithms.base.sample_update_batches)."""
+        """Batches [P, rows, dim] for one update: every critic gets real_batch + sim_batch rows (see
+        learner.algorithms.base.sample_update_batches), each member from its own buffers."""
         c = self.cfg
         return sample_update_batches(self.algo, self.real.sample, self.sim.sample, c.real_batch, c.sim_batch,
                                      c.disc_batch)
 
-    def train(self) -> dict:
+    # -- the loop --
+    def train(self) -> list[dict]:
+        """Train to cfg.total_updates (resuming if asked); one summary per member."""
         c = self.cfg
         self.try_resume()
         if c.tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.tb = SummaryWriter(str(self.dir / "tb"))
+                for m in self.members:
+                    m.tb = SummaryWriter(str(m.dir / "tb"))
             except ImportError:
                 log.warning("tensorboard is not installed; writing CSV only")
-        write_atomic(self.dir / "config.toml", dump_toml({**asdict(c), "seed": self.seed}).encode())
-        if self.algo.step == 0 and not self.rows:
-            self._log_row({"update": 0, "epoch": 0, "env_steps": 0, **self.evaluate()})
+        for m in self.members:
+            write_atomic(m.dir / "config.toml", dump_toml({**asdict(m.cfg), "seed": m.seed}).encode())
+        if self.algo.step == 0 and not self.members[0].rows:
+            for m, ev in zip(self.members, self.evaluate()):
+                m.log_row({"update": 0, "epoch": 0, "env_steps": 0, **ev})
         bar = None
         if c.progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=c.total_updates, initial=self.algo.step, desc=self.dir.name, unit="upd", leave=False)
+            bar = tqdm(total=c.total_updates, initial=self.algo.step, unit="upd", leave=False,
+                       desc=f"{self.members[0].dir.name}" + (f" +{self.population - 1}" if self.population > 1 else ""))
         last_ckpt = self.algo.step
         while self.algo.step < c.total_updates:
             sim_data = self.collect_sim() if (self.algo.uses_sim and c.sim_steps_per_epoch) else None
             n = min(c.updates_per_epoch, c.total_updates - self.algo.step)
-            sums: dict[str, float] = {}
+            sums: np.ndarray | None = None
             t0 = time.perf_counter()
             for _ in range(n):
-                stats = self.algo.update(**self.sample())
-                for k, v in stats.items():
-                    sums[k] = sums.get(k, 0.0) + v
+                stats = self.algo.update_population(**self.sample())
+                vals = np.asarray(list(stats.values()))  # [keys, P]
+                sums = vals if sums is None else sums + vals
             dt = time.perf_counter() - t0
             self.update_seconds += dt
             self.epoch += 1
-            row = {"update": self.algo.step, "epoch": self.epoch, "env_steps": self.env_steps,
-                   "perf/updates_per_s": n / max(dt, 1e-9), **{k: v / n for k, v in sums.items()}}
-            if sim_data is not None and sim_data.episode_returns:
-                row["charts/sim_rollout_return"] = float(np.mean(sim_data.episode_returns))
             done = self.algo.step >= c.total_updates
-            if done or self.algo.step // c.eval_every > (self.algo.step - n) // c.eval_every:
-                row.update(self.evaluate())
-                log.info("update %d: real return %.1f, sim return %.1f", self.algo.step,
-                         row["eval/real_return"], row["eval/sim_return"])
-            self._log_row(row)
+            evals = self.evaluate() if done or self.algo.step // c.eval_every > (self.algo.step - n) // c.eval_every \
+                else [{}] * self.population
+            for k, m in enumerate(self.members):
+                row = {"update": self.algo.step, "epoch": self.epoch, "env_steps": m.env_steps,
+                       "perf/updates_per_s": n / max(dt, 1e-9),
+                       **{key: float(v) for key, v in zip(stats, sums[:, k] / n)}}
+                if sim_data is not None and sim_data[k].episode_returns:
+                    row["charts/sim_rollout_return"] = float(np.mean(sim_data[k].episode_returns))
+                row.update(evals[k])
+                m.log_row(row)
+            if evals[0]:
+                log.info("update %d: real return %s, sim return %s", self.algo.step,
+                         " ".join(f"{ev['eval/real_return']:.1f}" for ev in evals),
+                         " ".join(f"{ev['eval/sim_return']:.1f}" for ev in evals))
             if bar is not None:
                 bar.update(n)
-                bar.set_postfix(upd_s=f"{row['perf/updates_per_s']:.0f}")
+                bar.set_postfix(upd_s=f"{n / max(dt, 1e-9):.0f}", members=self.population)
             if done or self.algo.step - last_ckpt >= c.checkpoint_every:
                 self.save_checkpoint()
                 last_ckpt = self.algo.step
         if bar is not None:
             bar.close()
-        if self.tb is not None:
-            self.tb.close()
-        return self.finish()
+        for m in self.members:
+            if m.tb is not None:
+                m.tb.close()
+        return [self.finish(m) for m in self.members]
 
-    def finish(self) -> dict:
-        evals = [r for r in self.rows if "eval/real_return" in r]
+    def finish(self, m: Member) -> dict:
+        evals = [r for r in m.rows if "eval/real_return" in r]
         last = evals[-1]
         summary = {
-            "run_dir": str(self.dir), "algorithm": self.cfg.algorithm, "task": self.cfg.task, "seed": self.seed,
-            "sim_profile": self.cfg.sim_profile, "real_profile": self.cfg.real_profile,
-            "updates": self.algo.step, "env_steps": self.env_steps, "real_transitions": self.real.n_fixed,
+            "run_dir": str(m.dir), "algorithm": self.cfg.algorithm, "task": self.cfg.task, "seed": m.seed,
+            "sim_profile": m.spec.sim_profile, "real_profile": m.spec.real_profile,
+            "updates": self.algo.step, "env_steps": m.env_steps, "real_transitions": m.real.n_fixed,
             "final_real_return": last["eval/real_return"], "final_sim_return": last["eval/sim_return"],
             "best_real_return": max(r["eval/real_return"] for r in evals),
             "initial_real_return": evals[0]["eval/real_return"],
             "updates_per_s": self.algo.step / max(self.update_seconds, 1e-9),
+            "population": self.population,
         }
-        write_atomic(self.dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
-        plot_learning_curve(evals, self.dir / "learning_curve.png", self.dir.name)
+        write_atomic(m.dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
+        plot_learning_curve(evals, m.dir / "learning_curve.png", m.dir.name)
         return summary
 
 
@@ -407,7 +512,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(cfg.threads)
     setup_logging(Path(cfg.run_dir))
     try:
-        summaries = [Run(cfg, seed).train() for seed in cfg.seeds]
+        if cfg.separate_seeds:
+            summaries = [s for seed in cfg.seeds for s in Run(cfg, [seed]).train()]
+        else:
+            summaries = Run(cfg, cfg.seeds).train()
     except (ValueError, OSError) as exc:  # bad dataset file, unknown task/profile, bad rows
         log.error("run failed: %s", exc)
         print(f"error: {exc}", file=sys.stderr)

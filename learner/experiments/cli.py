@@ -20,7 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Run the H2O comparison grid (algorithms x gaps x datasets x seeds); "
                                             "re-running the same command skips finished cells and resumes partial ones.")
     p.add_argument("config", help="grid TOML (see configs/experiments/)")
-    p.add_argument("--workers", type=int, help="worker processes, one cell each (default: the config's)")
+    p.add_argument("--workers", type=int, help="worker processes, one population job each (default: the config's)")
+    p.add_argument("--population", type=int,
+                   help="most cells per population job (0 = no limit, 1 = one cell per process; default: the config's)")
     p.add_argument("--seeds", type=int, nargs="+", help="override the seeds list")
     p.add_argument("--algorithms", nargs="+", help="override the algorithms list")
     p.add_argument("--tasks", nargs="+", help="override the tasks list")
@@ -41,7 +43,7 @@ def _interrupt(signum, frame) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    overrides = {"workers": args.workers, "seeds": args.seeds, "algorithms": args.algorithms, "tasks": args.tasks,
+    overrides = {"workers": args.workers, "population": args.population, "seeds": args.seeds, "algorithms": args.algorithms, "tasks": args.tasks,
                  "total_updates": args.total_updates, "out_dir": args.out_dir, "results_dir": args.results_dir}
     try:
         overrides["train"] = grid_config.parse_assignments(args.train)

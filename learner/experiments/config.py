@@ -59,7 +59,9 @@ class GridConfig:
     total_updates: int = 30_000  # per cell
     out_dir: str = "runs/experiments/grid"  # run folders, datasets (large, not committed)
     results_dir: str = "results/grid"  # table + plots (small, committed)
-    workers: int = 2  # processes; one cell each, torch threads = 1 each
+    workers: int = 2  # processes, each a population job (torch threads = 1 each)
+    population: int = 0  # most cells per population job (0 = no limit; 1 = one cell per process)
+    progress_every_s: float = 60.0  # seconds between progress / ETA lines while cells run
     gaps: list = field(default_factory=list)  # list[GapSpec]
     datasets: list = field(default_factory=list)  # list[DatasetSpec]
     train: dict = field(default_factory=dict)  # extra learner.train TrainConfig keys for every cell
@@ -76,9 +78,11 @@ class GridConfig:
                 raise GridConfigError(f"unknown algorithm {a!r}; choices: {sorted(algorithms.REGISTRY)}")
         if self.total_updates <= 0 or self.workers <= 0:
             raise GridConfigError("total_updates and workers must be positive")
+        if self.population < 0 or self.progress_every_s <= 0:
+            raise GridConfigError("population must be >= 0 and progress_every_s positive")
         allowed = {f.name for f in dataclasses.fields(TrainConfig)} - {
             "algorithm", "task", "sim_profile", "real_profile", "dataset", "total_updates", "run_dir", "name",
-            "seeds", "resume", "threads", "progress"}
+            "seeds", "resume", "threads", "progress", "separate_seeds"}
         bad = sorted(set(self.train) - allowed)
         if bad:
             raise GridConfigError(f"[train] keys {bad} are not TrainConfig options the grid passes through")

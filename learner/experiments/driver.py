@@ -1,21 +1,31 @@
-"""Runs the grid's cells in a process pool: one cell per process, torch threads = 1 each.
+"""Runs the grid's cells as population jobs in a process pool (torch threads = 1 per process).
+
+Population jobs: the unfinished cells that share a task and an algorithm (so their networks have
+the same shapes: the grid's [train] sizes are common) and the same resume point are trained as
+ONE population (learner.train.Run with one MemberSpec per cell: its own seed, dataset, profiles,
+run folder, checkpoint and summary), split into at most `population` members per job and into at
+least as many jobs as there are workers. `population = 1` gives the old one-cell-per-process pool.
 
 Resume rules (so an interrupted grid is restarted with the same command):
 - a cell whose summary.json reports the full budget is done and skipped;
 - any other cell runs with train.py's `resume = true`: it continues from its checkpoint.pt when
-  one exists (train.py resumes exactly), else starts fresh. Raising the budget therefore extends
-  finished cells from their last checkpoint.
-A cell that raises is logged with its traceback in <cell>/error.txt and the grid goes on.
+  one exists (train.py resumes exactly), else starts fresh. Cells are grouped by the update count
+  their checkpoint holds (checkpoint.json), so a job never mixes resume points. Raising the budget
+  therefore extends finished cells from their last checkpoint.
+A job that raises is logged with its traceback in each of its cells' error.txt and the grid goes
+on. While jobs run, the parent logs every `progress_every_s` seconds the updates done inside the
+cells (from their progress.csv) and an estimated time to finish.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import multiprocessing as mp
 import time
 import traceback
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,11 +37,27 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class CellJob:
-    """What a worker process needs for one cell (plain data: it crosses a process boundary)."""
+    """One cell of a population job (plain data: it crosses a process boundary)."""
 
     key: str
     run_dir: str  # the cell's own folder
-    train: dict  # TrainConfig keys
+    seed: int
+    dataset: str  # file path
+    sim_profile: str
+    real_profile: str
+
+
+@dataclass
+class PopulationJob:
+    """Cells trained as one population: same task, algorithm, [train] settings and resume point."""
+
+    cells: list  # list[CellJob]
+    train: dict  # TrainConfig keys shared by the cells
+
+    @property
+    def key(self) -> str:
+        first = self.cells[0].key.rsplit("/", 1)[0]
+        return first if len(self.cells) == 1 else f"{first} +{len(self.cells) - 1} cell(s)"
 
 
 def cell_done(run_dir: Path, total_updates: int) -> bool:
@@ -58,66 +84,95 @@ def prepare_datasets(cfg: GridConfig) -> dict[tuple[str, str, str], tuple[Path, 
     return out
 
 
-def make_jobs(cfg: GridConfig, datasets: dict) -> tuple[list[CellJob], list[str]]:
-    """(jobs to run, keys already done)."""
-    jobs, done = [], []
+def resume_point(run_dir: Path) -> int:
+    """Updates held by the cell's checkpoint (0 without one)."""
+    try:
+        return int(json.loads((run_dir / "checkpoint.json").read_text())["updates"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def make_jobs(cfg: GridConfig, datasets: dict) -> tuple[list[PopulationJob], list[str]]:
+    """(population jobs to run, keys already done)."""
+    groups: dict[tuple, list[CellJob]] = {}
+    done = []
     for cell in cfg.cells():
         run_dir = cell.run_dir(Path(cfg.out_dir))
         if cell_done(run_dir, cfg.total_updates):
             done.append(cell.key)
             continue
         path, _meta = datasets[(cell.task, cell.gap.name, cell.dataset.name)]
-        train = {**cfg.train, "algorithm": cell.algorithm, "task": cell.task, "sim_profile": cell.gap.sim_profile,
-                 "real_profile": cell.gap.real_profile, "dataset": str(path), "total_updates": cfg.total_updates,
-                 "run_dir": str(run_dir.parent), "name": cell.algorithm, "seeds": [cell.seed], "resume": True,
-                 "threads": 1, "progress": False}
-        jobs.append(CellJob(cell.key, str(run_dir), train))
+        groups.setdefault((cell.task, cell.algorithm, resume_point(run_dir)), []).append(
+            CellJob(cell.key, str(run_dir), cell.seed, str(path), cell.gap.sim_profile, cell.gap.real_profile))
+    jobs = []
+    for (task, algorithm, _), cells in groups.items():
+        train = {**cfg.train, "algorithm": algorithm, "task": task, "total_updates": cfg.total_updates,
+                 "resume": True, "threads": 1, "progress": False}
+        size = cfg.population if cfg.population > 0 else len(cells)
+        n = math.ceil(len(cells) / size)
+        jobs += [PopulationJob(cells[i::n], train) for i in range(n)]  # round-robin: balanced sizes
+    while len(jobs) < cfg.workers and max((len(j.cells) for j in jobs), default=1) > 1:
+        big = max(jobs, key=lambda j: len(j.cells))  # give every worker a job
+        jobs.remove(big)
+        jobs += [PopulationJob(big.cells[0::2], big.train), PopulationJob(big.cells[1::2], big.train)]
     return jobs, done
 
 
-def run_cell(job: CellJob) -> dict:
-    """Worker body: one train.py Run with its own log file; never raises (errors are returned)."""
+def run_job(job: PopulationJob) -> dict:
+    """Worker body: one learner.train population Run with its own log file per cell; never raises
+    (errors are returned and written to each cell's error.txt)."""
     import torch
 
-    from learner.train import Run, TrainConfig
+    from learner.train import MemberSpec, Run, TrainConfig
 
     torch.set_num_threads(1)
-    run_dir = Path(job.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     root = logging.getLogger()
-    handler = logging.FileHandler(run_dir / "train.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root.addHandler(handler)
+    handlers = []
+    for c in job.cells:
+        Path(c.run_dir).mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(Path(c.run_dir) / "train.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+        handlers.append(handler)
     root.setLevel(logging.INFO)
     t0 = time.perf_counter()
+    keys = [c.key for c in job.cells]
     try:
-        cfg = TrainConfig(**job.train)
+        first = job.cells[0]
+        cfg = TrainConfig(**job.train, dataset=first.dataset, sim_profile=first.sim_profile,
+                          real_profile=first.real_profile, run_dir=str(Path(first.run_dir).parent),
+                          seeds=[c.seed for c in job.cells])
         cfg.validate()
-        summary = Run(cfg, int(job.train["seeds"][0])).train()
-        return {"key": job.key, "ok": True, "seconds": time.perf_counter() - t0, "summary": summary}
-    except Exception as exc:  # a broken cell must not stop the grid
-        (run_dir / "error.txt").write_text(traceback.format_exc())
-        logging.getLogger(__name__).exception("cell %s failed", job.key)
-        return {"key": job.key, "ok": False, "seconds": time.perf_counter() - t0, "error": repr(exc)}
+        specs = [MemberSpec(c.seed, Path(c.run_dir), c.dataset, c.sim_profile, c.real_profile) for c in job.cells]
+        summaries = Run(cfg, specs).train()
+        return {"keys": keys, "ok": True, "seconds": time.perf_counter() - t0, "summaries": summaries}
+    except Exception as exc:  # a broken job must not stop the grid
+        for c in job.cells:
+            (Path(c.run_dir) / "error.txt").write_text(traceback.format_exc())
+        logging.getLogger(__name__).exception("job %s failed", job.key)
+        return {"keys": keys, "ok": False, "seconds": time.perf_counter() - t0, "error": repr(exc)}
     finally:
-        root.removeHandler(handler)
-        handler.close()
+        for handler in handlers:
+            root.removeHandler(handler)
+            handler.close()
 
 
 def run_grid(cfg: GridConfig, dry_run: bool = False) -> dict:
-    """Prepare data, run every unfinished cell on cfg.workers processes; returns counts and failures."""
+    """Prepare data, run every unfinished cell (as population jobs) on cfg.workers processes;
+    returns counts and failures."""
     datasets = prepare_datasets(cfg)
     jobs, done = make_jobs(cfg, datasets)
-    log.info("grid %s: %d cells, %d already done, %d to run on %d workers", cfg.name, len(jobs) + len(done),
-             len(done), len(jobs), cfg.workers)
+    n_cells = sum(len(j.cells) for j in jobs)
+    log.info("grid %s: %d cells, %d already done, %d to run as %d population job(s) on %d workers", cfg.name,
+             n_cells + len(done), len(done), n_cells, len(jobs), cfg.workers)
     result = {"done_before": done, "ran": [], "failed": []}
     if dry_run or not jobs:
-        result["pending"] = [j.key for j in jobs]
+        result["pending"] = [c.key for j in jobs for c in j.cells]
         return result
     ctx = mp.get_context("spawn")  # fresh interpreter per worker: no forked torch/mujoco state
     pool = ProcessPoolExecutor(max_workers=min(cfg.workers, len(jobs)), mp_context=ctx)
     try:
-        _collect(pool, jobs, result)
+        _collect(pool, jobs, result, cfg)
     except KeyboardInterrupt:
         # Stop the workers too (they would otherwise finish their cells unattended); checkpoints are
         # atomic, so the same command later resumes every interrupted cell.
@@ -130,16 +185,59 @@ def run_grid(cfg: GridConfig, dry_run: bool = False) -> dict:
     return result
 
 
-def _collect(pool: ProcessPoolExecutor, jobs: list[CellJob], result: dict) -> None:
-    """Submit every job and log each cell as it finishes (in completion order)."""
-    futures = {pool.submit(run_cell, job): job.key for job in jobs}
-    for i, fut in enumerate(as_completed(futures), 1):
-        out = fut.result()
-        if out["ok"]:
-            s = out["summary"]
-            result["ran"].append(out["key"])
-            log.info("[%d/%d] %s: real %.0f, sim %.0f (%.0f s)", i, len(jobs), out["key"],
-                     s["final_real_return"], s["final_sim_return"], out["seconds"])
-        else:
-            result["failed"].append({"key": out["key"], "error": out["error"]})
-            log.error("[%d/%d] %s FAILED: %s", i, len(jobs), out["key"], out["error"])
+def cell_updates(run_dir: Path) -> int:
+    """Updates a cell has logged so far (the last row of its progress.csv; 0 before any)."""
+    try:
+        with open(run_dir / "progress.csv", "rb") as fh:
+            fh.seek(0, 2)
+            fh.seek(max(0, fh.tell() - 4096))
+            last = fh.read().decode(errors="replace").strip().splitlines()[-1]
+        return int(float(last.split(",", 1)[0]))
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+class Progress:
+    """Updates done inside the running cells, the grid's fraction done and an estimated time to finish."""
+
+    def __init__(self, jobs: list[PopulationJob], total_updates: int):
+        self.dirs = [Path(c.run_dir) for j in jobs for c in j.cells]
+        self.total = total_updates * len(self.dirs)
+        self.t0 = time.perf_counter()
+        self.start = self.done_updates()
+
+    def done_updates(self) -> int:
+        return sum(cell_updates(d) for d in self.dirs)
+
+    def line(self, cells_done: int) -> str:
+        now, elapsed = self.done_updates(), time.perf_counter() - self.t0
+        rate = (now - self.start) / elapsed if elapsed > 0 else 0.0
+        eta = (self.total - now) / rate if rate > 0 else float("inf")
+        eta_text = "unknown" if not math.isfinite(eta) else time.strftime("%H:%M:%S", time.gmtime(eta))
+        return (f"{now:,} of {self.total:,} cell-updates ({100.0 * now / max(self.total, 1):.1f}%), "
+                f"{cells_done} of {len(self.dirs)} cells done, {rate:.0f} cell-updates/s, ETA {eta_text}")
+
+
+def _collect(pool: ProcessPoolExecutor, jobs: list[PopulationJob], result: dict, cfg: GridConfig) -> None:
+    """Submit every job; log each cell as its job finishes, and progress with an ETA meanwhile."""
+    futures: dict[Future, PopulationJob] = {pool.submit(run_job, job): job for job in jobs}
+    progress = Progress(jobs, cfg.total_updates)
+    total = len(progress.dirs)
+    pending, finished = set(futures), 0
+    while pending:
+        ready, pending = wait(pending, timeout=cfg.progress_every_s, return_when=FIRST_COMPLETED)
+        for fut in ready:
+            out = fut.result()
+            if out["ok"]:
+                for key, s in zip(out["keys"], out["summaries"]):
+                    finished += 1
+                    result["ran"].append(key)
+                    log.info("[%d/%d] %s: real %.0f, sim %.0f (%.0f s, population of %d)", finished, total, key,
+                             s["final_real_return"], s["final_sim_return"], out["seconds"], len(out["keys"]))
+            else:
+                for key in out["keys"]:
+                    finished += 1
+                    result["failed"].append({"key": key, "error": out["error"]})
+                    log.error("[%d/%d] %s FAILED: %s", finished, total, key, out["error"])
+        if pending:
+            log.info("progress: %s", progress.line(finished))

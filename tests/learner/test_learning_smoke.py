@@ -25,7 +25,7 @@ def test_h2o_beats_random_policy_in_the_real_profile(tmp_path):
                       total_updates=3000, updates_per_epoch=500, sim_steps_per_epoch=500, eval_every=1000,
                       eval_episodes=EPISODES, hidden="32-32", disc_hidden="32-32", real_batch=64, sim_batch=64,
                       disc_batch=64, algo={"reward_scale": 0.01}, run_dir=str(tmp_path), progress=False, seeds=[SEED])
-    summary = Run(cfg, SEED).train()
+    summary = Run(cfg, SEED).train()[0]
     rng = np.random.default_rng(123)
     env = make_env("stand_still", "moderate", seed=SEED + EVAL_SEED_OFFSET)
     random_return = evaluate(env, lambda obs: rng.uniform(-1.0, 1.0, 1), EPISODES, SEED + EVAL_SEED_OFFSET)

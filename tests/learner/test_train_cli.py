@@ -53,25 +53,45 @@ def test_config_layers_defaults_toml_cli(tmp_path):
 
 
 def test_cli_trains_evaluates_and_resumes_exactly(tmp_path):
-    straight = run_cli(*BASE, "--total-updates", "300", "--run-dir", str(tmp_path / "a"))
+    # two seeds: one population, one run folder each; the resume is exact for every member
+    straight = run_cli(*BASE, "--seeds", "0", "1", "--total-updates", "300", "--run-dir", str(tmp_path / "a"))
     assert straight.returncode == 0, straight.stderr[-2000:]
-    summary = json.loads(straight.stdout)[0]
-    run_a = Path(summary["run_dir"])
-    assert summary["updates"] == 300 and summary["env_steps"] == 300
-    for name in ("config.toml", "progress.csv", "checkpoint.pt", "summary.json", "learning_curve.png"):
-        assert (run_a / name).stat().st_size > 0, name
-    rows_a = rows(run_a)
-    assert [r["update"] for r in rows_a] == ["0", "100", "200", "300"]
-    assert all(float(r["losses/qf1"]) > 0 and r["eval/real_return"] and r["eval/sim_return"] for r in rows_a[1:])
+    summaries = json.loads(straight.stdout)
+    assert [s["seed"] for s in summaries] == [0, 1] and all(s["population"] == 2 for s in summaries)
+    for summary in summaries:
+        run_a = Path(summary["run_dir"])
+        assert summary["updates"] == 300 and summary["env_steps"] == 300
+        for name in ("config.toml", "progress.csv", "checkpoint.pt", "summary.json", "learning_curve.png"):
+            assert (run_a / name).stat().st_size > 0, name
+        rows_a = rows(run_a)
+        assert [r["update"] for r in rows_a] == ["0", "100", "200", "300"]
+        assert all(float(r["losses/qf1"]) > 0 and r["eval/real_return"] and r["eval/sim_return"] for r in rows_a[1:])
+    assert rows(Path(summaries[0]["run_dir"]))[-1] != rows(Path(summaries[1]["run_dir"]))[-1]  # own data, own seed
 
-    first = run_cli(*BASE, "--total-updates", "200", "--run-dir", str(tmp_path / "b"))
+    first = run_cli(*BASE, "--seeds", "0", "1", "--total-updates", "200", "--run-dir", str(tmp_path / "b"))
     assert first.returncode == 0, first.stderr[-2000:]
-    resumed = run_cli(*BASE, "--total-updates", "300", "--resume", "--run-dir", str(tmp_path / "b"))
+    resumed = run_cli(*BASE, "--seeds", "0", "1", "--total-updates", "300", "--resume", "--run-dir",
+                      str(tmp_path / "b"))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    rows_b = rows(Path(json.loads(resumed.stdout)[0]["run_dir"]))
     drop = {"perf/updates_per_s"}  # wall-clock, differs run to run
-    assert [{k: v for k, v in r.items() if k not in drop} for r in rows_b] == \
-           [{k: v for k, v in r.items() if k not in drop} for r in rows_a]
+    for a, b in zip(summaries, json.loads(resumed.stdout)):
+        rows_a, rows_b = rows(Path(a["run_dir"])), rows(Path(b["run_dir"]))
+        assert [{k: v for k, v in r.items() if k not in drop} for r in rows_b] == \
+               [{k: v for k, v in r.items() if k not in drop} for r in rows_a]
+
+
+def test_separate_seeds_and_inconsistent_checkpoints(tmp_path):
+    from learner.train import InconsistentResumeError, Run
+
+    out = run_cli(*BASE, "--seeds", "0", "1", "--separate-seeds", "--total-updates", "100", "--run-dir",
+                  str(tmp_path / "s"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert [(s["seed"], s["population"]) for s in json.loads(out.stdout)] == [(0, 1), (1, 1)]
+    # seed 2 has no checkpoint: resuming [0, 1, 2] as one population is refused, with what to do
+    cfg = load_config([*BASE, "--seeds", "0", "1", "2", "--total-updates", "200", "--resume", "--run-dir",
+                       str(tmp_path / "s")])
+    with pytest.raises(InconsistentResumeError, match="separate-seeds"):
+        Run(cfg, cfg.seeds).train()
 
 
 def test_runs_from_a_d4rl_file_and_reports_a_missing_one(tmp_path):
@@ -84,7 +104,7 @@ def test_runs_from_a_d4rl_file_and_reports_a_missing_one(tmp_path):
     data = rollout(env, lambda obs: np.zeros(1, np.float32), 300, seed=0)
     path = save_d4rl(tmp_path / "real.hdf5", data.as_dict(), {"source": "test"})
     cfg = load_config([*BASE, "--total-updates", "100", "--dataset", str(path), "--run-dir", str(tmp_path / "r")])
-    summary = Run(cfg, 0).train()
+    summary = Run(cfg, 0).train()[0]
     assert summary["real_transitions"] == 300 and summary["updates"] == 100
     missing = run_cli(*BASE, "--dataset", str(tmp_path / "nope.hdf5"), "--run-dir", str(tmp_path / "m"))
     assert missing.returncode == 2 and "nope.hdf5" in missing.stderr

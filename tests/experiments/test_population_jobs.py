@@ -1,0 +1,71 @@
+"""The grid driver forms population jobs: cells of one task and algorithm at one resume point,
+balanced over the workers; finished cells are skipped; progress is read from the cells' CSVs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from learner.experiments import config as grid_config
+from learner.experiments.driver import Progress, cell_updates, make_jobs
+
+
+def grid(tmp_path: Path, **grid_keys) -> grid_config.GridConfig:
+    return grid_config.from_dict({
+        "grid": {"algorithms": ["h2o", "sac"], "seeds": [0, 1, 2], "out_dir": str(tmp_path), "total_updates": 100,
+                 **grid_keys},
+        "gaps": [{"name": "moderate"}, {"name": "severe"}],
+        "datasets": [{"name": "medium", "kind": "medium", "steps": 100}]})
+
+
+def fake_datasets(cfg) -> dict:
+    return {(t, g.name, d.name): (Path(f"{g.name}_{d.name}.hdf5"), {}) for t in cfg.tasks for g in cfg.gaps
+            for d in cfg.datasets}
+
+
+def test_cells_of_one_task_and_algorithm_share_a_job(tmp_path):
+    cfg = grid(tmp_path)
+    jobs, done = make_jobs(cfg, fake_datasets(cfg))
+    assert not done and len(jobs) == 2
+    for job in jobs:
+        assert len(job.cells) == 6 and len({c.key.split("/")[3] for c in job.cells}) == 1  # one algorithm
+        assert {c.real_profile for c in job.cells} == {"moderate", "severe"}  # gaps mixed in one population
+    assert sorted(c.key for j in jobs for c in j.cells) == sorted(c.key for c in cfg.cells())
+
+
+def test_population_limit_and_workers_split_jobs(tmp_path):
+    cfg = grid(tmp_path, population=4)
+    jobs, _ = make_jobs(cfg, fake_datasets(cfg))
+    assert sorted(len(j.cells) for j in jobs) == [3, 3, 3, 3]
+    cfg = grid(tmp_path, workers=5)
+    jobs, _ = make_jobs(cfg, fake_datasets(cfg))
+    assert len(jobs) == 5 and sum(len(j.cells) for j in jobs) == 12
+    cfg = grid(tmp_path, population=1)
+    assert all(len(j.cells) == 1 for j in make_jobs(cfg, fake_datasets(cfg))[0])
+
+
+def test_done_cells_are_skipped_and_resume_points_kept_apart(tmp_path):
+    cfg = grid(tmp_path)
+    cells = {c.key: c.run_dir(tmp_path) for c in cfg.cells()}
+    done_key, resumed_key = "stand_still/moderate/medium/h2o/seed0", "stand_still/moderate/medium/h2o/seed1"
+    cells[done_key].mkdir(parents=True)
+    (cells[done_key] / "summary.json").write_text(json.dumps({"updates": 100}))
+    cells[resumed_key].mkdir(parents=True)
+    (cells[resumed_key] / "checkpoint.json").write_text(json.dumps({"updates": 40, "epoch": 4}))
+    jobs, done = make_jobs(cfg, fake_datasets(cfg))
+    assert done == [done_key]
+    alone = [j for j in jobs if any(c.key == resumed_key for c in j.cells)]
+    assert len(alone) == 1 and [c.key for c in alone[0].cells] == [resumed_key]
+
+
+def test_progress_reads_updates_inside_cells(tmp_path):
+    cfg = grid(tmp_path, algorithms=["sac"], seeds=[0])
+    jobs, _ = make_jobs(cfg, fake_datasets(cfg))
+    run_dir = Path(jobs[0].cells[0].run_dir)
+    run_dir.mkdir(parents=True)
+    assert cell_updates(run_dir) == 0
+    progress = Progress(jobs, cfg.total_updates)
+    (run_dir / "progress.csv").write_text("update,epoch\n0,0\n10,1\n30,3\n")
+    assert cell_updates(run_dir) == 30
+    line = progress.line(cells_done=0)
+    assert "30 of 200 cell-updates (15.0%)" in line and "0 of 2 cells done" in line and "ETA" in line

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_update.py                  # 1 and 2 CPU threads (+ cuda if present)
     .venv/bin/python benchmarks/bench_update.py --threads 2 --seconds 5 --algorithms h2o naive_h2o
 
-Setting (DESIGN.md speed target): batch 128 real + 128 sim (classifiers 256 + 256), 256-256 networks,
+Setting (the learner-update speed target, docs/benchmarks.md): batch 128 real + 128 sim (classifiers 256 + 256), 256-256 networks,
 obs 17 / act 6 (HalfCheetah dims), synthetic data in preallocated buffers. "naive_h2o" is the
 reference's structure: two separate critic MLPs, discriminator inference with autograd graphs,
 D_sa evaluated for all 10 repeated samples, Q(sim) evaluated twice (Bellman and penalty), the

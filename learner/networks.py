@@ -4,7 +4,7 @@ Why one module: every algorithm in learner/algorithms builds from these, so a fi
 head or the critic lands in all of them (STYLE 2.1: "single file is right for the algorithm core,
 wrong for plumbing").
 
-Reference defaults (t6-thu/H2O, SimpleSAC/model.py, see /work/shared/reference/h2o_algorithm.md):
+Reference defaults (t6-thu/H2O, SimpleSAC/model.py):
 log_std = m * raw + c with trainable scalars m=1, c=-1, clamped to [LOG_STD_MIN, LOG_STD_MAX];
 last layers xavier_uniform(gain 1e-2), bias 0; discriminator output = 2 * tanh(fc3).
 

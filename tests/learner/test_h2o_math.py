@@ -1,4 +1,4 @@
-"""H2O's terms on tiny hand-computed cases (reference: /work/shared/reference/h2o_algorithm.md)."""
+"""H2O's terms on tiny hand-computed cases (the reference update, t6-thu/H2O Sim2realSAC)."""
 
 from __future__ import annotations
 

@@ -5,8 +5,10 @@
 What it does: generates CURVE keys for this run; collects an offline "real" dataset on the hidden
 profile if none is there (sim_models collect CLI); starts `learner/serve.py` (H2O against the
 nominal MuJoCo model) and `onboard/run.py` driving a virtual robot with the hidden profile; lets
-them run; then stops both cleanly (also on Ctrl-C) and writes a report (markdown + PNG plots:
-robot return vs time, policy versions, loop timing) into the run folder and prints where.
+them run; the robot tries every new version on itself and promotes or rolls it back; at the end
+the robot is pinned to the best version measured on it (the learner's deployable policy); then
+stops both cleanly (also on Ctrl-C) and writes a report (learner/demo_report.py: trials, the
+deployed version, figures) into the run folder and prints where.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from learner.demo_report import write_report  # noqa: E402
 from learner.service.config import ConfigError, _f, add_arguments, load_config  # noqa: E402
 
 log = logging.getLogger("learner.demo")
@@ -138,111 +141,28 @@ def _wait_for(path: Path, text: str, proc: subprocess.Popen, timeout_s: float,
     raise TimeoutError(f"no '{text}' in {path} within {timeout_s} s")
 
 
-def write_report(run_dir: Path, cfg: DemoConfig, started: float, interrupted: bool) -> Path:
-    from learner.service.status import plot_run, read_jsonl
+def finish_on_best(run_dir: Path, control: str) -> dict:
+    """The run ends on the best version measured on the robot: an operator's pin of the learner's
+    deployable version over the robot's control channel (unless it already drives it)."""
+    from onboard.control import request
 
-    learner_dir = run_dir / "learner"
-    plots = plot_run(learner_dir)
-    metrics = read_jsonl(learner_dir / "metrics.jsonl")
-    episodes = read_jsonl(learner_dir / "episodes.jsonl")
-    robot = {}
-    stats_path = run_dir / "onboard_stats.json"
-    if stats_path.exists():
-        robot = json.loads(stats_path.read_text())
-    last = metrics[-1] if metrics else {}
-    by_version: dict[int, list[float]] = {}
-    for e in episodes:
-        by_version.setdefault(e["policy_version"], []).append(e["return"])
-    gate = {r["version"]: r.get("gate_return") for r in read_jsonl(learner_dir / "published.jsonl")}
-    counts = robot.get("safety_counts", {})
-    lines = [
-        f"# Demo run {run_dir.name}", "",
-        f"- task `{cfg.task}`, hidden robot profile `{cfg.profile}`, learner config "
-        f"`{cfg.serve_config}`{', algorithm ' + cfg.algorithm if cfg.algorithm else ''}",
-        f"- ran {(time.time() - started) / 60:.1f} min{' (interrupted)' if interrupted else ''}, "
-        f"{'lock-step' if cfg.lockstep else 'real-time'} virtual robot",
-        f"- learner: {last.get('updates', 0)} updates ({last.get('updates_per_s', 0):.1f}/s at the "
-        f"end), {last.get('policy_version', 0)} policies published, real buffer "
-        f"{last.get('real_rows', 0)} rows ({last.get('real_offline_rows', 0)} offline), sim buffer "
-        f"{last.get('sim_rows', 0)}",
-        f"- robot: {robot.get('transitions', {}).get('recorded', 0)} transitions recorded, "
-        f"{robot.get('learner', {}).get('rows_acked', 0)} acknowledged by the learner "
-        f"(store: {last.get('store_rows', 0)}); active policy v{robot.get('policy_version', -1)}, "
-        f"{robot.get('policies', {}).get('accepted', 0)} accepted, rejected "
-        f"{robot.get('policies', {}).get('rejected', {})}; final mode {robot.get('mode', '?')}",
-        (f"- robot loop: lock-step, {robot.get('ticks', 0)} ticks; its clock is logical (one tick per "
-         f"physics step), so period error and compute time are not measured here: see "
-         f"benchmarks/bench_loop.py for real-time figures; policy swap received -> first action "
-         f"p99 {robot.get('swap_latency_ms', {}).get('p99', 0)} ms of wall time"
-         if cfg.lockstep else
-         f"- robot loop: {robot.get('rate_hz', 0)} Hz, period error p99 "
-         f"{robot.get('period_error_ms', {}).get('p99', 0)} ms, compute p99 "
-         f"{robot.get('compute_ms', {}).get('p99', 0)} ms, missed deadlines "
-         f"{robot.get('missed_deadlines', 0)}, policy swap latency p99 "
-         f"{robot.get('swap_latency_ms', {}).get('p99', 0)} ms"),
-        f"- last sim return (nominal model) {last.get('sim_return', float('nan')):.0f}; "
-        f"robot return (last 5 episodes) {last.get('robot_return', float('nan')):.0f}",
-        f"- keeping the robot alive: {counts.get('catches', 0)} catches by the controller, "
-        f"{counts.get('to_DAMPING', 0)} falls to DAMPING, "
-        f"{robot.get('virtual_robot', {}).get('respawns', 0)} respawns of the virtual robot, "
-        f"{counts.get('to_POLICY', 0)} hand-overs to the policy",
-        "", "## What happened", "", verdict(by_version, gate, last), "",
-        "## Robot episode return by policy version", "",
-        "Each policy stint is its own episode (it ends where the controller catches the robot, at a "
-        "fall, or after the task's 1000 steps); controller episodes are the baseline.", "",
-        "| policy version | gate return (nominal sim) | episodes | mean return | mean length | best |",
-        "|---|---|---|---|---|---|",
-    ]
-    lengths: dict[int, list[int]] = {}
-    for e in episodes:
-        lengths.setdefault(e["policy_version"], []).append(e["length"])
-    for v in sorted(by_version):
-        r = by_version[v]
-        g = gate.get(v)
-        lines.append(f"| {v if v >= 0 else 'controller'} | {'-' if g is None else f'{g:.0f}'} | "
-                     f"{len(r)} | {sum(r) / len(r):.0f} | {sum(lengths[v]) / len(lengths[v]):.0f} | "
-                     f"{max(r):.0f} |")
-    if not by_version:
-        lines.append("| - | - | 0 | - | - | - |")
-    transitions = robot.get("safety_transitions", [])
-    if transitions:
-        lines += ["", "## Robot safety transitions", ""]
-        lines += [f"- {t['t_s']:.1f} s: {t['from']} -> {t['to']} ({t['reason']}; source {t.get('source', '?')})"
-                  for t in transitions[-20:]]
-    lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.relative_to(run_dir)})" for p in plots]
-    lines += ["", "Logs: `learner.log`, `robot.log`; learner metrics: `learner/metrics.jsonl`, "
-              "robot episodes: `learner/episodes.jsonl`.", ""]
-    report = run_dir / "report.md"
-    report.write_text("\n".join(lines))
-    return report
-
-
-def verdict(by_version: dict[int, list[float]], gate: dict, last: dict) -> str:
-    """One plain sentence on whether the robot's policy return rose across versions."""
-    versions = sorted(v for v in by_version if v >= 0)
-    if not gate:
-        return (f"No policy passed the publish gate in this run ({last.get('updates', 0)} updates, "
-                f"{last.get('gated', 0)} exports held back): the robot ran the controller throughout. "
-                "Run longer (--minutes 8) or see docs/service.md.")
-    if not versions:
-        return (f"{len(gate)} policies were published but no policy episode finished on the robot "
-                "before the end of the run.")
-    means = [sum(by_version[v]) / len(by_version[v]) for v in versions]
-    first, last_mean = means[0], means[-1]
-    i_best = max(range(len(means)), key=means.__getitem__)
-    if len(versions) == 1:
-        return (f"One policy version (v{versions[0]}) ran on the robot: mean policy-episode return "
-                f"{first:.0f}; there is no second version to compare with.")
-    rose = max(means) > first
-    text = (f"Robot return of policy episodes {'ROSE' if rose else 'did NOT rise'} across "
-            f"{len(versions)} versions on the robot: v{versions[0]} {first:.0f}, best "
-            f"v{versions[i_best]} {means[i_best]:.0f}, last v{versions[-1]} {last_mean:.0f}.")
-    g_best, g_last = gate.get(versions[i_best]), gate.get(versions[-1])
-    if last_mean < 0.8 * means[i_best] and g_best is not None and g_last is not None and g_last > g_best:
-        text += (f" After v{versions[i_best]} the nominal-sim gate return kept rising ({g_best:.0f} -> "
-                 f"{g_last:.0f}) while the robot return fell: the simulator ranks policies the robot "
-                 "does not (the dynamics gap; the publish gate only sees the simulator).")
-    return text
+    info = run_dir / "learner" / "policies" / "deployable.json"
+    if not info.exists():
+        return {"how": "no deployable version"}
+    best = json.loads(info.read_text())["version"]
+    try:
+        status = request(control, "status", timeout_s=10)
+        if status.get("policy_version") == best and not (status.get("trials") or {}).get("trial"):
+            return {"robot_version": best, "how": "it was driving it already"}
+        reply = request(control, "pin", str(best), timeout_s=10)
+    except Exception as exc:  # noqa: BLE001 - the report is written anyway and says so
+        log.warning("could not pin v%d on the robot: %s", best, exc)
+        return {"how": f"pin failed: {exc}"}
+    log.info("end of the run: pin v%d (the best measured on the robot): %s", best, reply.get("message"))
+    time.sleep(2.0)  # it drives a little before the stop
+    return {"robot_version": reply.get("policy_version", -1),
+            "how": f"pinned by `python -m onboard.control pin {best}` at the end" if reply.get("ok")
+            else f"pin refused: {reply.get('message')}"}
 
 
 def run(cfg: DemoConfig) -> Path:
@@ -254,6 +174,8 @@ def run(cfg: DemoConfig) -> Path:
     dataset = ensure_dataset(cfg)
     port = cfg.port or _free_port()
     endpoint = f"tcp://127.0.0.1:{port}"
+    control = f"ipc://{(run_dir / 'control.sock').resolve()}"  # the robot's operator channel
+    ending: dict = {}
     children = Children()
     started = time.time()
     interrupted = False
@@ -289,7 +211,8 @@ def run(cfg: DemoConfig) -> Path:
                      "--learner.plaintext", "false",
                      "--learner.client_secret_key_file", str(keys["robot0_secret"]),
                      "--learner.server_public_key_file", str(keys["learner_public"]),
-                     "--learner.spool_dir", str(run_dir / "spool")]
+                     "--learner.spool_dir", str(run_dir / "spool"),
+                     "--control.endpoint", control]
         if stop["flag"]:
             raise KeyboardInterrupt
         children.start("robot", robot_cmd, run_dir / "robot.log")
@@ -309,11 +232,16 @@ def run(cfg: DemoConfig) -> Path:
                 if m:
                     r = m[-1]
                     rob = r["robots"].get("robot0", {})
+                    trial = int(rob.get("trial_version", -1))
                     print(f"[{(time.time() - started) / 60:4.1f} min] updates {r['updates']}, "
-                          f"policy v{r['policy_version']} (robot v{rob.get('policy_version', '-')}, "
-                          f"link {rob.get('link', 'down')}), robot return "
-                          f"{r['robot_return']:.0f}, sim return {r['sim_return']:.0f}", flush=True)
+                          f"policy v{r['policy_version']} (robot v{rob.get('policy_version', '-')}"
+                          f"{f', trial of v{trial}' if trial >= 0 else ''}, trusted "
+                          f"v{int(rob.get('incumbent_version', -1))}, link {rob.get('link', 'down')}), "
+                          f"robot return {r['robot_return']:.0f}, sim return {r['sim_return']:.0f}",
+                          flush=True)
         interrupted = stop["flag"]
+        if not interrupted:
+            ending = finish_on_best(run_dir, control)
     except KeyboardInterrupt:
         interrupted = True
     except (RuntimeError, TimeoutError) as exc:
@@ -322,7 +250,7 @@ def run(cfg: DemoConfig) -> Path:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
         children.stop_all()
-    report = write_report(run_dir, cfg, started, interrupted)
+    report = write_report(run_dir, cfg, started, interrupted, ending)
     if failure is not None:  # the report is written anyway: it shows how far the run got
         raise RuntimeError(f"{failure} (partial report: {report})")
     return report
@@ -347,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("demo failed: %s", exc)
         return 1
     print(f"report: {report}")
-    print(f"plots:  {report.parent / 'learner' / 'plots'}")
+    print(f"plots:  {report.parent / 'plots'}")
     return 0
 
 

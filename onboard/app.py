@@ -122,6 +122,7 @@ class OnboardApp:
         s["armed"] = self.fsm.armed
         s["why_not_moving"] = self.control.explainer.last if self.control.explainer else ""
         s["trials"] = self.supervisor.snapshot()
+        s["loop_started_s"] = self.scheduler.deadline_of(0)  # safety_transitions' t_s count from here
         s["learner"] = self.streamer.status() if self.streamer else {}
         link = self.link.stats()
         c = link["counters"]

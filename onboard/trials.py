@@ -25,7 +25,8 @@ The rule (docs/onboard.md, "On-robot trials"):
               (shown worse by more than the margin),
   and otherwise go on. At `max_episodes` or `max_s` seconds without non-inferiority shown, the
   candidate is rolled back: a version is promoted only if the robot's episodes show it is not
-  worse, never for lack of evidence. `max_falls` falls (DAMPING from POLICY) end a trial at once.
+  worse, never for lack of evidence. `max_falls` falls (DAMPING from POLICY) end a trial at once
+  (0: falls count only through the returns; the virtual robot, where a fall costs a respawn).
   Checking after every episode is a sequential test: its real error rates are somewhat above
   `alpha` (each look is a chance to err); `alpha` is a per-look threshold, not a guarantee.
 """
@@ -56,15 +57,15 @@ class TrialConfig:
     reference_episodes: int = 50  # the incumbent's last episodes kept as its reference
     alpha: float = 0.2  # significance of each one-sided Welch t-test (per look)
     tolerance: float = 0.1  # margin d as a fraction of |incumbent mean return|
-    max_falls: int = 1  # this many falls (DAMPING from POLICY) during the trial: rolled back at once (the virtual config allows 3)
+    max_falls: int = 1  # this many falls (DAMPING from POLICY) during the trial: rolled back at once; 0: falls alone never do
 
     def __post_init__(self) -> None:
         if not 2 <= self.min_episodes <= self.max_episodes:
             raise ValueError("need 2 <= min_episodes <= max_episodes")
         if not 0 < self.alpha < 0.5:
             raise ValueError("need 0 < alpha < 0.5")
-        if self.tolerance < 0 or self.max_s <= 0 or self.max_falls < 1:
-            raise ValueError("need tolerance >= 0, max_s > 0, max_falls >= 1")
+        if self.tolerance < 0 or self.max_s <= 0 or self.max_falls < 0:
+            raise ValueError("need tolerance >= 0, max_s > 0, max_falls >= 0")
         if self.reference_episodes < self.min_episodes:
             raise ValueError("need reference_episodes >= min_episodes")
 
@@ -345,7 +346,7 @@ class TrialManager:
         if t is None:
             return None
         n = len(t.returns)
-        if t.falls >= cfg.max_falls:
+        if cfg.max_falls and t.falls >= cfg.max_falls:
             return self.end(ROLLED_BACK, f"{t.falls} falls in {n} episodes", now_s)
         over = n >= cfg.max_episodes or now_s - t.started_s >= cfg.max_s
         if n == t.tested and not over:

@@ -144,3 +144,13 @@ def test_config_checks():
         TrialConfig(min_episodes=1)
     with pytest.raises(ValueError):
         TrialConfig(alpha=0.7)
+
+
+def test_falls_alone_never_end_a_trial_with_max_falls_zero():
+    m = TrialManager(TrialConfig(min_episodes=2, max_falls=0))
+    m.start(1, 0.0)
+    for _ in range(5):
+        m.fall(1)
+    assert m.poll(1.0) is None
+    eps(m, 1, [10, 12])
+    assert m.poll(2.0).outcome == PROMOTED

@@ -55,8 +55,10 @@ def test_demo_runs_and_reports(tmp_path):
     assert "Robot episode return by policy version" in report and "(interrupted)" in report
     assert "## What happened" in report
     assert "| controller |" in report  # the robot's episodes arrived and were counted
-    for name in ("returns", "policy_versions", "timing"):
-        assert (run_dir / "learner" / "plots" / f"{name}.png").stat().st_size > 1000
+    assert "## On-robot trials" in report and "What it measures" in report
+    for name in ("returns", "policy_versions", "trials"):
+        assert (run_dir / "plots" / f"{name}.png").stat().st_size > 1000
+    assert not (run_dir / "plots" / "timing.png").exists()  # lock-step: no flat timing panel
     # both children were stopped cleanly (SIGINT -> exit 0) and the robot's data arrived
     assert "learner exited with 0" in r.stderr and "robot exited with 0" in r.stderr
     assert (tmp_path / "data.hdf5").exists() and (run_dir / "keys" / "robot0.key_secret").exists()

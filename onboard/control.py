@@ -136,8 +136,8 @@ class Explainer:
         now = time.monotonic() if now is None else now
         why = self.reason()
         if why != self.last:
-            if why:
-                log.warning("robot not moving: %s", why)
+            if why:  # a fall the robot recovers from by itself is routine while a policy learns
+                log.log(logging.INFO if "by itself" in why else logging.WARNING, "robot not moving: %s", why)
             elif self.last:
                 log.info("robot moving again (%s)", self.loop.fsm.mode.value)
             self.last, self._logged_at = why, now

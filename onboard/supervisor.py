@@ -90,6 +90,8 @@ class PolicySupervisor:
         self._commands: queue.SimpleQueue[Command] = queue.SimpleQueue()
         self._answer_next: list[Command] = []
         self._last_mode = Mode.PASSIVE
+        self._clock: float | None = None  # the loop's clock at the last tick
+        self._driving_s = 0.0  # time in STAND or POLICY so far (the trials' clock)
         self._drove = NO_VERSION  # the version that drove during the last tick
         self._catches = 0
         self._caught: tuple[int, float] | None = None  # (version, loop time) of the last catch
@@ -136,7 +138,7 @@ class PolicySupervisor:
     # ------------------------------------------------------------------ the tick (loop thread)
     def tick(self) -> None:
         loop = self.loop
-        now = loop.sched.clock.now()
+        now = self._driving_clock(loop)
         for cmd in self._answer_next:  # applied last tick: the FSM has acted on it since
             cmd.reply.setdefault("ok", True)
             cmd.reply.update(mode=loop.fsm.mode.value, armed=loop.fsm.armed, policy_version=loop.policy_version)
@@ -164,6 +166,15 @@ class PolicySupervisor:
         self._drove = loop.policy_version
         if changed or self.trials.trial is not None and loop.sched.ticks % 200 == 0:
             self._refresh()
+
+    def _driving_clock(self, loop: ControlLoop) -> float:
+        """Seconds the robot has stood or driven (STAND/POLICY): the trials' clock. A robot lying
+        in DAMPING, unpowered or with a dead link does not use up a candidate's trial."""
+        clock = loop.sched.clock.now()
+        if self._clock is not None and self._last_mode in (Mode.STAND, Mode.POLICY):
+            self._driving_s += max(0.0, clock - self._clock)
+        self._clock = clock
+        return self._driving_s
 
     def _count_catches_and_falls(self, loop: ControlLoop, now: float) -> bool:
         mode, counted = loop.fsm.mode, False

@@ -53,7 +53,7 @@ class TrialConfig:
     enabled: bool = True  # trial every new version; false: a new version simply drives (no rollback by the robot)
     min_episodes: int = 5  # candidate episodes before the first test (and the incumbent's needed as a reference)
     max_episodes: int = 30  # the trial ends here at the latest: rolled back unless shown not worse
-    max_s: float = 120.0  # ... or after this long (loop clock) since the candidate first drove
+    max_s: float = 120.0  # ... or after this long standing or driving (STAND/POLICY) since the candidate first drove
     reference_episodes: int = 50  # the incumbent's last episodes kept as its reference
     alpha: float = 0.2  # significance of each one-sided Welch t-test (per look)
     tolerance: float = 0.1  # margin d as a fraction of |incumbent mean return|

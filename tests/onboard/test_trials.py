@@ -154,3 +154,46 @@ def test_falls_alone_never_end_a_trial_with_max_falls_zero():
     assert m.poll(1.0) is None
     eps(m, 1, [10, 12])
     assert m.poll(2.0).outcome == PROMOTED
+
+
+class FakeLoop:
+    """What the supervisor reads and calls on the loop (onboard/loop.py), without a robot."""
+
+    def __init__(self) -> None:
+        from types import SimpleNamespace
+
+        from onboard.safety import Mode
+
+        self.t = 0.0
+        self.sched = SimpleNamespace(clock=SimpleNamespace(now=lambda: self.t), ticks=0)
+        self.fsm = SimpleNamespace(mode=Mode.DAMPING, counts={}, armed=True)
+        self.tick_hooks, self.policy, self.previous_policy = [], None, None
+
+    @property
+    def policy_version(self) -> int:
+        return -1 if self.policy is None else self.policy.version
+
+    def activate_policy(self, p) -> None:
+        self.previous_policy, self.policy = self.policy, p
+
+
+def test_the_trial_clock_runs_only_while_the_robot_stands_or_drives():
+    from types import SimpleNamespace
+
+    from onboard.safety import Mode
+    from onboard.supervisor import PolicySupervisor
+
+    loop, sent = FakeLoop(), []
+    sup = PolicySupervisor(TrialConfig(max_s=100.0), report=sent.append)
+    sup.attach(loop)
+    loop.activate_policy(SimpleNamespace(version=1, fault=""))
+    for _ in range(50):  # 500 s lying in DAMPING (a dead link): the trial waits
+        loop.t += 10.0
+        sup.tick()
+    assert sup.trials.trial is not None and not sent
+    loop.fsm.mode = Mode.POLICY
+    for _ in range(12):
+        loop.t += 10.0
+        sup.tick()
+    assert sent and sent[0].outcome == "rolled_back" and "0 episodes" in sent[0].reason
+    assert 100.0 <= sent[0].duration_s <= 120.0 and loop.policy is None  # back to the controller

@@ -227,6 +227,7 @@ class Learner:
     uses_sim = False  # needs the sim buffer
     uses_classifiers = False  # trainer then also passes fresh classifier batches
     critic_sources: tuple[str, ...] = ()  # the buffers the critic's Bellman rows come from
+    backup_note = ""  # set when the target does not follow cfg.backup_entropy (reports say which was used)
 
     def __init__(self, obs_dim: int, act_dim: int, cfg: Any = None, device: str | torch.device = "cpu", *,
                  members: Sequence[Any] | None = None):

@@ -39,6 +39,7 @@ class BC(Learner):
     config_cls = BCConfig
     uses_real = True
     critic_sources = ("real",)  # the rows BC regresses on (it has no critic)
+    backup_note = "- (no critic)"
 
     def __init__(self, obs_dim: int, act_dim: int, cfg=None, device="cpu", *, members=None):
         super().__init__(obs_dim, act_dim, cfg, device, members=members)

@@ -38,6 +38,7 @@ class H2OPlus(OffPolicyAlgorithm):
     uses_sim = True
     uses_classifiers = True
     critic_sources = ("real", "sim")
+    backup_note = "soft (the SAC half of its blended target)"
 
     def __init__(self, obs_dim: int, act_dim: int, cfg=None, device="cpu", *, members=None):
         super().__init__(obs_dim, act_dim, cfg, device, members=members)

@@ -193,6 +193,24 @@ def plot_sim_vs_real(cfg: GridConfig, cells: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def backup_line(cfg: GridConfig) -> str:
+    """Which TD backup each algorithm's critic used (soft: with the entropy term), as configured."""
+    from learner.algorithms import REGISTRY, config_class
+    from learner.algorithms.base import config_from
+    from learner.task_defaults import algorithm_config
+
+    parts = []
+    for algo in cfg.algorithms:
+        fixed = REGISTRY[algo].backup_note  # a target that does not follow backup_entropy (H2O+, BC)
+        if fixed:
+            parts.append(f"{algo} {fixed}")
+            continue
+        values = algorithm_config(algo, cfg.tasks[0], hidden=cfg.train.get("hidden", "256-256"), seed=0,
+                                  overrides=cfg.train.get("algo"))
+        parts.append(f"{algo} {'soft' if config_from(config_class(algo), values).backup_entropy else 'hard'}")
+    return "Critic backup (soft: the target includes -alpha log pi): " + ", ".join(parts) + "."
+
+
 def write_report(cfg: GridConfig) -> dict:
     """Write results.csv, results.md, learning_curves.png, sim_vs_real.png into cfg.results_dir."""
     out = Path(cfg.results_dir)
@@ -206,7 +224,8 @@ def write_report(cfg: GridConfig) -> dict:
         f"# {cfg.name}\n\nFinal return on the real profile, mean ± std over seeds {cfg.seeds} "
         f"(in brackets: the same policies evaluated in the simulator). Budget {cfg.total_updates} updates "
         f"per cell; {len(cells)} of {total} cells finished. 'data / tuned ctrl': mean episode return of the "
-        f"offline data's behaviour policy and of the tuned controller on the real profile (for a file dataset with a sidecar JSON: of its expert policy).\n\n{table}")
+        f"offline data's behaviour policy and of the tuned controller on the real profile (for a file dataset with a sidecar JSON: of its expert policy).\n\n{table}"
+        f"\n{backup_line(cfg)}\n")
     plot_learning_curves(cfg, cells, out / "learning_curves.png")
     plot_sim_vs_real(cfg, cells, out / "sim_vs_real.png")
     return {"cells": len(cells), "of": total, "table": table}

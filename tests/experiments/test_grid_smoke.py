@@ -47,6 +47,7 @@ def test_grid_runs_reports_skips_and_resumes(tmp_path: Path, capsys) -> None:
     table = (results / "results.md").read_text()
     assert "| task | gap | dataset | data / tuned ctrl | h2o | sac |" in table
     assert "4 of 4 cells finished" in table
+    assert "Critic backup (soft: the target includes -alpha log pi): h2o hard, sac soft." in table
     for png in ("learning_curves.png", "sim_vs_real.png"):
         assert (results / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -267,12 +267,13 @@ def _plot_returns(out: Path, data: RunData, started: float) -> Path:
     policy = [e for e in data.episodes if e["policy_version"] >= 0]
     ctrl = [e["return"] for e in by_v.get(-1, [])]
     top = 1.15 * max([e["return"] for e in policy], default=1.0)
-    cmap = plt.get_cmap("tab10")
+    n_versions = sum(1 for v in by_v if v >= 0)
+    cmap = plt.get_cmap("tab10" if n_versions <= 10 else "tab20")  # no two versions share a colour
     for i, v in enumerate(sorted(v for v in by_v if v >= 0)):
         eps = by_v[v]
         ts = [_minutes(e["t"], started) for e in eps]
-        ax.plot(ts, [e["return"] for e in eps], "o", ms=3, alpha=0.5, color=cmap(i % 10))
-        ax.plot([ts[0], ts[-1]], [_mean([e["return"] for e in eps])] * 2, "-", lw=2.5, color=cmap(i % 10),
+        ax.plot(ts, [e["return"] for e in eps], "o", ms=3, alpha=0.5, color=cmap(i % cmap.N))
+        ax.plot([ts[0], ts[-1]], [_mean([e["return"] for e in eps])] * 2, "-", lw=2.5, color=cmap(i % cmap.N),
                 label=f"v{v}")
     if ctrl:
         c = _mean(ctrl)

@@ -41,8 +41,10 @@ class DemoConfig:
 
     minutes: float = _f(4.0, "how long robot and learner run together")
     task: str = _f("stand_still", "task name (or id with options, stand_still:action_history=2)")
-    task_options: str = _f("", "observation options for robot, learner and offline data, e.g. "
-                               "action_history=2 (docs/task_contract.md); empty: the paper's observation")
+    task_options: str = _f("action_history=2", "observation options for robot, learner and offline data "
+                               "(docs/task_contract.md): the last 2 actions make the observation a state again "
+                               "under the hidden profiles' 1-2 steps of actuation latency; empty: the paper's "
+                               "4-D observation")
     profile: str = _f("moderate", "the virtual robot's hidden 'real' dynamics profile")
     dataset: str = _f("", "offline real dataset (D4RL HDF5); empty: data/demo_<task>_<profile>.hdf5")
     dataset_steps: int = _f(10000, "transitions to collect when the dataset is missing")

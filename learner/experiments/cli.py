@@ -12,6 +12,7 @@ import tomllib
 from learner.experiments import config as grid_config
 from learner.experiments.datasets import DatasetSpecError
 from learner.experiments.driver import run_grid
+from learner.experiments.gates import format_table, run_gates
 from learner.experiments.report import write_report
 
 
@@ -33,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a [train] key for every cell, e.g. --train device=cpu (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="prepare datasets and list the cells to run, run nothing")
     p.add_argument("--report-only", action="store_true", help="only (re)write the table and plots from finished cells")
+    p.add_argument("--skip-gates", action="store_true",
+                   help="do not run the sanity gates first (python -m learner.experiments.gates: SAC fits the "
+                        "simulator, BC/CQL clear the offline data, H2O's seeds stay above it); by default a failed "
+                        "gate stops the grid, since its comparison would not be worth reading")
     return p
 
 
@@ -53,6 +58,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     result: dict = {}
     signal.signal(signal.SIGTERM, _interrupt)  # `kill <pid>` stops the workers too, like Ctrl-C
+    if not (args.report_only or args.dry_run or args.skip_gates):
+        try:
+            gate_results = run_gates(cfg)
+        except KeyboardInterrupt:
+            print("interrupted during the gates; re-run the same command to resume", file=sys.stderr)
+            return 130
+        print(format_table(gate_results))
+        if not all(r.passed for r in gate_results):
+            print("a sanity gate failed: the learners do not work at this grid's settings, so its comparison would "
+                  "mislead; fix the settings (docs/results.md) or pass --skip-gates", file=sys.stderr)
+            return 1
     if not args.report_only:
         try:
             result = run_grid(cfg, dry_run=args.dry_run)

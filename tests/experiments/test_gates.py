@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from learner.experiments import cli as grid_cli
 from learner.experiments import gates
 from learner.experiments.config import GapSpec, GridConfig
 from learner.experiments.datasets import DatasetSpec
@@ -62,13 +63,15 @@ def test_a_gate_with_no_finished_runs_fails(tmp_path):
     assert not any(r.passed for r in gates.judge(grids, meta))
 
 
-def test_a_tiny_budget_runs_every_gate_and_fails_them(tmp_path, capsys):
+def test_a_tiny_budget_fails_the_gates_and_the_grid_does_not_run(tmp_path, capsys):
     toml = tmp_path / "grid.toml"
     toml.write_text(TINY_GRID_TOML.format(out=tmp_path / "runs", results=tmp_path / "results"))
-    assert gates.main([str(toml), "--seeds", "0"]) == 1
-    out = capsys.readouterr().out
-    assert "| sim_learns | **no** |" in out
+    assert grid_cli.main([str(toml), "--seeds", "0"]) == 1
+    captured = capsys.readouterr()
+    assert "| sim_learns | **no** |" in captured.out and "a sanity gate failed" in captured.err
     report = json.loads((tmp_path / "runs" / "gates" / "gates.json").read_text())
     assert [r["name"] for r in report] == ["sim_learns", "offline_floor", "h2o_stable"]
     per_seed = {a: v for r in report for a, v in r["per_seed"].items()}
     assert sorted(per_seed) == ["bc", "cql", "h2o", "sac"] and all(len(v) == 1 for v in per_seed.values())
+    assert not (tmp_path / "runs" / "stand_still").exists()  # the grid's own cells never started
+    assert gates.main([str(toml), "--seeds", "0"]) == 1  # the gates alone: finished cells are reused

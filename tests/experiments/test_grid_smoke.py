@@ -23,7 +23,7 @@ def _cell(out: Path, algo: str, seed: int) -> Path:
 
 
 def _run(args: list[str], capsys) -> dict:
-    rc = main(args)
+    rc = main([*args, "--skip-gates"])  # 20 updates cannot pass them: tests/experiments/test_gates.py
     text = capsys.readouterr().out
     assert rc == 0, text
     return json.loads(text.strip().splitlines()[-1])

@@ -13,7 +13,7 @@ whose physics costs more or less than the env's).
 Times are CPU time of this process (`time.process_time`): on the shared 2-core VM other
 processes take the cores for whole scheduler slices, which wall time would charge to whichever
 chunk was running. Env and raw chunks alternate; each ratio is the median of the paired chunk
-ratios (target: env/raw <= 1.25, DESIGN.md).
+ratios (target: env/raw <= 1.25, docs/benchmarks.md).
 
 Prints, per task: best env steps/s, best raw steps/s, env/raw for the env's fast path and for its
 reference path (`fast = False`: the TaskSpec functions on a RobotState, what every step cost

@@ -9,7 +9,7 @@ non-blocking write(2) (a partial write queues the rest, so order is kept). pyser
 `serial_for_url` makes one code path serve /dev/ttyUSB0, a pty path, socket://host:port and
 loop://.
 
-Lifecycle (ros2_control's hardware component, STYLE.md 2.4):
+Lifecycle (modelled on ros2_control's hardware component):
     UNCONFIGURED --configure()--> INACTIVE (port open, states readable, no commands)
     INACTIVE --activate()--> ACTIVE (ENABLE sent and confirmed; commands accepted)
     ACTIVE --deactivate()--> INACTIVE (DISABLE sent)

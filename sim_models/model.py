@@ -2,7 +2,7 @@
 
 Why a module: the files on disk are never edited. Variants (legs locked) and dynamics-gap profiles
 are scripted edits applied to a freshly parsed `mujoco.MjSpec` / compiled `mujoco.MjModel`, so
-every simulator instance starts from the same committed XML (STYLE.md 2.2).
+every simulator instance starts from the same committed XML (as mujoco_menagerie models do).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ that cannot shrink much further (building arrays, calling the task arithmetic). 
 robots per call shares the Python that does not depend on the robot (action checks, the command
 arithmetic, the sensor gather and the float32 conversion, the result arrays) across all of them;
 what stays per robot is the ctrl write, `mj_step`, two row copies and the task's scalar
-observation/reward arithmetic (DESIGN.md target: env step within 25% of raw `mj_step` cost).
+observation/reward arithmetic (the project's target: env step within 25% of raw `mj_step` cost, docs/benchmarks.md).
 
 Same numbers as N single envs: robot i is a private `WheelLeggedEnv` (its own model, data, noise
 generator, episode origin and history); its resets are that env's `reset`, and its observation,

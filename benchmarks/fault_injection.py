@@ -13,6 +13,7 @@ Needs root for the disk-full case (a small tmpfs); that row says "skipped" other
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import socket
@@ -130,6 +131,16 @@ class Robot:
         self.streamer.stop()
 
 
+@contextlib.contextmanager
+def robot_streaming_to(srv: Learner, work: Path, keys: dict, a: argparse.Namespace):
+    """A robot program's streamer connected to `srv`; stopped (its spool kept) whatever happens."""
+    robot = Robot(srv.endpoint, keys, work / "spool", a.rows_per_batch)
+    try:
+        yield robot
+    finally:
+        robot.stop()
+
+
 def stored_rows(run_dir: Path, stream: str) -> tuple[np.ndarray, int]:
     store = RealStore(run_dir / "store")
     report = store.open()
@@ -156,16 +167,13 @@ def row(name: str, robot: Robot | None, run_dir: Path, up_s: float, note: str = 
 def case_kill9(work: Path, keys: dict, a: argparse.Namespace) -> dict:
     srv = Learner(work / "run", keys, work / "serve.log", ["--no-train"])
     srv.start()
-    robot = Robot(srv.endpoint, keys, work / "spool", a.rows_per_batch)
-    try:
+    with robot_streaming_to(srv, work, keys, a) as robot:
         robot.send(a.batches // 2)
         srv.kill9()
         robot.send(a.batches // 4)
         up = srv.start()
         robot.send(a.batches // 4)
         robot.drain()
-    finally:
-        robot.stop()
     srv.stop()
     return row("kill -9 learner mid-stream", robot, srv.run_dir, up, "restart time shown")
 
@@ -180,8 +188,7 @@ def case_disk_full(work: Path, keys: dict, a: argparse.Namespace) -> dict:
     try:
         srv = Learner(mnt / "run", keys, work / "serve.log", ["--no-train"])
         srv.start()
-        robot = Robot(srv.endpoint, keys, work / "spool", a.rows_per_batch)
-        try:
+        with robot_streaming_to(srv, work, keys, a) as robot:
             robot.send(a.batches // 4)
             with open(mnt / "filler", "wb", buffering=0) as f:
                 try:
@@ -197,8 +204,6 @@ def case_disk_full(work: Path, keys: dict, a: argparse.Namespace) -> dict:
             robot.drain()
             srv.kill9()
             up = srv.start()
-        finally:
-            robot.stop()
         srv.stop()
         return row("disk full (3 MB tmpfs), kill -9 after", robot, srv.run_dir, up,
                    f"service up while full: {full_alive}")
@@ -209,8 +214,7 @@ def case_disk_full(work: Path, keys: dict, a: argparse.Namespace) -> dict:
 def case_corrupt(work: Path, keys: dict, a: argparse.Namespace) -> dict:
     srv = Learner(work / "run", keys, work / "serve.log", ["--no-train"])
     srv.start()
-    robot = Robot(srv.endpoint, keys, work / "spool", a.rows_per_batch)
-    try:
+    with robot_streaming_to(srv, work, keys, a) as robot:
         robot.send(a.batches // 2)
         robot.drain()
         srv.stop()
@@ -221,8 +225,6 @@ def case_corrupt(work: Path, keys: dict, a: argparse.Namespace) -> dict:
         up = srv.start()
         robot.send(a.batches // 2)
         drained = robot.drain()
-    finally:
-        robot.stop()
     srv.stop()
     return row("one flipped byte in a segment", robot, srv.run_dir, up,
                f"stream drained after: {drained}; bytes of one record destroyed")
@@ -233,16 +235,13 @@ def case_poison(work: Path, keys: dict, a: argparse.Namespace) -> dict:
                   ["--algorithm", "cql", "--hidden", "16-16", "--min-real-rows", "64",
                    "--batch-real", "32", "--export-every-updates", "100"])
     up = srv.start()
-    robot = Robot(srv.endpoint, keys, work / "spool", a.rows_per_batch)
-    try:
+    with robot_streaming_to(srv, work, keys, a) as robot:
         robot.send(a.batches // 4)
         robot.send(5, poison=True)
         robot.send(a.batches // 4)
         robot.drain()
         time.sleep(8)  # training on what arrived
         alive = srv.alive()
-    finally:
-        robot.stop()
     code = srv.stop()
     log = srv.log_path.read_text()
     if not alive:
@@ -261,12 +260,9 @@ def case_257_streams(work: Path, keys: dict, a: argparse.Namespace) -> dict:
     store.close()
     srv = Learner(run, keys, work / "serve.log", ["--no-train"])
     up = srv.start()
-    robot = Robot(srv.endpoint, keys, work / "spool", a.rows_per_batch)
-    try:
+    with robot_streaming_to(srv, work, keys, a) as robot:
         robot.send(a.batches // 2)
         robot.drain()
-    finally:
-        robot.stop()
     alive = srv.alive()
     srv.stop()
     return row("257 earlier streams of the robot", robot, run, up, f"service alive: {alive}")

@@ -32,7 +32,7 @@ import torch
 
 from learner.algorithms import REGISTRY, make_population
 from learner.algorithms.base import sample_update_batches
-from learner.buffers import PopulationSampler, TransitionBuffer
+from learner.buffers import PopulationSampler, RealStats, TransitionBuffer
 
 
 def member_buffers(p: int, obs_dim: int, act_dim: int, n: int = 20_000) -> tuple[list, list]:
@@ -59,8 +59,7 @@ class Subject:
         self.algo = make_population(algorithm, obs_dim, act_dim, [dict(cfg, seed=k) for k in range(p)])
         real, sim = member_buffers(p, obs_dim, act_dim)
         self.real, self.sim = PopulationSampler(real), PopulationSampler(sim)
-        if hasattr(self.algo, "set_real_state_std"):
-            self.algo.set_real_state_std(torch.stack([b.obs_mean_std()[1] for b in real]))
+        self.algo.set_real_stats(RealStats.stack([b.stats() for b in real]))
         self.batch, self.disc_batch = batch, disc_batch
         for _ in range(3):  # warm-up (allocator, first-call paths)
             self.step()

@@ -130,8 +130,7 @@ class Subject:
             self.algo = make(name, OBS_DIM, ACT_DIM, cfg, device)
             self.uses_real = "real" in self.algo.critic_sources
             self.uses_sim = "sim" in self.algo.critic_sources
-            if hasattr(self.algo, "set_real_state_std"):
-                self.algo.set_real_state_std(self.real.obs_mean_std()[1])
+            self.algo.set_real_stats(self.real.stats())
         self.device = device
         for _ in range(5):  # warm-up (allocator, first-call paths)
             self.step()

@@ -7,9 +7,11 @@ batch fields are views into that gathered block: no numpy round trip, no per-fie
 Thread safety: the learner service appends streamed robot rows from its ingest thread while the
 trainer samples; a lock guards append and sample (both are short: one copy / one gather).
 
-Real-state statistics (mean/std per dimension) are kept exactly over the rows currently stored,
-because H2O's s' perturbation sigma is the std of the *real* states (the reference used the std
-of the zero-padded buffer, ~0.3x too small; see learner/algorithms/h2o.py).
+Real-data statistics (mean/std per dimension of the states and of the state changes s' - s) are
+kept exactly over the rows currently stored: H2O's s' perturbation sigma is the std of the *real*
+states (the reference used the std of the zero-padded buffer, ~0.3x too small; see
+learner/algorithms/h2o.py), and the classifiers' "normalized" inputs standardise by them
+(learner/algorithms/classifiers.py).
 """
 
 from __future__ import annotations
@@ -44,6 +46,22 @@ class Batch:
     def rows(self) -> int:
         """Rows per member: B of a [B, dim] batch and of a population's [P, B, dim] batch."""
         return self.rew.shape[-1]
+
+
+@dataclass
+class RealStats:
+    """Per-dimension mean and std of the real states and of the real state changes s' - s.
+    A single buffer's fields are [obs_dim]; a population's (`stack`) [P, obs_dim]."""
+
+    obs_mean: torch.Tensor
+    obs_std: torch.Tensor
+    delta_mean: torch.Tensor
+    delta_std: torch.Tensor
+
+    @staticmethod
+    def stack(stats: "list[RealStats]") -> "RealStats":
+        return RealStats(*(torch.stack([getattr(x, f) for x in stats])
+                           for f in ("obs_mean", "obs_std", "delta_mean", "delta_std")))
 
 
 def batch_from_arrays(obs, act, rew, next_obs, done, device: str | torch.device = "cpu") -> Batch:
@@ -84,9 +102,11 @@ class TransitionBuffer:
         self._lock = threading.Lock()
         self._gen = torch.Generator(device=self.device)
         self._gen.manual_seed(seed)
-        # exact sums over the stored obs rows, float64, for the real-state mean/std
+        # exact sums over the stored rows, float64, for the mean/std of obs and of next_obs - obs
         self._obs_sum = torch.zeros(o, dtype=torch.float64, device=self.device)
         self._obs_sumsq = torch.zeros(o, dtype=torch.float64, device=self.device)
+        self._delta_sum = torch.zeros(o, dtype=torch.float64, device=self.device)
+        self._delta_sumsq = torch.zeros(o, dtype=torch.float64, device=self.device)
         self.rejected_batches = 0  # counter of `add`/`load_fixed` calls refused for bad input
 
     # ---- writing -------------------------------------------------------------------------------
@@ -115,8 +135,11 @@ class TransitionBuffer:
 
     def _account(self, rows: torch.Tensor, sign: float) -> None:
         obs = rows[:, self._slices["obs"]].double()
+        delta = rows[:, self._slices["next_obs"]].double() - obs
         self._obs_sum += sign * obs.sum(0)
         self._obs_sumsq += sign * (obs * obs).sum(0)
+        self._delta_sum += sign * delta.sum(0)
+        self._delta_sumsq += sign * (delta * delta).sum(0)
 
     def load_fixed(self, data: Mapping[str, np.ndarray]) -> int:
         """Set the frozen prefix from D4RL-style arrays (observations, actions, rewards,
@@ -189,10 +212,13 @@ class TransitionBuffer:
     def obs_mean_std(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-dimension mean and std (population) of the stored obs, float32."""
         with self._lock:
-            n = max(self._size, 1)
-            mean = self._obs_sum / n
-            var = (self._obs_sumsq / n - mean * mean).clamp(min=0.0)
-        return mean.float(), var.sqrt().float()
+            return _mean_std(self._obs_sum, self._obs_sumsq, self._size)
+
+    def stats(self) -> RealStats:
+        """Mean and std of the stored obs and of next_obs - obs (float32, per dimension)."""
+        with self._lock:
+            return RealStats(*_mean_std(self._obs_sum, self._obs_sumsq, self._size),
+                             *_mean_std(self._delta_sum, self._delta_sumsq, self._size))
 
     def arrays(self) -> dict[str, np.ndarray]:
         """All stored rows as D4RL-style numpy arrays (for tests and dataset dumps)."""
@@ -224,8 +250,8 @@ class TransitionBuffer:
             self._rows.zero_()
             self._rows[: rows.shape[0]] = rows
             self._size, self._n_fixed, self._cursor = rows.shape[0], int(state["n_fixed"]), int(state["cursor"])
-            self._obs_sum.zero_()
-            self._obs_sumsq.zero_()
+            for total in (self._obs_sum, self._obs_sumsq, self._delta_sum, self._delta_sumsq):
+                total.zero_()
             self._account(rows, +1.0)
             self._gen.set_state(state["gen"])
 
@@ -265,3 +291,10 @@ class PopulationSampler:
         s = b0._slices
         return Batch(block[..., s["obs"]], block[..., s["act"]], block[..., s["rew"]].squeeze(-1),
                      block[..., s["next_obs"]], block[..., s["done"]].squeeze(-1))
+
+
+def _mean_std(total: torch.Tensor, total_sq: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, population std) as float32 from float64 running sums over n rows."""
+    n = max(n, 1)
+    mean = total / n
+    return mean.float(), (total_sq / n - mean * mean).clamp(min=0.0).sqrt().float()

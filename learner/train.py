@@ -45,7 +45,7 @@ import torch
 
 from learner import algorithms
 from learner.algorithms.base import sample_update_batches
-from learner.buffers import PopulationSampler, TransitionBuffer
+from learner.buffers import PopulationSampler, RealStats, TransitionBuffer
 from learner.cli_config import add_dataclass_arguments, help_field, merge_layers
 from learner.export import write_atomic
 from learner.rollout import (GYM_PREFIX, PopulationEnvs, Transitions, env_dims, make_env, population_evaluate,
@@ -301,8 +301,7 @@ class Run:
         member_cfgs = [algorithm_config(cfg.algorithm, cfg.task, hidden=cfg.hidden, seed=m.seed,
                                         disc_hidden=cfg.disc_hidden, overrides=cfg.algo) for m in self.members]
         self.algo = algorithms.make_population(cfg.algorithm, obs_dim, act_dim, member_cfgs, self.device)
-        if hasattr(self.algo, "set_real_state_std"):
-            self.algo.set_real_state_std(torch.stack([m.real.obs_mean_std()[1] for m in self.members]))
+        self.algo.set_real_stats(RealStats.stack([m.real.stats() for m in self.members]))
         self.real = PopulationSampler([m.real for m in self.members])
         self.sim = PopulationSampler([m.sim for m in self.members])
         self.epoch = 0

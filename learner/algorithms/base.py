@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from learner.buffers import Batch
+from learner.buffers import Batch, RealStats
 from learner.networks import PopulationPolicy, PopulationQ, TanhGaussianPolicy, TwinQ, parse_hidden
 
 
@@ -265,6 +265,14 @@ class Learner:
         hidden = parse_hidden(self.cfg.hidden)
         return PopulationPolicy(self.per_member(lambda: TanhGaussianPolicy(self.obs_dim, self.act_dim, hidden))
                                 ).to(self.device)
+
+    def set_real_stats(self, stats: RealStats) -> None:
+        """The real data's per-dimension statistics (learner/buffers.py RealStats, [obs] or
+        [P, obs]); trainers call this after loading the real data and as it grows. Algorithms with
+        classifiers standardise their inputs by it; the others ignore it."""
+        classifiers = getattr(self, "classifiers", None)
+        if classifiers is not None:
+            classifiers.set_real_stats(stats)
 
     # ---- update API ------------------------------------------------------------------------------
     def _update(self, real: Batch | None, sim: Batch | None, disc_real: Batch | None,

@@ -11,28 +11,82 @@ The dynamics log-ratio the algorithms need,
       = D_sas[0] - D_sas[1]                      (bounded to [-4, 4] by the 2*tanh logits),
 does not depend on D_sa at all, so inference evaluates D_sas only, straight from the logits
 (no softmax round trip; tests/learner check it equals the probability form).
+
+Inputs (`disc_inputs`):
+- "raw" (the reference): (s, a) and (s, a, s'), with N(0, disc_noise_std^2) added to each.
+- "normalized" (a departure, for robots): (z(s), a) and (z(s), a, z_delta(s' - s)), where z
+  standardises each dimension by the real data's mean and std (learner/buffers.py RealStats), and
+  the noise is added to those. Why: the noise std 0.1 was set for HalfCheetah, whose states change
+  by O(1) per step; the wheel-legged robot's states change by 0.002-0.13 per 20 ms step, so noise
+  0.1 on s and s' hides the change the dynamics gap lives in, and the "dynamics" ratio learns the
+  state distribution instead (d_sas accuracy within 1% of d_sa's in the H2O runs of
+  docs/results.md). Standardised state changes make the noise the same share of the signal on
+  every dimension of every robot.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch.nn import functional as F
 
 from learner.algorithms.base import make_adam
-from learner.buffers import Batch
+from learner.buffers import Batch, RealStats
 from learner.networks import Discriminator, PopulationDiscriminator, parse_hidden
+
+
+DISC_INPUTS = ("raw", "normalized")
+
+
+@dataclass
+class ClassifierConfig:
+    """Settings of the real-vs-sim classifiers (H2O, H2O+, DARC, DARC+ configs inherit them)."""
+
+    disc_hidden: str = "256-256"  # D_sa, D_sas hidden sizes
+    disc_lr: float = 3e-4
+    disc_noise_std: float = 0.1  # Gaussian noise on every classifier input during training
+    disc_inputs: str = "raw"  # "raw" (reference) or "normalized" (standardised s and s' - s)
 
 
 class DynamicsClassifiers:
     """The population's D_sa, D_sas (leading member dimension) and their (one) Adam optimiser."""
 
     def __init__(self, d_sa: PopulationDiscriminator, d_sas: PopulationDiscriminator, obs_dim: int, act_dim: int,
-                 lr: float, noise_std: float):
+                 lr: float, noise_std: float, inputs: str = "raw"):
+        if inputs not in DISC_INPUTS:
+            raise ValueError(f"disc_inputs must be one of {DISC_INPUTS}, got {inputs!r}")
         self.obs_dim, self.act_dim = obs_dim, act_dim
         self.noise_std = noise_std
+        self.inputs = inputs
         self.d_sa, self.d_sas = d_sa, d_sas
         # One Adam over both networks = the reference's two Adams (Adam is per-parameter).
         self.opt = make_adam([*self.d_sa.parameters(), *self.d_sas.parameters()], lr)
+        # Standardisation of the "normalized" inputs, [P, 1, obs_dim]; identity until set_real_stats.
+        p, dev = d_sa.net.layers[0].weight.shape[0], d_sa.net.layers[0].weight.device
+        self.obs_mean = torch.zeros(p, 1, obs_dim, device=dev)
+        self.obs_scale = torch.ones(p, 1, obs_dim, device=dev)
+        self.delta_mean = torch.zeros(p, 1, obs_dim, device=dev)
+        self.delta_scale = torch.ones(p, 1, obs_dim, device=dev)
+
+    def set_real_stats(self, stats: RealStats) -> None:
+        """Standardise the "normalized" inputs by the real data's statistics ([obs] or [P, obs])."""
+        p = self.obs_mean.shape[0]
+
+        def shaped(x: torch.Tensor) -> torch.Tensor:
+            return torch.as_tensor(x, dtype=torch.float32, device=self.obs_mean.device).expand(
+                p, self.obs_dim).reshape(p, 1, self.obs_dim).clone()
+
+        self.obs_mean, self.delta_mean = shaped(stats.obs_mean), shaped(stats.delta_mean)
+        self.obs_scale = shaped(stats.obs_std).clamp(min=1e-6)
+        self.delta_scale = shaped(stats.delta_std).clamp(min=1e-6)
+
+    def features(self, obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
+        """The D_sas input [P, N, 2*obs+act] from rows [P, N, .]; D_sa sees its first obs+act columns."""
+        if self.inputs == "raw":
+            return torch.cat([obs, act, next_obs], -1)
+        return torch.cat([(obs - self.obs_mean) / self.obs_scale, act,
+                          (next_obs - obs - self.delta_mean) / self.delta_scale], -1)
 
     def losses(self, real: Batch, sim: Batch, noise) -> tuple[torch.Tensor, dict]:
         """L_sa + L_sas per member [P] on noisy (s, a, s') rows of real (label 0) and sim (label 1).
@@ -43,8 +97,8 @@ class DynamicsClassifiers:
         0 is softplus(l1 - l0) and of label 1 is softplus(l0 - l1).
         """
         n_real = real.rows
-        x = torch.cat([torch.cat([real.obs, real.act, real.next_obs], -1),
-                       torch.cat([sim.obs, sim.act, sim.next_obs], -1)], 1)
+        x = torch.cat([self.features(real.obs, real.act, real.next_obs),
+                       self.features(sim.obs, sim.act, sim.next_obs)], 1)
         x = x + self.noise_std * noise.normal(x.shape)
         sa_logits = self.d_sa(x[..., : self.obs_dim + self.act_dim])
         sas_logits = self.d_sas(x) + sa_logits  # D_sa gets L_sas's gradient too (reference)
@@ -68,9 +122,11 @@ class DynamicsClassifiers:
     @torch.no_grad()
     def log_dynamics_ratio(self, obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
         """log P_real(s'|s,a) - log P_sim(s'|s,a) = D_sas[0] - D_sas[1]; inputs [P, ..., dim] -> [P, ...]."""
-        x = torch.cat([obs, act, next_obs], -1)
-        logits = self.d_sas(x.reshape(x.shape[0], -1, x.shape[-1]))
-        return (logits[..., 0] - logits[..., 1]).reshape(x.shape[:-1])
+        lead = obs.shape[:-1]
+        p, dim = obs.shape[0], obs.shape[-1]
+        x = self.features(obs.reshape(p, -1, dim), act.reshape(p, -1, act.shape[-1]), next_obs.reshape(p, -1, dim))
+        logits = self.d_sas(x)
+        return (logits[..., 0] - logits[..., 1]).reshape(lead)
 
     def modules(self) -> dict:
         return {"d_sa": self.d_sa, "d_sas": self.d_sas}
@@ -93,7 +149,7 @@ def attach_classifiers(algo) -> DynamicsClassifiers:
     pairs = algo.per_member(lambda: (Discriminator(o + a, hidden), Discriminator(2 * o + a, hidden)), seed_offset=1)
     d_sa = PopulationDiscriminator([p[0] for p in pairs]).to(algo.device)
     d_sas = PopulationDiscriminator([p[1] for p in pairs]).to(algo.device)
-    clf = DynamicsClassifiers(d_sa, d_sas, o, a, cfg.disc_lr, cfg.disc_noise_std)
+    clf = DynamicsClassifiers(d_sa, d_sas, o, a, cfg.disc_lr, cfg.disc_noise_std, cfg.disc_inputs)
     algo._modules.update(clf.modules())
     algo._optims["disc_opt"] = clf.opt
     return clf

@@ -17,17 +17,15 @@ from dataclasses import dataclass
 import torch
 
 from learner.algorithms.base import OffPolicyAlgorithm, SACCoreConfig, cat_batches
-from learner.algorithms.classifiers import attach_classifiers
+from learner.algorithms.classifiers import ClassifierConfig, attach_classifiers
 from learner.buffers import Batch
 
 DR_CLIP = 10.0  # H2O authors' DARC baseline: clamp(dr, -10, 10)
 
 
 @dataclass
-class DARCConfig(SACCoreConfig):
+class DARCConfig(ClassifierConfig, SACCoreConfig):
     backup_entropy: bool = True  # soft backup, as SAC (the method is SAC + a reward correction)
-    disc_hidden: str = "256-256"
-    disc_lr: float = 3e-4
     disc_noise_std: float = 1.0  # DARC paper: input noise std 1.0
     dr_warmup_updates: int = 0  # updates before dr is added (DARC paper: 1e5)
     train_on_real: bool = False  # True = DARC+

@@ -15,7 +15,7 @@ Symbols (code = metric keys = docs/learner.md):
 Departures from the reference (each deliberate):
  1. sigma for the s' perturbation is the per-dimension std of the REAL states (the buffer's real
     part), not of the zero-padded whole buffer (reference: `s_prime_std` over the padded buffer,
-    ~0.3x too small). If the trainer never calls set_real_state_std, the real batch's std is used.
+    ~0.3x too small). If the trainer never calls set_real_stats, the real batch's std is used.
  2. omega is computed in log space in float64: log omega = log u - logsumexp(log u). The floor
     u >= 1e-45 is a float32 denormal (reference clamp(min=1e-45)); with flush-to-zero it becomes 0
     and omega = 0/0. In float64 the floor is a normal number, so all-at-floor gives omega = 1/N
@@ -30,6 +30,10 @@ Departures from the reference (each deliberate):
     optimisers step in the reference order alpha, pi, Q. Same gradients as the reference.
  7. float32 throughout (reference float64 arrays); per-instance seeded noise generator (one for a
     whole population: learner/algorithms/base.py).
+ 8. Optional (`disc_inputs = "normalized"`): the classifiers see standardised states and state
+    changes (learner/algorithms/classifiers.py), and the s' perturbation for u uses the std of the
+    real state changes instead of the states: a state-sized perturbation is ~100x the one-step
+    change on the robot and would put every s'_k far outside both classifiers' data.
 """
 
 from __future__ import annotations
@@ -40,8 +44,8 @@ from dataclasses import dataclass
 import torch
 
 from learner.algorithms.base import OffPolicyAlgorithm, SACCoreConfig, cat_batches
-from learner.algorithms.classifiers import attach_classifiers
-from learner.buffers import Batch
+from learner.algorithms.classifiers import ClassifierConfig, attach_classifiers
+from learner.buffers import Batch, RealStats
 
 IS_WEIGHT_MIN = 1e-5  # importance weight clip: sim samples are never up-weighted (reference)
 IS_WEIGHT_MAX = 1.0
@@ -52,16 +56,13 @@ PENALTY_CLIP = 1000.0  # reference clips the penalty's difference term to +-1000
 
 
 @dataclass
-class H2OConfig(SACCoreConfig):
-    """H2O hyper-parameters on top of the SAC core (reference defaults)."""
+class H2OConfig(ClassifierConfig, SACCoreConfig):
+    """H2O hyper-parameters on top of the SAC core and the classifiers (reference defaults)."""
 
     beta: float = 0.01  # penalty weight (reference cql_min_q_weight)
     penalty_temperature: float = 1.0  # temperature of the omega-weighted logsumexp
     n_next_state_samples: int = 10  # perturbed s' per sim (s,a) for u (reference sampling_n_next_states)
     s_prime_std_ratio: float = 1.0  # s'_k = s' + N(0, (ratio * sigma)^2)
-    disc_hidden: str = "256-256"  # D_sa, D_sas hidden sizes
-    disc_lr: float = 3e-4
-    disc_noise_std: float = 0.1  # Gaussian noise on every classifier input during training
 
 
 class H2O(OffPolicyAlgorithm):
@@ -77,9 +78,12 @@ class H2O(OffPolicyAlgorithm):
         self.classifiers = attach_classifiers(self)
         self.real_state_std: torch.Tensor | None = None  # [P, obs_dim]
 
-    def set_real_state_std(self, std: torch.Tensor) -> None:
-        """sigma for the s' perturbation: per-dimension std of the real states (departure 1);
-        [obs_dim] (every member) or [P, obs_dim] (one row per member's real data)."""
+    def set_real_stats(self, stats: RealStats) -> None:
+        """sigma for the s' perturbation (departure 1): per-dimension std of the real states, or
+        with "normalized" classifier inputs of the real state CHANGES (departure 8); [obs_dim]
+        (every member) or [P, obs_dim] (one row per member's real data)."""
+        super().set_real_stats(stats)
+        std = stats.obs_std if self.cfg.disc_inputs == "raw" else stats.delta_std
         std = torch.as_tensor(std, dtype=torch.float32, device=self.device)
         self.real_state_std = std.expand(self.population, self.obs_dim).clone()
 

@@ -16,19 +16,16 @@ from dataclasses import dataclass
 import torch
 
 from learner.algorithms.base import OffPolicyAlgorithm, SACCoreConfig, cat_batches, make_adam
-from learner.algorithms.classifiers import attach_classifiers
+from learner.algorithms.classifiers import ClassifierConfig, attach_classifiers
 from learner.buffers import Batch
 from learner.networks import PopulationMLP, mlp, parse_hidden
 
 
 @dataclass
-class H2OPlusConfig(SACCoreConfig):
+class H2OPlusConfig(ClassifierConfig, SACCoreConfig):
     expectile: float = 0.5  # IQL expectile of the real-data value (0.9 on the robot)
     blend_lambda: float = 0.5  # weight of the V-based target (0.1 on the robot)
     value_lr: float = 3e-4
-    disc_hidden: str = "256-256"
-    disc_lr: float = 3e-4
-    disc_noise_std: float = 0.1
 
 
 class H2OPlus(OffPolicyAlgorithm):

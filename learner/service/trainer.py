@@ -376,9 +376,8 @@ class Trainer:
                         stop.wait(0.1)
                     continue
                 self.stats.state = "training" if self.stats.updates >= cfg.pretrain_updates else "pretraining"
-                if hasattr(self.algo, "set_real_state_std") and \
-                        (real_std_set_at < 0 or self.stats.updates - real_std_set_at >= 1000):
-                    self.algo.set_real_state_std(self.real.obs_mean_std()[1])
+                if real_std_set_at < 0 or self.stats.updates - real_std_set_at >= 1000:
+                    self.algo.set_real_stats(self.real.stats())
                     real_std_set_at = self.stats.updates
                 losses = self.algo.update(**self._sample())
                 if not _losses_finite(losses):

@@ -41,6 +41,19 @@ def test_real_state_statistics_are_exact_over_stored_rows():
     assert np.allclose(std.numpy(), stored.std(), atol=1e-4)
 
 
+def test_state_change_statistics_are_exact_over_stored_rows():
+    buf = TransitionBuffer(2, 1, capacity=6)
+    d = rows(8, 0.0)
+    d["next_observations"] = d["observations"] + np.arange(8, dtype=np.float32)[:, None] * [1.0, -2.0]
+    buf.load_fixed({k: v[:2] for k, v in d.items()})
+    add(buf, {k: v[2:] for k, v in d.items()})  # 6 rows offered, 4 fit: changes 4..7 evict 2..3
+    stats = buf.stats()
+    kept = np.array([0, 1, 4, 5, 6, 7], np.float64)
+    assert np.allclose(stats.delta_mean.numpy(), [kept.mean(), -2 * kept.mean()], atol=1e-4)
+    assert np.allclose(stats.delta_std.numpy(), [kept.std(), 2 * kept.std()], atol=1e-4)
+    assert torch.equal(stats.obs_std, buf.obs_mean_std()[1])
+
+
 def test_sample_returns_views_of_one_gather_with_consistent_rows():
     buf = TransitionBuffer(2, 1, capacity=50, seed=0)
     buf.load_fixed(rows(40, 0.0))

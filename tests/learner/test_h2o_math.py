@@ -11,10 +11,17 @@ from torch.nn import functional as F
 
 from learner.algorithms import make
 from learner.algorithms.h2o import LOG_U_FLOOR, U_MAX, log_omega_from_u
+from learner.buffers import RealStats
 
 
 def tiny_h2o(**kw):
     return make("h2o", OBS_DIM, ACT_DIM, {"hidden": TINY, "disc_hidden": TINY, **kw})
+
+
+def stats(obs_std: float, delta_std: float = 1.0) -> RealStats:
+    """Real-data statistics with zero means and the given stds on every dimension."""
+    zero = torch.zeros(OBS_DIM)
+    return RealStats(zero, torch.full((OBS_DIM,), obs_std), zero, torch.full((OBS_DIM,), delta_std))
 
 
 def test_omega_is_u_over_sum_u():
@@ -41,7 +48,7 @@ def test_omega_with_some_u_at_floor():
 def test_gap_weight_from_constant_classifier():
     algo = tiny_h2o()
     sim = one(8, 0)
-    algo.set_real_state_std(torch.ones(OBS_DIM))
+    algo.set_real_stats(stats(1.0))
     # logits (real, sim) = (0, 1) everywhere: log P_sim/P_real(s'|s,a) = 1 -> u = 1, omega = 1/8
     set_constant_logits(algo.classifiers.d_sas, (0.0, 1.0))
     log_omega, u = algo.gap_weight(sim)
@@ -58,13 +65,42 @@ def test_gap_weight_from_constant_classifier():
 def test_gap_weight_perturbs_next_state_with_real_state_std():
     algo = tiny_h2o(n_next_state_samples=4)
     sim = one(16, 0)
-    algo.set_real_state_std(torch.zeros(OBS_DIM))  # sigma 0: all k samples identical
+    algo.set_real_stats(stats(0.0))  # sigma 0: all k samples identical
     _, u0 = algo.gap_weight(sim)
     expected = -algo.classifiers.log_dynamics_ratio(sim.obs, sim.act, sim.next_obs)
     assert torch.allclose(u0, expected, atol=1e-6)
-    algo.set_real_state_std(torch.ones(OBS_DIM))
+    algo.set_real_stats(stats(1.0))
     _, u1 = algo.gap_weight(sim)
     assert not torch.allclose(u1, expected, atol=1e-4)
+
+
+def test_normalized_inputs_standardise_states_and_state_changes():
+    algo = tiny_h2o(disc_inputs="normalized")
+    sim = one(8, 0)
+    mean, std = torch.linspace(-1, 1, OBS_DIM), torch.linspace(0.5, 2, OBS_DIM)
+    d_mean, d_std = torch.full((OBS_DIM,), 0.01), torch.full((OBS_DIM,), 0.004)
+    algo.set_real_stats(RealStats(mean, std, d_mean, d_std))
+    x = algo.classifiers.features(sim.obs, sim.act, sim.next_obs)
+    assert torch.allclose(x[..., :OBS_DIM], (sim.obs - mean) / std, atol=1e-5)
+    assert torch.equal(x[..., OBS_DIM:OBS_DIM + ACT_DIM], sim.act)
+    assert torch.allclose(x[..., OBS_DIM + ACT_DIM:], (sim.next_obs - sim.obs - d_mean) / d_std, atol=1e-3)
+    # raw inputs are the reference's (s, a, s')
+    raw = tiny_h2o().classifiers.features(sim.obs, sim.act, sim.next_obs)
+    assert torch.equal(raw, torch.cat([sim.obs, sim.act, sim.next_obs], -1))
+
+
+def test_normalized_inputs_perturb_next_state_by_the_state_change_std():
+    algo = tiny_h2o(disc_inputs="normalized", n_next_state_samples=4)
+    sim = one(16, 0)
+    algo.set_real_stats(stats(obs_std=1.0, delta_std=0.0))  # state std does not matter here
+    _, u0 = algo.gap_weight(sim)
+    expected = -algo.classifiers.log_dynamics_ratio(sim.obs, sim.act, sim.next_obs)
+    assert torch.allclose(u0, expected, atol=1e-6)
+
+
+def test_unknown_classifier_inputs_are_refused():
+    with pytest.raises(ValueError, match="disc_inputs"):
+        tiny_h2o(disc_inputs="whitened")
 
 
 def test_importance_weight_is_clipped_ratio():

@@ -15,16 +15,21 @@ from learner_testkit import (ACT_DIM, OBS_DIM, TINY, RecordingNoise, ReplayNoise
 
 from learner.algorithms import REGISTRY, make, make_population, stack_member_states
 from learner.algorithms.base import sample_update_batches
-from learner.buffers import TransitionBuffer
+from learner.buffers import RealStats, TransitionBuffer
 
 P, SEEDS, UPDATES = 3, (5, 6, 7), 4
 
 
-def member_cfgs(name: str) -> list[dict]:
-    cfg = {"hidden": TINY}
+def member_cfgs(name: str, **extra) -> list[dict]:
+    cfg = {"hidden": TINY, **extra}
     if "disc_hidden" in REGISTRY[name].config_cls.__dataclass_fields__:
         cfg["disc_hidden"] = TINY
     return [dict(cfg, seed=s) for s in SEEDS]
+
+
+CASES = [(name, {}) for name in sorted(REGISTRY)] + [
+    (name, {"disc_inputs": "normalized"}) for name in sorted(REGISTRY)
+    if "disc_inputs" in REGISTRY[name].config_cls.__dataclass_fields__]
 
 
 def member_batches(i: int) -> list[dict]:
@@ -54,20 +59,20 @@ def close(a: torch.Tensor, b: torch.Tensor) -> bool:
     return torch.allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", sorted(REGISTRY))
-def test_member_k_equals_a_single_learner(name):
-    cfgs = member_cfgs(name)
+@pytest.mark.parametrize("name, extra", CASES, ids=[f"{n}-{e.get('disc_inputs', 'raw')}" for n, e in CASES])
+def test_member_k_equals_a_single_learner(name, extra):
+    cfgs = member_cfgs(name, **extra)
     pop = make_population(name, OBS_DIM, ACT_DIM, cfgs)
     singles = [make(name, OBS_DIM, ACT_DIM, c) for c in cfgs]
     # same weights: member k was initialised exactly as a single learner with seed k
     for k, s in enumerate(singles):
         mine, theirs = tensors(pop.member_state_dict(k)), tensors(s.state_dict())
         assert mine.keys() == theirs.keys() and all(torch.equal(mine[n], theirs[n]) for n in mine)
-    if hasattr(pop, "set_real_state_std"):
-        std = torch.rand(P, OBS_DIM) + 0.5
-        pop.set_real_state_std(std)
-        for k, s in enumerate(singles):
-            s.set_real_state_std(std[k])
+    stats = RealStats(torch.randn(P, OBS_DIM), torch.rand(P, OBS_DIM) + 0.5, torch.randn(P, OBS_DIM) * 0.1,
+                      torch.rand(P, OBS_DIM) * 0.1 + 0.01)
+    pop.set_real_stats(stats)
+    for k, s in enumerate(singles):
+        s.set_real_stats(RealStats(stats.obs_mean[k], stats.obs_std[k], stats.delta_mean[k], stats.delta_std[k]))
     recorder = RecordingNoise(pop.noise)
     pop.noise = recorder
     for k, s in enumerate(singles):

@@ -74,7 +74,7 @@ class TrainConfig:
     dataset: str = _f("", "D4RL-style HDF5 of real transitions; empty = collect one in the real profile")
     collect_steps: int = _f(10_000, "transitions to collect when no dataset is given")
     collect_noise: float = _f(0.3, "Gaussian action noise std of the behaviour policy during collection")
-    collect_detuned: bool = _f(True, "collect with the detuned controller (genuinely medium data, benchmark_notes.md)")
+    collect_detuned: bool = _f(True, "collect with the detuned controller (genuinely medium data: the tuned one plus noise is near-expert)")
     # budget and schedule
     total_updates: int = _f(100_000, "gradient updates in total")
     updates_per_epoch: int = _f(1000, "updates after each sim rollout phase")

@@ -1,8 +1,8 @@
 """Offline "real" datasets for the grid: genuinely medium behaviour, D4RL layout.
 
 Why not train.py's own collection: it uses the tuned controller plus noise, which is nearly expert
-(reference/benchmark_notes.md: behaviour cloning alone then reaches ~99% and an offline-only
-baseline wins trivially). The paper's point needs data like D4RL's:
+(an earlier prototype measured behaviour cloning at ~99% of the controller on such data, so an
+offline-only baseline wins trivially). The paper's point needs data like D4RL's:
 
 - medium: the detuned LQR (sim_models.controller, detuned=True) plus Gaussian noise; on a gap
   profile it loses balance after a second or two, about a third of the tuned return.

@@ -23,7 +23,6 @@ A replay session against the unchanged onboard program:
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import signal
 import sys
@@ -43,6 +42,7 @@ from firmware_bridge.recordings import (
     recorded_steps,
     to_json_recording,
 )
+from protocol import strict_json
 from protocol.recording import CLOCK_METADATA, recover
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     info = inspect_recording(args.file)
     if args.json:
-        print(json.dumps(info, indent=2))
+        print(strict_json.dumps(info, indent=2))
         return 0
     print(f"{info['path']}: {info['records']} records, {info['size_bytes']} bytes, {info['duration_s']:.3f} s "
           f"from {info['start_utc']} (clock {info['clock']}), "
@@ -211,7 +211,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from firmware_bridge.hil_replay import compare_host_streams
 
     diff = compare_host_streams(args.original, args.replayed)
-    print(json.dumps(asdict(diff), indent=1) if args.json else diff.report())
+    print(strict_json.dumps(asdict(diff), indent=1) if args.json else diff.report())
     return 0 if diff.identical else 1
 
 
@@ -229,7 +229,7 @@ def cmd_gap(args: argparse.Namespace) -> int:
     if args.plot:
         print(f"plot: {plot_gap(reports, args.plot)}")
     if args.json:
-        Path(args.json).write_text(json.dumps([json.loads(r.to_json()) for r in reports], indent=1))
+        Path(args.json).write_text(strict_json.dumps([strict_json.loads(r.to_json()) for r in reports], indent=1))
         print(f"json: {args.json}")
     return 0
 

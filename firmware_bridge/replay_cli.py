@@ -43,6 +43,7 @@ from firmware_bridge.recordings import (
     to_json_recording,
 )
 from protocol import strict_json
+from protocol.install import install_hint
 from protocol.recording import CLOCK_METADATA, recover
 
 log = logging.getLogger(__name__)
@@ -329,6 +330,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
+    except ModuleNotFoundError as exc:  # `gap` (MuJoCo) and `export` (h5py) on a robot install
+        print(f"error: {args.command} {install_hint('sim', [exc.name or str(exc)])}", file=sys.stderr)
+        return 2
     except (RecordingError, FileNotFoundError, ValueError, KeyError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -58,6 +58,7 @@ from protocol.frames import (
     unpack_command,
     unpack_heartbeat,
 )
+from protocol.recording import CLOCK_ELAPSED
 from protocol.robot_types import ACTUATOR_NAMES
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ COMMAND_FIELDS = ("q_des", "qd_des", "kp", "kd", "tau_ff")
 
 def _open_sink(path: str | os.PathLike[str]) -> SerialByteRecorder:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return SerialByteRecorder(path)
+    return SerialByteRecorder(path, clock=CLOCK_ELAPSED)  # times since the tool's start (_ns_since)
 
 
 def _ns_since(t0: float) -> int:

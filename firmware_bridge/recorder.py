@@ -9,8 +9,15 @@ or the virtual firmware tick), and nothing in that path may wait on disk. It onl
 bounded in-memory queue (drops are counted); a background thread writes the MCAP file and
 flushes it to the OS every `flush_interval_s`, so a killed process loses at most that much.
 
-Channels: "serial/host_to_fw" and "serial/fw_to_host" (encoding "cobs-frames"); t_ns is the
-recording side's clock (the virtual robot: firmware time; the link: time.monotonic_ns()).
+Channels: "serial/host_to_fw" and "serial/fw_to_host" (encoding "cobs-frames", schema
+"h2o_robot.serial.RawBytes"). `clock` names the clock of the times given to `record`: the link's
+time.monotonic_ns() ("monotonic", the default: the file holds exact wall-clock times) or a clock
+counting from the start ("elapsed": the virtual robot's firmware time, the HIL tools' time since
+their start); the file holds nanoseconds since the Unix epoch either way (protocol.recording).
+
+Why the MCAP library is imported only when a recorder is made: the serial link imports this
+module for the channel names, and a robot that does not record must not load mcap, lz4 and
+zstandard (start-up time, memory, and installs that leave them out).
 """
 
 from __future__ import annotations
@@ -19,8 +26,6 @@ import collections
 import logging
 import threading
 from pathlib import Path
-
-from protocol.recording import ENCODING_SERIAL, Writer
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +42,12 @@ class SerialByteRecorder:
         path: str | Path,
         flush_interval_s: float = 0.5,
         max_pending: int = DEFAULT_MAX_PENDING,
+        clock: str = "monotonic",
     ) -> None:
+        from protocol.recording import ENCODING_SERIAL, Writer  # not at import: see the module docstring
+
         self.path = Path(path)
-        self._writer = Writer(self.path, default_encoding=ENCODING_SERIAL)
+        self._writer = Writer(self.path, default_encoding=ENCODING_SERIAL, clock=clock)
         self._pending: collections.deque[tuple[str, int, bytes]] = collections.deque()
         self._max_pending = max_pending
         self._wake = threading.Event()

@@ -7,13 +7,17 @@ decoded view: the frames of each direction, in the order they were recorded, wit
 Keeping that one view here means the replayer, the command comparison, the gap report input and
 the CLI cannot disagree on what a recording contains.
 
-Times: a record's t_ns is the recorder's clock (the virtual robot's firmware time: simulated time
-in lock-step, wall time since start in real time). Record order is the causal order in lock-step:
+Times: a record's t_ns is nanoseconds since the Unix epoch (protocol.recording): the recorder's
+clock moved there by one offset per file (the virtual robot's firmware time, simulated in
+lock-step, is anchored at the wall time of its first record; the link's monotonic clock is exact
+wall time), so intervals within a file are the recorder's own. Record order is the causal order in lock-step:
 a host chunk is recorded before the frames the firmware sent in answer to it.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 from collections import Counter
@@ -23,8 +27,18 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from firmware_bridge.recorder import FW_TO_HOST, HOST_TO_FW
-from protocol.frames import Frame, FrameDecoder, FrameType, unpack_command, unpack_state
-from protocol.recording import ENCODING_SERIAL, Reader, Record, RecordingError, Writer
+from protocol.frames import Frame, FrameDecoder, FrameType, unpack_command, unpack_fault, unpack_heartbeat, unpack_state
+from protocol.recording import (
+    CLOCK_UNIX,
+    ENCODING_JSON,
+    ChannelInfo,
+    Reader,
+    Record,
+    RecordingError,
+    Schema,
+    Writer,
+    write_records,
+)
 from protocol.robot_types import MotorCommand, MotorMode, RobotState
 from task_contract.episodes import TaskStream
 from task_contract.history import ObsLayout
@@ -119,17 +133,12 @@ def cut(src: str | os.PathLike[str], dst: str | os.PathLike[str], start_s: float
     lost at the decoder (counted as a drop there), never mangled into a wrong frame.
     Returns the number of records written.
     """
-    records, _ = read_records(src)
+    records, reader = read_records(src)
     base = records[0].t_ns if (records and relative) else 0
     lo = None if start_s is None else base + int(round(start_s * 1e9))
     hi = None if end_s is None else base + int(round(end_s * 1e9))
-    n = 0
-    with Writer(dst, default_encoding=ENCODING_SERIAL) as w:
-        for rec in records:
-            if (lo is None or rec.t_ns >= lo) and (hi is None or rec.t_ns <= hi):
-                w.write(rec.channel, rec.t_ns, rec.data)
-                n += 1
-    return n
+    kept = (r for r in records if (lo is None or r.t_ns >= lo) and (hi is None or r.t_ns <= hi))
+    return write_records(dst, kept, reader.channels, reader.metadata)
 
 
 def merge(sources: list[str | os.PathLike[str]], dst: str | os.PathLike[str], prefixes: list[str] | None = None) -> int:
@@ -141,15 +150,15 @@ def merge(sources: list[str | os.PathLike[str]], dst: str | os.PathLike[str], pr
     if prefixes is not None and len(prefixes) != len(sources):
         raise ValueError(f"{len(prefixes)} prefixes for {len(sources)} recordings")
     keyed: list[tuple[int, int, int, Record]] = []
+    channels: dict[str, ChannelInfo] = {}
     for i, src in enumerate(sources):
-        records, _ = read_records(src)
+        records, reader = read_records(src)
         p = prefixes[i] if prefixes else ""
         keyed.extend((r.t_ns, i, j, Record(p + r.channel, r.t_ns, r.data)) for j, r in enumerate(records))
-    keyed.sort(key=lambda k: k[:3])
-    with Writer(dst, default_encoding=ENCODING_SERIAL) as w:
-        for _, _, _, rec in keyed:
-            w.write(rec.channel, rec.t_ns, rec.data)
-    return len(keyed)
+        for name, info in reader.channels.items():
+            channels.setdefault(p + name, info)
+    keyed.sort(key=lambda k: k[:3])  # epoch times: two robots' recordings line up by wall clock
+    return write_records(dst, (k[3] for k in keyed), channels)
 
 
 # ---------------------------------------------------------------------------- steps
@@ -215,10 +224,63 @@ def iter_serial(path: str | os.PathLike[str]) -> Iterator[TimedFrame]:
     yield from merged
 
 
+# ---------------------------------------------------------------------------- decoded JSON copy
+
+
+def _frame_fields(frame: Frame) -> dict[str, object]:
+    """A frame's payload as JSON-ready fields (arrays as lists; control frames carry none)."""
+    if frame.type == FrameType.STATE:
+        obj: object = unpack_state(frame.payload)
+    elif frame.type == FrameType.COMMAND:
+        obj = unpack_command(frame.payload)
+    elif frame.type == FrameType.FAULT:
+        obj = unpack_fault(frame.payload)
+    elif frame.type == FrameType.HEARTBEAT:
+        return {"t_us": unpack_heartbeat(frame.payload)}
+    else:
+        return {}
+    return {f.name: (v.tolist() if isinstance(v, np.ndarray) else int(v))
+            for f in dataclasses.fields(obj) for v in [getattr(obj, f.name)]}  # type: ignore[arg-type]
+
+
+def _json_schema_of(name: str, sample: dict[str, object]) -> Schema:
+    """JSON Schema of a decoded frame's message, from a sample: its fields have fixed types/sizes."""
+    props: dict[str, object] = {"seq": {"type": "integer", "description": "frame sequence number (mod 65536)"}}
+    for key, value in sample.items():
+        props[key] = ({"type": "array", "items": {"type": "number"}, "minItems": len(value), "maxItems": len(value)}
+                      if isinstance(value, list) else {"type": "integer"})
+    doc = {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": name, "type": "object",
+           "properties": props, "required": list(props)}
+    return Schema(name, "jsonschema", json.dumps(doc, allow_nan=False).encode())
+
+
+def to_json_recording(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> dict[str, int]:
+    """Write the decoded frames of a serial recording as JSON messages with JSON Schemas (one
+    topic per direction and frame type, e.g. `serial/fw_to_host/STATE`, schema
+    `h2o_robot.serial.STATE`), the times of the records that completed them. Why: raw serial
+    bytes are the truth for debugging the wire, but a viewer (Foxglove, the mcap CLI) can only
+    plot fields it can decode. Returns messages written per topic."""
+    rec = decode_recording(src)
+    frames = sorted(rec.of(HOST_TO_FW) + rec.of(FW_TO_HOST), key=lambda f: (f.order, f.t_ns))
+    counts: Counter = Counter()
+    schemas: dict[str, Schema] = {}
+    with Writer(dst, clock=CLOCK_UNIX) as writer:
+        for tf in frames:
+            topic = f"{tf.channel}/{tf.frame.type.name}"
+            body = _frame_fields(tf.frame)
+            if topic not in schemas:
+                schemas[topic] = _json_schema_of(f"h2o_robot.serial.{tf.frame.type.name}", body)
+            data = json.dumps({"seq": tf.frame.seq, **body}, allow_nan=False, separators=(",", ":")).encode()
+            writer.write(topic, tf.t_ns, data, encoding=ENCODING_JSON, schema=schemas[topic])
+            counts[topic] += 1
+    return dict(counts)
+
+
 __all__ = [
     "CONTROL_TYPES", "DecodedRecording", "FW_TO_HOST", "HOST_TO_FW", "RecordedSteps", "RecordingError",
     "SERIAL_CHANNELS", "TimedFrame", "cut", "decode_recording", "host_frames", "iter_serial", "merge",
     "read_records", "recorded_steps", "command_to_action", "transitions", "UnsupportedTaskError",
+    "to_json_recording",
 ]
 
 

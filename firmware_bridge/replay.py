@@ -11,7 +11,6 @@ recorded pace) lets the exact same host code re-read the exact same bytes, corru
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import signal
 import sys
@@ -23,6 +22,7 @@ from pathlib import Path
 
 from firmware_bridge.pty_port import PtyPort
 from firmware_bridge.recorder import FW_TO_HOST
+from protocol import strict_json
 from protocol.frames import FrameDecoder, SeqTracker
 from protocol.recording import Reader
 
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no such recording {args.recording}", file=sys.stderr)
         return 2
     if not args.serve:
-        print(json.dumps({ch: asdict(s) for ch, s in summarise(args.recording).items()}, indent=2))
+        print(strict_json.dumps({ch: asdict(s) for ch, s in summarise(args.recording).items()}, indent=2))
         return 0
     if not args.speed > 0:
         print("error: --speed must be > 0", file=sys.stderr)

@@ -3,6 +3,8 @@
 Subcommands (each has --help):
     list DIR                          recordings under DIR: size, records, time span, complete?
     inspect FILE [--json]             channels, counts, time span, frame stats, modes, control frames
+    recover FILE OUT                  a recording cut short (crash, power loss) -> a complete MCAP file
+    foxglove FILE OUT                 decoded frames as JSON messages with JSON Schemas (for viewers)
     cut FILE OUT --start S --end S    keep records in [start, end] s (relative to the first record)
     merge OUT FILE... [--prefix P]    merge by time (prefixes keep two robots' channels apart)
     export FILE OUT.hdf5 --task T     STATE/COMMAND steps -> D4RL transitions (obs, reward: task_contract)
@@ -21,12 +23,12 @@ A replay session against the unchanged onboard program:
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import signal
 import sys
 import threading
 from dataclasses import asdict
+from datetime import datetime, timezone
 from pathlib import Path
 
 from firmware_bridge.recordings import (
@@ -38,7 +40,11 @@ from firmware_bridge.recordings import (
     merge,
     read_records,
     recorded_steps,
+    to_json_recording,
 )
+from protocol import strict_json
+from protocol.install import install_hint
+from protocol.recording import CLOCK_METADATA, recover
 
 log = logging.getLogger(__name__)
 
@@ -64,18 +70,22 @@ def inspect_recording(path: str) -> dict[str, object]:
         name = MotorMode(s.mode).name if s.mode in MotorMode._value2member_map_ else str(s.mode)
         modes[name] = modes.get(name, 0) + 1
     times = [r.t_ns for r in records]
+    t0 = min(times) if times else 0
     return {
         "path": path,
         "size_bytes": Path(path).stat().st_size,
         "records": len(records),
         "complete": reader.complete,
         "tail_bytes_ignored": reader.tail_bytes,
-        "duration_s": (max(times) - min(times)) / 1e9 if times else 0.0,
+        "start_utc": datetime.fromtimestamp(t0 / 1e9, timezone.utc).isoformat() if times else None,
+        "clock": reader.metadata.get(CLOCK_METADATA, {}).get("clock"),
+        "duration_s": (max(times) - t0) / 1e9 if times else 0.0,
+        "t0_s": t0 / 1e9,
         "channels": {ch: asdict(s) for ch, s in summarise(path).items()},
         "physics_steps": len(steps),
         "steps_applied": int(steps.applied.sum()),
         "tick_modes": modes,
-        "control_frames": [(f.t_ns / 1e9, f.frame.type.name) for f in rec.of(HOST_TO_FW, *CONTROL_TYPES)],
+        "control_frames": [((f.t_ns - t0) / 1e9, f.frame.type.name) for f in rec.of(HOST_TO_FW, *CONTROL_TYPES)],
     }
 
 
@@ -103,15 +113,30 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     info = inspect_recording(args.file)
     if args.json:
-        print(json.dumps(info, indent=2))
+        print(strict_json.dumps(info, indent=2))
         return 0
-    print(f"{info['path']}: {info['records']} records, {info['size_bytes']} bytes, {info['duration_s']:.3f} s, "
-          f"{'complete' if info['complete'] else 'cut off (' + str(info['tail_bytes_ignored']) + ' trailing bytes ignored)'}")
+    print(f"{info['path']}: {info['records']} records, {info['size_bytes']} bytes, {info['duration_s']:.3f} s "
+          f"from {info['start_utc']} (clock {info['clock']}), "
+          f"{'complete' if info['complete'] else 'cut off (' + str(info['tail_bytes_ignored']) + ' trailing bytes ignored; `recover` it)'}")
+    t0 = info["t0_s"]
     for ch, s in info["channels"].items():
-        print(f"  {ch}: {s['chunks']} chunks, {s['bytes']} bytes, t {s['first_t_s']:.3f}..{s['last_t_s']:.3f} s, "
+        print(f"  {ch}: {s['chunks']} chunks, {s['bytes']} bytes, t {s['first_t_s'] - t0:.3f}..{s['last_t_s'] - t0:.3f} s, "
               f"frames {s['frames']}, dropped {s['dropped']}, seq lost {s['seq_lost']}")
     print(f"  physics steps {info['physics_steps']} (applied {info['steps_applied']}), tick modes {info['tick_modes']}")
     print(f"  control frames: {info['control_frames'][:20]}{' ...' if len(info['control_frames']) > 20 else ''}")
+    return 0
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    reader, n = recover(args.file, args.out)
+    lost = "nothing lost" if reader.complete else f"{reader.tail_bytes} trailing bytes held no complete record"
+    print(f"wrote {n} records to {args.out} ({'the source was complete' if reader.complete else 'the source was cut off'}; {lost})")
+    return 0
+
+
+def cmd_foxglove(args: argparse.Namespace) -> int:
+    counts = to_json_recording(args.file, args.out)
+    print(f"wrote {sum(counts.values())} decoded frames to {args.out}: " + ", ".join(f"{t} {n}" for t, n in sorted(counts.items())))
     return 0
 
 
@@ -187,7 +212,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from firmware_bridge.hil_replay import compare_host_streams
 
     diff = compare_host_streams(args.original, args.replayed)
-    print(json.dumps(asdict(diff), indent=1) if args.json else diff.report())
+    print(strict_json.dumps(asdict(diff), indent=1) if args.json else diff.report())
     return 0 if diff.identical else 1
 
 
@@ -205,7 +230,7 @@ def cmd_gap(args: argparse.Namespace) -> int:
     if args.plot:
         print(f"plot: {plot_gap(reports, args.plot)}")
     if args.json:
-        Path(args.json).write_text(json.dumps([json.loads(r.to_json()) for r in reports], indent=1))
+        Path(args.json).write_text(strict_json.dumps([strict_json.loads(r.to_json()) for r in reports], indent=1))
         print(f"json: {args.json}")
     return 0
 
@@ -228,12 +253,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print JSON instead of text")
     s.set_defaults(func=cmd_inspect)
 
+    for name, func, summary, description in (
+        ("recover", cmd_recover, "rewrite a recording cut short by a crash as a complete MCAP file",
+         "Copy every complete record of FILE (a recording whose writer was killed: no summary or footer, maybe "
+         "a partial last record) into OUT, a complete MCAP file that any MCAP tool opens; channels keep their "
+         "encodings and schemas. Example: recover runs/x/serial.mcap runs/x/serial.recovered.mcap"),
+        ("foxglove", cmd_foxglove, "decoded frames as JSON messages with JSON Schemas",
+         "Write the serial frames of FILE, decoded, as JSON messages (one topic per direction and frame type, "
+         "e.g. serial/fw_to_host/STATE) with JSON Schemas, so Foxglove or the mcap CLI can show and plot their "
+         "fields. Example: foxglove run.mcap run.json.mcap"),
+    ):
+        s = sub.add_parser(name, help=summary, description=description)
+        s.add_argument("file", help="MCAP recording (complete or cut off by a crash)")
+        s.add_argument("out", help="output recording (a complete MCAP file)")
+        s.set_defaults(func=func)
+
     s = sub.add_parser("cut", help="keep the records of a time range")
     s.add_argument("file", help="MCAP recording")
     s.add_argument("out", help="output recording")
     s.add_argument("--start", type=float, default=None, help="first time kept, s (default: the start)")
     s.add_argument("--end", type=float, default=None, help="last time kept, s (default: the end)")
-    s.add_argument("--absolute", action="store_true", help="times are record clock values, not relative to the first record")
+    s.add_argument("--absolute", action="store_true", help="times are Unix epoch seconds (the file's times), not relative to the first record")
     s.set_defaults(func=cmd_cut)
 
     s = sub.add_parser("merge", help="merge recordings by time")
@@ -290,6 +330,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
+    except ModuleNotFoundError as exc:  # `gap` (MuJoCo) and `export` (h5py) on a robot install
+        print(f"error: {args.command} {install_hint('sim', [exc.name or str(exc)])}", file=sys.stderr)
+        return 2
     except (RecordingError, FileNotFoundError, ValueError, KeyError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

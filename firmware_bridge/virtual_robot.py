@@ -481,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.record:
         from firmware_bridge.recorder import SerialByteRecorder
 
-        recorder = SerialByteRecorder(args.record)
+        recorder = SerialByteRecorder(args.record, clock="elapsed")  # firmware time, from 0
     stop = threading.Event()
 
     def _on_signal(signum: int, _frame: object) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from learner.service.status import plot_run, read_jsonl
+from learner.service.status import fmt_number, plot_run, read_jsonl
 
 OUTCOME_COLOUR = {"promoted": "tab:green", "rolled_back": "tab:red", "superseded": "0.6"}
 MIN_EPISODES_FOR_BEST = 5  # a version needs this many robot episodes to count as "best seen"
@@ -61,10 +61,6 @@ class RunData:
 
 def _mean(xs: list[float]) -> float:
     return float(np.mean(xs)) if xs else math.nan
-
-
-def _fmt(x: float | None, nd: int = 0) -> str:
-    return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:,.{nd}f}"
 
 
 # ---------------------------------------------------------------------------- text
@@ -112,15 +108,15 @@ def ending_summary(data: RunData) -> tuple[str, dict[str, Any]]:
     ratio = figures["deployed_mean"] / figures["best_seen_mean"] if best_v is not None else math.nan
     figures["ratio"] = ratio
     text = (f"The run ends on v{deployed}, the best version measured on the robot (deployable policy "
-            f"`learner/policies/deployable.onnx`, mean robot return {_fmt(data.deployable.get('mean_return'))} "
+            f"`learner/policies/deployable.onnx`, mean robot return {fmt_number(data.deployable.get('mean_return'))} "
             f"over its latest {data.deployable.get('episodes', 0)} episodes)")
     text += (f"; the robot drives it at the end ({data.ending['how']})." if robot_v == deployed and
              data.ending.get("how") else "." if robot_v == deployed else
              f"; the robot itself ended on v{robot_v} ({data.ending.get('how', 'not pinned')}).")
     if best_v is not None and math.isfinite(ratio):
         text += (f" Best version seen in the run (mean over all its robot episodes, >= "
-                 f"{MIN_EPISODES_FOR_BEST}): v{best_v} {_fmt(figures['best_seen_mean'])}; the deployed "
-                 f"v{deployed} scores {_fmt(figures['deployed_mean'])} on the same measure, "
+                 f"{MIN_EPISODES_FOR_BEST}): v{best_v} {fmt_number(figures['best_seen_mean'])}; the deployed "
+                 f"v{deployed} scores {fmt_number(figures['deployed_mean'])} on the same measure, "
                  f"{100 * ratio:.0f} % of it.")
     return text, figures
 
@@ -142,8 +138,8 @@ def trials_section(data: RunData) -> list[str]:
         ref = t["reference_returns"]
         lines.append(
             f"| v{t['version']} | {inc} | **{t['outcome'].replace('_', ' ')}** | {len(t['returns'])} | "
-            f"{_fmt(_mean(t['returns']))} | {_fmt(_mean(ref))} ({len(ref)}) | {_fmt(t['p_not_worse'], 3)} | "
-            f"{_fmt(t['p_worse'], 3)} | {t['catches']} | {t['falls']} | {t['duration_s']:.0f} s |")
+            f"{fmt_number(_mean(t['returns']))} | {fmt_number(_mean(ref))} ({len(ref)}) | {fmt_number(t['p_not_worse'], 3)} | "
+            f"{fmt_number(t['p_worse'], 3)} | {t['catches']} | {t['falls']} | {t['duration_s']:.0f} s |")
     return lines
 
 
@@ -198,9 +194,9 @@ def write_report(run_dir: Path, cfg, started: float, interrupted: bool, ending: 
     ]
     for v, eps in sorted(data.by_version().items()):
         r, g = [e["return"] for e in eps], gate.get(v)
-        lines.append(f"| {v if v >= 0 else 'controller'} | {_fmt(g)} | "
+        lines.append(f"| {v if v >= 0 else 'controller'} | {fmt_number(g)} | "
                      f"{(data.outcome(v) or '-').replace('_', ' ') if v >= 0 else '-'} | {len(r)} | "
-                     f"{_fmt(_mean(r))} | {_fmt(_mean([e['length'] for e in eps]))} | {_fmt(max(r))} |")
+                     f"{fmt_number(_mean(r))} | {fmt_number(_mean([e['length'] for e in eps]))} | {fmt_number(max(r))} |")
     if not data.episodes:
         lines.append("| - | - | - | 0 | - | - | - |")
     transitions = robot.get("safety_transitions", [])

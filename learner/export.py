@@ -29,6 +29,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from learner.networks import LOG_STD_MAX, LOG_STD_MIN, TanhGaussianPolicy
+from protocol.version import project_version
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,9 @@ IR_VERSION = 8
 PARITY_ATOL = 1e-5  # max abs difference torch vs onnxruntime, any output
 PARITY_SAMPLES = 256
 OUTPUT_NAMES = ("action", "mean", "log_std")
+PRODUCER_NAME = "h2o-learner"
+DOC_STRING = ("h2o-robot policy: obs [batch, obs_dim] -> action = tanh(mean), mean, log_std [batch, act_dim]; "
+              "h2o.* metadata as in docs/interfaces.md")
 
 
 class ExportParityError(RuntimeError):
@@ -85,6 +89,7 @@ class PolicyMetadata:
             "h2o.action_scale": repr(float(self.action_scale)),
             "h2o.control_hz": repr(float(self.control_hz)),
             "h2o.schema_version": str(self.schema_version),
+            "h2o.project_version": project_version(),
             "h2o.created_unix": str(created),
             **contract,
         }
@@ -161,8 +166,12 @@ def build_onnx(policy: TanhGaussianPolicy, props: dict[str, str]) -> onnx.ModelP
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", act_dim]) for n in OUTPUT_NAMES],
         initializer=inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="h2o-learner")
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name=PRODUCER_NAME,
+                              producer_version=project_version(), doc_string=DOC_STRING)
     model.ir_version = IR_VERSION
+    # ONNX's own version fields, for tools that read no metadata_props (Netron, onnx.checker, model
+    # registries): the policy version is the model's version, the project version the producer's.
+    model.model_version = int(props.get("h2o.version", 0))
     helper.set_model_props(model, props)
     onnx.checker.check_model(model)
     return model

@@ -28,12 +28,13 @@ from onboard.status import StatusReporter
 from onboard.streamer import Streamer
 from onboard.supervisor import PolicySupervisor
 from protocol.messages import SCHEMA_VERSION, Hello, schema_hash
+from protocol.version import project_version
 from task_contract.controller import BalanceController
 from task_contract.history import ObsLayout
 
 log = logging.getLogger(__name__)
 
-SOFTWARE_VERSION = "onboard-0.1"
+SOFTWARE_VERSION = f"onboard-{project_version()}"  # in HELLO: which code the robot runs
 
 
 def make_controller(task_name: str) -> BalanceController:

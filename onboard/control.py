@@ -41,6 +41,7 @@ if __package__ in (None, ""):  # `python onboard/control.py`: make the project r
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from onboard.safety import Mode, tilt_from_quat  # noqa: E402
+from protocol import strict_json  # noqa: E402
 from protocol.endpoints import is_loopback  # noqa: E402
 from protocol.robot_types import FaultFlags, MotorMode  # noqa: E402
 
@@ -234,7 +235,7 @@ class ControlServer:
                     reply = self.handle(json.loads(raw))
                 except (ValueError, TypeError, AttributeError) as e:
                     reply = {"ok": False, "message": f"bad request: {e}"}
-                sock.send(json.dumps(reply, default=_json_default).encode())
+                sock.send(strict_json.dumps(reply, default=_json_default).encode())
         finally:
             sock.close(linger=0)
             if self.cfg.endpoint.startswith("ipc://"):
@@ -260,8 +261,7 @@ class ControlServer:
 
 
 def _json_default(x: Any) -> Any:
-    if hasattr(x, "item"):
-        return x.item()
+    """Objects in replies (numpy values are made plain by strict_json already)."""
     if hasattr(x, "__dict__"):
         return vars(x)
     return str(x)
@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.json or args.cmd == "status":
-        print(json.dumps(reply, indent=1, default=str))
+        print(strict_json.dumps(reply, indent=1, default=str))
     else:
         print(f"{'ok' if reply.get('ok') else 'REFUSED'}: {reply.get('message', '')} | mode {reply.get('mode', '?')}"
               f"{'' if reply.get('armed', True) else ' (not armed)'} | policy v{reply.get('policy_version', '?')}"

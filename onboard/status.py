@@ -7,12 +7,13 @@ written to a temp file, fsync'd and renamed over the old one, so a reader (a das
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
 import threading
 from typing import Any, Callable
+
+from protocol import strict_json
 
 log = logging.getLogger("onboard.status")
 
@@ -23,7 +24,7 @@ def write_json_atomic(path: str, data: dict[str, Any]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=".stats-", dir=directory)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1, default=str)
+            f.write(strict_json.dumps(data, default=str, indent=1))  # strict: NaN -> null
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -3,8 +3,9 @@
     python -m sim_models.collect --task stand_still --profile moderate --behaviour medium \
         --steps 10000 --seed 0 --out data/stand_still-moderate-medium.hdf5
 
-Behaviours (D4RL-like quality levels; reference/benchmark_notes.md on why "medium" must be
-genuinely medium):
+Behaviours (D4RL-like quality levels; "medium" must be genuinely medium: the tuned controller plus
+noise is nearly expert here, so behaviour cloning alone would match it and the benchmark would not
+separate the algorithms):
   expert          tuned LQR controller + Gaussian action noise 0.1
   medium          detuned controller + noise 0.3
   random          uniform actions in [-1, 1]

@@ -17,6 +17,8 @@ from typing import Any
 import h5py
 import numpy as np
 
+from protocol import strict_json
+
 D4RL_KEYS: tuple[str, ...] = (
     "observations", "actions", "rewards", "next_observations", "terminals", "timeouts")
 _DTYPES = {"observations": np.float32, "actions": np.float32, "rewards": np.float32,
@@ -57,7 +59,7 @@ def save_d4rl(path: str | Path, data: dict[str, np.ndarray], metadata: dict[str,
     with h5py.File(tmp, "w") as f:
         for key, value in arrays.items():
             f.create_dataset(key, data=value, compression="gzip", compression_opts=4)
-        f.attrs[METADATA_ATTR] = json.dumps(metadata, sort_keys=True, default=_json_default)
+        f.attrs[METADATA_ATTR] = strict_json.dumps(metadata, sort_keys=True, default=_json_default)
     tmp.replace(path)
     return path
 
@@ -104,8 +106,5 @@ def _with_next_observations(data: dict[str, np.ndarray]) -> dict[str, np.ndarray
 
 
 def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
+    """numpy values are made plain by strict_json; anything else in metadata is a mistake."""
     raise TypeError(f"metadata value {value!r} is not JSON-serialisable")

@@ -38,7 +38,7 @@ from sim_models.robot import DEFAULT_INIT_PITCH_RAD, ZERO_GAINS, WheelLeggedSim
 from sim_models.tasks import ENV_IDS
 from task_contract.history import History, ObsLayout, TaskOptions
 from task_contract.state import state_values
-from task_contract.tasks import TaskSpec, episode_origin
+from task_contract.tasks import CONTROL_HZ, TaskSpec, episode_origin
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,10 @@ class InvalidActionError(ValueError):
 class WheelLeggedEnv(gym.Env):
     """One task (with its observation options) on the wheel-legged robot under one dynamics profile."""
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 50}
+    # render_fps is the control rate: one rendered frame per step plays back in real time (a video
+    # recorder, e.g. gymnasium's RecordVideo, takes its frame rate from here). Set per instance
+    # from the task's rate; the class default is the contract's rate.
+    metadata = {"render_modes": ["rgb_array"], "render_fps": int(CONTROL_HZ)}
 
     def __init__(
         self,
@@ -70,6 +73,7 @@ class WheelLeggedEnv(gym.Env):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         self.layout = ObsLayout.of(task, options)
         self.task: TaskSpec = self.layout.task
+        self.metadata = {**type(self).metadata, "render_fps": int(round(self.task.control_hz))}
         self.options = self.layout.options
         self.profile = load_profile(profile)
         self.render_mode = render_mode

@@ -32,7 +32,6 @@ This module is numpy + mujoco + matplotlib (plots only); it does not read record
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import os
 from dataclasses import asdict, dataclass, field
@@ -43,6 +42,7 @@ import mujoco
 import numpy as np
 
 from protocol.robot_types import ACTUATOR_NAMES, LEG_INDICES, WHEEL_INDICES, MotorCommand, RobotState
+from protocol import strict_json
 from sim_models.model import BASE_BODY, WHEEL_BODIES
 from sim_models.profiles import DynamicsProfile
 from sim_models.robot import WheelLeggedSim
@@ -117,7 +117,7 @@ class GapReport:
         return "\n".join(lines)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=1)
+        return strict_json.dumps(asdict(self), indent=1)
 
 
 # ---------------------------------------------------------------------------- state reset

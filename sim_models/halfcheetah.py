@@ -1,6 +1,6 @@
 """The H2O paper's HalfCheetah dynamics gaps as gymnasium envs.
 
-Gaps (reference/h2o_algorithm.md "Setting"): gravity x2 (all components), friction x0.3 (all three
+Gaps (the H2O paper's experimental setting, Niu et al. 2022, section 5): gravity x2 (all components), friction x0.3 (all three
 coefficients of every geom), joint noise N(0, 1) added to the *executed* action only (the agent's
 clean action is what the caller stores). The model is a private, in-memory copy of gymnasium's
 half_cheetah.xml, read from the installed package at run time; the gap is applied to that copy.

@@ -9,7 +9,8 @@ pushes). Files on disk are never edited.
 The named profiles (nominal, mild, moderate, severe; TOML files in sim_models/profiles/) keep their
 main gaps Markov (COM, mass, wheel losses, friction, motor strength) with at most a small latency:
 with a 4-D observation, latency makes the real system non-Markov and every method collapses on it
-(reference/benchmark_notes.md).
+(docs/results.md has the measurements; the history observation, task option action_history, is
+the remedy).
 """
 
 from __future__ import annotations

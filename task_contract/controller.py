@@ -15,9 +15,10 @@ with x_ref advancing at v_ref per call. Per task:
 - locomotion: legs crouch symmetrically (hip +d, knee -2d) to the height command, wheels balance
   and track the speed command.
 `detuned=True`: half the integral, position, speed and pitch-rate gains. On a gap profile
-("moderate") it falls after about 1.5 s, about a third of the tuned return: genuinely medium data
-(reference/benchmark_notes.md: a tuned controller plus noise is nearly expert, and behaviour
-cloning alone then wins).
+("moderate") it falls after about 1.5 s, about a third of the tuned return: genuinely medium data.
+Why not the tuned controller plus noise: on this robot that is nearly expert data, behaviour
+cloning alone then reaches almost the controller's return, and an offline benchmark built on it
+cannot tell the algorithms apart.
 
 Stateful (integral, reference): call `reset()` at each episode start. It reads the raw fields
 at the head of the observation, so it drives a task with history options unchanged

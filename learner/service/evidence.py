@@ -35,6 +35,7 @@ from typing import Any, Callable
 import numpy as np
 
 from learner.service.publisher import PolicyBlob
+from protocol import strict_json
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +208,7 @@ class RobotEvidence:
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             with open(self._log_path, "a") as fh:
-                fh.write(json.dumps(row) + "\n")
+                fh.write(strict_json.dumps(row) + "\n")
         except OSError as exc:
             log.warning("cannot write %s: %s", self._log_path, exc)
 
@@ -247,7 +248,7 @@ class RobotEvidence:
                 "rule": "the promoted version with the best mean robot return over its latest "
                         f"episodes (>= {self.min_episodes}); never a version a robot rolled back",
                 "versions": table}
-        _write_atomic(self.policy_dir / "deployable.json", (json.dumps(info, indent=1) + "\n").encode())
+        _write_atomic(self.policy_dir / "deployable.json", (strict_json.dumps(info, indent=1) + "\n").encode())
         if copy_onnx:
             log.info("deployable policy: v%d (mean robot return %.0f over %d episodes) -> %s", v,
                      ev.mean_return, len(ev.returns), self.policy_dir / "deployable.onnx")

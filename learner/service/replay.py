@@ -2,14 +2,16 @@
 
     python -m learner.service.replay send rec.mcap --endpoint tcp://127.0.0.1:5555 \
         --robot-id robot0 --key keys/robot0.key_secret --server-key keys/learner.key [--fast]
-    python -m learner.service.replay from-dataset data.hdf5 --out rec.mcap [--batch 50]
+    python -m learner.service.replay from-dataset data.hdf5 --out rec.mcap [--batch 50] [--task T]
 
 Input: a `protocol.recording` MCAP file whose msgpack records are `protocol.messages` (any
 channel); HELLO and TRANSITIONS are used, everything else is skipped. Pacing: the recorded
 timestamps (default) or as fast as the learner ACKs (`--fast`), with at most `--window` batches
 unacknowledged (credit-style flow control). The learner deduplicates on (robot, stream, seq), so
 replaying a file twice stores it once. `from-dataset` turns a D4RL HDF5 file into such a
-recording (one stream), e.g. to feed an offline dataset through the live path.
+recording: a HELLO (robot id, task from the dataset's metadata or --task, its dims and control
+rate) and then one stream of TRANSITIONS, e.g. to feed an offline dataset through the live path.
+Its times are the dataset's steps at the control rate, placed at the wall time of writing.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import numpy as np
 from learner.service import wire
 from learner.service.client import LinkClosed, RobotLinkClient
 from protocol.messages import ProtocolError
-from protocol.recording import Reader, Writer
+from protocol.recording import CLOCK_ELAPSED, Reader, Writer
 
 log = logging.getLogger(__name__)
 
@@ -118,14 +120,23 @@ def replay(client: RobotLinkClient, hello: wire.Hello, batches: list[tuple[int, 
 
 
 def dataset_to_recording(dataset: str | Path, out: str | Path, stream_id: str, batch: int = 50,
-                         control_hz: float = 200.0) -> int:
-    """Write a D4RL file as TRANSITIONS records of one stream; returns the number of rows."""
+                         task: str = "", robot_id: str = "dataset") -> int:
+    """Write a D4RL file as a HELLO and TRANSITIONS records of one stream; returns the number of
+    rows. `task` (default: the dataset's metadata, else stand_still) goes into HELLO; the control
+    rate is the task's and paces the records."""
+    from learner.service.tasks import task_info
     from sim_models.datasets import load_d4rl
 
-    data, _meta = load_d4rl(dataset)
+    data, meta = load_d4rl(dataset)
     n = len(data["rewards"])
     obs_dim, act_dim = data["observations"].shape[1], data["actions"].shape[1]
-    with Writer(out) as w:
+    task = task or str(meta.get("task") or "stand_still")
+    control_hz = task_info(task).control_hz
+    hello = wire.Hello(robot_id=robot_id, schema_hash=wire.schema_hash(), task=task, obs_dim=obs_dim,
+                       act_dim=act_dim, control_hz=control_hz, software_version="from-dataset",
+                       streams={stream_id: 0})
+    with Writer(out, clock=CLOCK_ELAPSED) as w:
+        w.write(CHANNEL, 0, wire.encode(hello))
         for start in range(0, n, batch):
             m = min(batch, n - start)
             t = wire.empty_transitions(stream_id, start, m, obs_dim, act_dim)
@@ -162,10 +173,12 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--out", required=True, help="MCAP file to write")
     d.add_argument("--stream-id", default="dataset", help="stream id of the rows")
     d.add_argument("--batch", type=int, default=50, help="rows per TRANSITIONS message")
+    d.add_argument("--task", default="", help="task in HELLO (default: the dataset's metadata, else stand_still)")
+    d.add_argument("--robot-id", default="dataset", help="robot id in HELLO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.cmd == "from-dataset":
-        n = dataset_to_recording(args.dataset, args.out, args.stream_id, args.batch)
+        n = dataset_to_recording(args.dataset, args.out, args.stream_id, args.batch, args.task, args.robot_id)
         print(f"wrote {n} rows to {args.out}")
         return 0
     try:

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from protocol import strict_json
+
 log = logging.getLogger(__name__)
 
 
@@ -73,7 +75,7 @@ class RobotReturns:
         if self._fh is None:
             return
         try:
-            self._fh.write(json.dumps(ep) + "\n")
+            self._fh.write(strict_json.dumps(ep) + "\n")
         except OSError as exc:
             log.warning("cannot write %s (%s); episode returns are kept in memory only",
                         self.path, exc)
@@ -136,7 +138,7 @@ class StatusBoard:
         row = self.row()
         log.info("%s", self.line(row))
         try:
-            self._fh.write(json.dumps(row, default=_json_default) + "\n")
+            self._fh.write(strict_json.dumps(row, default=str) + "\n")
         except OSError as exc:  # a full disk: the log line above still says how things stand
             if not self._write_failed:
                 log.warning("cannot write %s: %s", self.path, exc)
@@ -159,13 +161,20 @@ class StatusBoard:
             pass
 
 
+def fmt_number(x: float | None, nd: int = 0) -> str:
+    """A number for people: '-' for a value that does not exist yet (null in the JSON files,
+    where strict JSON has no NaN; NaN in memory)."""
+    return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:,.{nd}f}"
+
+
 def status_line(row: dict) -> str:
-    """One line: progress, buffers, policy, sim and robot return side by side, robots' links."""
-    robots = " ".join(f"{rid}:{r['link']} v{r['policy_version']} ret {r['return']:.0f}"
+    """One line: progress, buffers, policy, sim and robot return side by side, robots' links.
+    `row` is live (NaN for what is not known yet) or read back from metrics.jsonl (null)."""
+    robots = " ".join(f"{rid}:{r['link']} v{r['policy_version']} ret {fmt_number(r['return'])}"
                       for rid, r in row["robots"].items()) or "no robots"
-    return (f"upd {row['updates']} ({row['updates_per_s']:.1f}/s) | real {row['real_rows']} "
+    return (f"upd {row['updates']} ({fmt_number(row['updates_per_s'], 1)}/s) | real {row['real_rows']} "
             f"sim {row['sim_rows']} | policy v{row['policy_version']} | sim ret "
-            f"{row['sim_return']:.0f} robot ret {row['robot_return']:.0f} | {robots} | "
+            f"{fmt_number(row['sim_return'])} robot ret {fmt_number(row['robot_return'])} | {robots} | "
             f"{row['trainer_state']}{_problems(row)}")
 
 
@@ -180,12 +189,6 @@ def _problems(row: dict) -> str:
     """' | PROBLEMS: ...' naming every non-zero failure counter (see docs/service.md)."""
     found = [f"{row[k]} {label}" for k, label in PROBLEMS if row.get(k)]
     return f" | PROBLEMS: {', '.join(found)}" if found else ""
-
-
-def _json_default(x):
-    if isinstance(x, (np.floating, np.integer)):
-        return x.item()
-    return str(x)
 
 
 def read_jsonl(path: Path) -> list[dict]:

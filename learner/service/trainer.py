@@ -24,7 +24,6 @@ aside and training starts afresh).
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import math
 import os
@@ -47,6 +46,7 @@ from learner.service.simworkers import SimWorkers, WorkerSpec
 from learner.service.tasks import task_info
 from learner.algorithms.base import sample_update_batches
 from learner.task_defaults import algorithm_config
+from protocol import strict_json
 
 log = logging.getLogger(__name__)
 
@@ -287,11 +287,10 @@ class Trainer:
 
     def _log_publish(self, version: int) -> None:
         """One row per published policy (the demo report lines these up with robot returns)."""
-        row = {"t": time.time(), "version": version, "updates": self.stats.updates,
-               "gate_return": self.stats.gate_return if self.stats.gate_return == self.stats.gate_return else None}
+        row = {"t": time.time(), "version": version, "updates": self.stats.updates, "gate_return": self.stats.gate_return}
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with open(self.run_dir / "published.jsonl", "a") as fh:
-            fh.write(json.dumps(row) + "\n")
+            fh.write(strict_json.dumps(row) + "\n")  # a NaN gate return -> null
 
     # ------------------------------------------------------------------ data
     def _drain_real(self) -> None:

@@ -63,7 +63,8 @@ def test_cli_reports_a_bad_config_with_exit_code_2(tmp_path: Path, capsys) -> No
 
 
 def test_medium_data_is_genuinely_medium_and_d4rl_shaped(tmp_path: Path) -> None:
-    """benchmark_notes.md: a tuned controller plus noise is nearly expert; ours must not be."""
+    """A tuned controller plus noise is nearly expert data on this robot (behaviour cloning alone
+    would match it); the "medium" behaviour must score well below the tuned controller."""
     spec = DatasetSpec("medium", "medium", steps=1500, noise=0.3)
     data, meta = collect(spec, "stand_still", "moderate", seed=0)
     tuned = controller_return("stand_still", "moderate", detuned=False, episodes=1)

@@ -9,6 +9,17 @@ import pytest
 from firmware_bridge.faults import FaultConfig
 from firmware_bridge.link import SerialLink, SerialLinkConfig
 from firmware_bridge.virtual_robot import VirtualRobot, VirtualRobotConfig
+from protocol.robot_types import MotorCommand
+
+WHEEL_TORQUE = MotorCommand.torque([0, 0, 0.5, 0, 0, 0.5])
+
+
+def drive_lockstep(link: SerialLink, n: int, command: MotorCommand = WHEEL_TORQUE) -> None:
+    """Send `n` COMMANDs on an active lock-step link, each answered by a new STATE (asserted)."""
+    for _ in range(n):
+        i = link.states_received
+        link.send_command(command)
+        assert link.wait_for_state(timeout_s=2.0, after_index=i) is not None
 
 
 class ListRecorder:

@@ -10,9 +10,8 @@ from firmware_bridge.link import SerialLink, SerialLinkConfig
 from firmware_bridge.recorder import FW_TO_HOST, HOST_TO_FW, SerialByteRecorder
 from firmware_bridge.replay import read_chunks, serve, summarise
 from protocol.frames import FrameDecoder, FrameType, unpack_state
-from protocol.robot_types import MotorCommand
 
-from .conftest import ListRecorder
+from .conftest import ListRecorder, drive_lockstep
 
 
 def test_virtual_robot_and_link_recordings_hold_the_same_bytes(start_robot, tmp_path):
@@ -28,10 +27,7 @@ def test_virtual_robot_and_link_recordings_hold_the_same_bytes(start_robot, tmp_
     link = SerialLink(SerialLinkConfig(url=robot.device), recorder=host_rec)
     link.configure()
     assert link.activate()
-    for _ in range(20):
-        i = link.states_received
-        link.send_command(MotorCommand.torque([0, 0, 0.5, 0, 0, 0.5]))
-        assert link.wait_for_state(timeout_s=2.0, after_index=i) is not None
+    drive_lockstep(link, 20)
     i = link.states_received
     link.deactivate()
     link.wait_for_state(timeout_s=2.0, after_index=i)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import tomllib
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -12,9 +14,14 @@ import torch
 
 from learner.algorithms import make
 from learner.export import PARITY_ATOL, ExportParityError, PolicyMetadata, export_policy
+from protocol.version import project_version
+
+REPO = Path(__file__).resolve().parents[2]
+PROJECT_VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
 
 REQUIRED_PROPS = ("h2o.version", "h2o.parent", "h2o.task", "h2o.algorithm", "h2o.obs_dim", "h2o.act_dim",
-                  "h2o.action_scale", "h2o.control_hz", "h2o.schema_version", "h2o.created_unix")
+                  "h2o.action_scale", "h2o.control_hz", "h2o.schema_version", "h2o.project_version",
+                  "h2o.created_unix")
 
 
 def trained_policy(obs_dim=4, act_dim=2):
@@ -41,10 +48,15 @@ def test_export_matches_contract_and_torch(tmp_path):
     assert set(REQUIRED_PROPS) <= set(props)
     assert props["h2o.version"] == "7" and props["h2o.obs_dim"] == "4" and props["h2o.act_dim"] == "2"
     assert props["h2o.task"] == "gym:Pendulum-like" and float(props["h2o.action_scale"]) == 3.0
+    # ONNX's own version fields, read by tools that ignore metadata_props (and by onnxruntime)
+    assert (model.producer_name, model.producer_version, model.model_version) == ("h2o-learner", project_version(), 7)
+    assert props["h2o.project_version"] == project_version() == PROJECT_VERSION
     assert {n.op_type for n in model.graph.node} <= {"Sub", "Div", "MatMul", "Add", "Relu", "Split", "Mul",
                                                       "Clip", "Tanh"}
 
     sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    meta_rt = sess.get_modelmeta()
+    assert (meta_rt.producer_name, meta_rt.version, meta_rt.custom_metadata_map["h2o.version"]) == ("h2o-learner", 7, "7")
     assert [i.name for i in sess.get_inputs()] == ["obs"]
     assert [o.name for o in sess.get_outputs()] == ["action", "mean", "log_std"]
     for batch in (1, 9):  # dynamic batch

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from learner.service.store import RealStore
+from protocol import strict_json
 
 
 pytestmark = [pytest.mark.timeout(170), pytest.mark.slow]
@@ -66,3 +67,9 @@ def test_robot_streams_learner_trains_and_pushes(serve_process, keys, tmp_path):
     from learner.service.status import plot_run
 
     assert all(p.stat().st_size > 1000 for p in plot_run(srv.run_dir))
+    # every JSON file either program wrote parses with a strict parser (no NaN / Infinity)
+    written = sorted(tmp_path.rglob("*.json")) + sorted(tmp_path.rglob("*.jsonl"))
+    assert {p.name for p in written} >= {"onboard_stats.json", "metrics.jsonl", "published.jsonl", "episodes.jsonl"}
+    for path in written:
+        for line in ([path.read_text()] if path.suffix == ".json" else path.read_text().splitlines()):
+            strict_json.loads(line)

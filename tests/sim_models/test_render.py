@@ -71,3 +71,26 @@ def test_mp4_is_written_or_the_missing_backend_is_named(tmp_path):
         assert "imageio-ffmpeg" in str(err)
     finally:
         env.close()
+
+
+@pytest.mark.parametrize("task", ["stand_still", "move_straight"])
+def test_render_fps_is_the_control_rate_so_one_frame_per_step_plays_in_real_time(task):
+    """A video made with one frame per env step at metadata['render_fps'] (what gymnasium's
+    RecordVideo does) lasts exactly as long as the simulated episode."""
+    import gymnasium as gym
+
+    from sim_models.tasks import ENV_IDS
+
+    env = WheelLeggedEnv(task, render_mode="rgb_array")
+    env.reset(seed=0)
+    t0 = env.sim.data.time
+    steps = 20
+    for _ in range(steps):
+        env.step(np.zeros(env.action_space.shape, np.float32))
+    sim_seconds = env.sim.data.time - t0
+    assert env.metadata["render_fps"] == env.task.control_hz == 200
+    assert steps / env.metadata["render_fps"] == pytest.approx(sim_seconds, rel=1e-6)
+    env.close()
+    made = gym.make(ENV_IDS[task], render_mode="rgb_array")  # the registered id, through gymnasium's wrappers
+    assert made.metadata["render_fps"] == 200
+    made.close()

@@ -55,7 +55,7 @@ class Refuse:
         top = name.split(".", 1)[0]
         if top not in allowed and not top.startswith("_"):
             Refuse.blocked.append(top)
-            raise ImportError(f"{top} is outside the robot install")
+            raise ModuleNotFoundError(f"{top} is outside the robot install", name=top)
         return None
 
 
@@ -95,3 +95,45 @@ def test_the_hook_refuses_what_the_robot_does_not_install():
     """The check has teeth: the simulator side is refused in the same interpreter."""
     out = _run("import sim_models.envs\n")
     assert out.returncode != 0 and "outside the robot install" in out.stderr
+
+
+# What `pip install '.[robot]'` really puts on a robot: every package of this repository (the
+# learner's and the simulator's sources included), none of torch, MuJoCo, gymnasium, h5py.
+ROBOT_INSTALL = 'allowed.update({"learner", "sim_models"})\n'
+
+
+def _script(target: str, args: list[str]) -> subprocess.CompletedProcess:
+    module, function = target.split(":")
+    code = (ROBOT_INSTALL + f"sys.argv = ['script', *{args!r}]\nimport importlib\n"
+            f"sys.exit(getattr(importlib.import_module({module!r}), {function!r})())\n")
+    return _run(code)
+
+
+def test_every_console_script_runs_or_names_the_extra_it_needs_on_the_robot_install():
+    """The robot's scripts show their help; the others exit 2 with one line naming the extra
+    to install, never a ModuleNotFoundError traceback."""
+    import tomllib
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    from protocol.install import ROBOT_SCRIPTS
+
+    assert set(ROBOT_SCRIPTS) <= set(scripts)
+    for name, target in scripts.items():
+        out = _script(target, ["--help"])
+        if name in ROBOT_SCRIPTS:
+            assert out.returncode == 0 and "usage" in out.stdout.lower(), (name, out.stderr[-2000:])
+        else:
+            assert out.returncode == 2 and "Traceback" not in out.stderr, (name, out.stderr[-2000:])
+            assert f"{name}: needs the " in out.stderr and "pip install 'h2o-robot[" in out.stderr, out.stderr
+
+
+def test_hil_subcommands_that_need_the_simulator_say_so_on_the_robot_install(tmp_path):
+    from protocol.recording import ENCODING_SERIAL, Writer
+
+    path = tmp_path / "r.mcap"
+    with Writer(path, default_encoding=ENCODING_SERIAL, clock="elapsed") as w:
+        w.write("serial/fw_to_host", 0, b"\x00")
+    out = _script("firmware_bridge.replay_cli:main", ["gap", str(path)])
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "gap needs the sim install: pip install 'h2o-robot[sim]'" in out.stderr, out.stderr
+    assert _script("firmware_bridge.replay_cli:main", ["inspect", str(path)]).returncode == 0

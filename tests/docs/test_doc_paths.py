@@ -1,0 +1,104 @@
+"""Every repository path a doc names exists: README.md and docs/**/*.md, in backticks or links.
+
+Why: a doc that points at a file that was moved, renamed or never committed (a planning note on
+someone's machine) sends the reader nowhere. What counts as a path (pragmatic, see `candidates`):
+- a token with a slash whose first part is a top-level folder or file of the repository
+  (`learner/train.py`, `configs/x.toml`, `docs/hil.md`), or a link target (`(task_contract.md)`),
+  resolved from the repository root or the doc's folder;
+- a bare file name of a source or doc type (`recorder.py`, `protocol.md`): some committed file has
+  that name;
+- the module of a command (`python -m firmware_bridge.replay_cli ...`): its file exists. Other
+  dotted names of a package (`protocol.recording.Reader`) count when a module prefix of two or
+  more parts exists; otherwise they may be config keys (`learner.plaintext`) and are not judged.
+Skipped: run outputs and other generated places (runs/, data/, keys/, ...), URLs, placeholders
+(`<date>`, `*`, `{a,b}`, `...`). docs/results.md is checked by its owner's test, not here.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PACKAGES = ("learner", "onboard", "protocol", "firmware_bridge", "sim_models", "task_contract")
+SOURCE_TYPES = (".py", ".md")  # bare config names (`file.toml`) are the reader's own files
+GENERATED = ("runs/", "data/", "keys/", "out/", "tmp/", "/tmp", "learner/policies/", "results/runs/",
+             "~", "spool/", "store/", "checkpoints/")
+EXCLUDED_DOCS = ("docs/results.md",)
+BACKTICK = re.compile(r"`([^`\n]+)`")
+LINK = re.compile(r"\]\(([^)\s#]+)(?:#[^)]*)?\)")
+TOKEN = re.compile(r"^[A-Za-z0-9_.\-/]+$")
+
+
+def tracked_files() -> list[str]:
+    out = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    return [line for line in out.splitlines() if line]
+
+
+TRACKED = tracked_files()
+TOP_LEVEL = {p.split("/", 1)[0] for p in TRACKED}
+BASENAMES = {p.rsplit("/", 1)[-1] for p in TRACKED}
+
+
+def doc_files() -> list[str]:
+    return sorted(p for p in TRACKED if (p == "README.md" or (p.startswith("docs/") and p.endswith(".md")))
+                  and p not in EXCLUDED_DOCS)
+
+
+def candidates(text: str) -> list[tuple[str, str]]:
+    """(kind, token) of everything in backticks or links that names a repository path."""
+    found: list[tuple[str, str]] = [("link", m.group(1)) for m in LINK.finditer(text)]
+    for span in BACKTICK.findall(text):
+        words = span.split()
+        for i, raw in enumerate(words):
+            token = raw.strip("\"',;:()[]").rstrip(".")
+            if TOKEN.match(token) and "..." not in token:
+                found.append(("module" if i and words[i - 1] == "-m" else "code", token))
+    return found
+
+
+def exists(kind: str, token: str, doc: Path) -> bool | None:
+    """True/False for a path we check, None for a token that is not a repository path."""
+    if "://" in token or token.startswith(("mailto:", "#")) or any(token.startswith(g) or f"/{g}" in token for g in GENERATED):
+        return None
+    if kind == "link" or "/" in token:
+        if kind != "link" and token.split("/", 1)[0] not in TOP_LEVEL:
+            return None  # a slash in a value, a device, an option: not a repository path
+        token = token.rstrip("/")
+        return (REPO / token).exists() or (doc.parent / token).exists()
+    if token.endswith(SOURCE_TYPES):
+        return token in BASENAMES
+    parts = token.split(".")
+    if parts[0] not in PACKAGES or len(parts) < 2 or not all(p.isidentifier() for p in parts):
+        return None
+    module = REPO.joinpath(*parts)
+    if kind == "module":
+        return module.with_suffix(".py").exists() or (module / "__main__.py").exists()
+    prefixes = (REPO.joinpath(*parts[:n]) for n in range(2, len(parts) + 1))
+    return True if any(p.with_suffix(".py").exists() or (p / "__init__.py").exists() for p in prefixes) else None
+
+
+@pytest.mark.parametrize("doc", doc_files())
+def test_every_path_a_doc_names_exists(doc: str) -> None:
+    path = REPO / doc
+    missing = sorted({token for kind, token in candidates(path.read_text(encoding="utf-8"))
+                      if exists(kind, token, path) is False})
+    assert not missing, f"{doc} names paths that are not in the repository: {missing}"
+
+
+def test_the_checker_sees_real_and_missing_paths() -> None:
+    """The rules on known cases, so a loosened rule cannot make the doc test pass vacuously."""
+    doc = REPO / "docs" / "x.md"
+    text = ("See `learner/train.py`, [hil](hil.md), `python -m firmware_bridge.replay_cli recover a.mcap b.mcap`, "
+            "`protocol.recording.Reader`, `DESIGN.md`, `learner/nope.py`, `runs/demo-<date>/report.md`, "
+            "`--link.url /dev/ttyUSB0`, [gone](gone.md), `python -m sim_models.no_such_module`, `learner.plaintext`")
+    verdicts = {token: exists(kind, token, doc) for kind, token in candidates(text)}
+    assert verdicts["learner/train.py"] and verdicts["hil.md"] and verdicts["firmware_bridge.replay_cli"]
+    assert verdicts["protocol.recording.Reader"]
+    assert verdicts["DESIGN.md"] is False and verdicts["learner/nope.py"] is False and verdicts["gone.md"] is False
+    assert verdicts["sim_models.no_such_module"] is False and verdicts["learner.plaintext"] is None
+    assert verdicts["a.mcap"] is None and verdicts["/dev/ttyUSB0"] is None
+    assert "runs/demo-<date>/report.md" not in verdicts or verdicts["runs/demo-<date>/report.md"] is None

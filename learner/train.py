@@ -51,6 +51,7 @@ from learner.export import write_atomic
 from learner.rollout import (GYM_PREFIX, PopulationEnvs, Transitions, env_dims, make_env, population_evaluate,
                              population_rollout, rollout)
 from learner.task_defaults import algorithm_config
+from protocol import strict_json
 
 log = logging.getLogger("learner.train")
 
@@ -322,7 +323,7 @@ class Run:
             torch.save(state, buf)
             write_atomic(m.ckpt_path, buf.getvalue())
             # what the grid driver reads to group cells by resume point, without loading the checkpoint
-            write_atomic(m.dir / CHECKPOINT_INFO, json.dumps({"updates": self.algo.step, "epoch": self.epoch,
+            write_atomic(m.dir / CHECKPOINT_INFO, strict_json.dumps({"updates": self.algo.step, "epoch": self.epoch,
                                                               "population_seeds": self.seeds}).encode())
 
     def try_resume(self) -> bool:
@@ -460,7 +461,7 @@ class Run:
             "updates_per_s": self.algo.step / max(self.update_seconds, 1e-9),
             "population": self.population,
         }
-        write_atomic(m.dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
+        write_atomic(m.dir / "summary.json", (strict_json.dumps(summary, indent=2) + "\n").encode())
         plot_learning_curve(evals, m.dir / "learning_curve.png", m.dir.name)
         return summary
 
@@ -519,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("run failed: %s", exc)
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps(summaries, indent=2))
+    print(strict_json.dumps(summaries, indent=2))
     return 0
 
 

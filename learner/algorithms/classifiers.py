@@ -1,6 +1,6 @@
 """Real-vs-sim dynamics classifiers D_sa(s,a) and D_sas(s,a,s'), shared by H2O and DARC.
 
-Reference (h2o_algorithm.md, "Networks" and step 1): class 0 = real, 1 = sim;
+As in the H2O reference code (its networks and update step 1): class 0 = real, 1 = sim;
 p(.|s,a) = softmax(D_sa), p(.|s,a,s') = softmax(D_sas + D_sa); both trained with cross-entropy on
 inputs with Gaussian noise; D_sa receives the gradients of both losses.
 

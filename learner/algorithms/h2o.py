@@ -2,8 +2,8 @@
 
 Paper: Niu et al., "When to Trust Your Simulator: Dynamics-Aware Hybrid Offline-and-Online
 Reinforcement Learning", NeurIPS 2022, https://arxiv.org/abs/2206.13464
-Reference code: github.com/t6-thu/H2O, SimpleSAC/sim2real_sac.py, class Sim2realSAC (behaviour
-as written down in the team's reference notes; no code copied).
+Reference code: github.com/t6-thu/H2O, SimpleSAC/sim2real_sac.py, class Sim2realSAC (its behaviour
+is re-stated in docs/learner.md, "The H2O update"; no code copied).
 
 Symbols (code = metric keys = docs/learner.md):
     D_sa, D_sas   real(0)/sim(1) classifiers        w       importance weight P_real/P_sim(s'|s,a)

@@ -1,7 +1,7 @@
 """H2O+: H2O without the omega penalty, with an IQL-style value on real data in a blended target.
 
 Niu et al., "H2O+: An Improved Framework for Hybrid Offline-and-Online RL with Dynamics Gaps",
-ICRA 2025, https://arxiv.org/abs/2309.12716 (as summarised in the team's reference notes):
+ICRA 2025, https://arxiv.org/abs/2309.12716, in short:
     V(s): expectile regression of min_i Q_i'(s, a) on the REAL batch (expectile 0.5; 0.9 on the robot)
     y = lambda * (r + gamma (1-d) V(s'))  +  (1 - lambda) * (r + gamma (1-d) (min Q'(s', a') - alpha log pi(a'|s')))
     critic loss = real Bellman + w-weighted sim Bellman (H2O's importance weight kept), no penalty.

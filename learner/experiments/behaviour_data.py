@@ -37,7 +37,6 @@ next_observations, terminals, timeouts; the last row of every rollout is marked 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -52,6 +51,7 @@ from learner import algorithms
 from learner.buffers import TransitionBuffer
 from learner.cli_config import add_dataclass_arguments, help_field, merge_layers
 from learner.rollout import GYM_PREFIX, Transitions, env_dims, evaluate, make_env, rollout
+from protocol import strict_json
 
 log = logging.getLogger("learner.experiments.behaviour_data")
 
@@ -270,7 +270,7 @@ def build(cfg: BehaviourConfig) -> dict:
         log.info("%s: %d transitions, mean episode return %s -> %s", level, len(datasets[level]["rewards"]),
                  report["levels"][level]["return_mean"], path)
     json_path = Path(cfg.out_dir) / f"{cfg.file_prefix}-behaviour.json"
-    json_path.write_text(json.dumps(report, indent=2) + "\n")
+    json_path.write_text(strict_json.dumps(report, indent=2) + "\n")
     write_sidecars(report)
     report["json"] = str(json_path)
     return report
@@ -285,7 +285,7 @@ def write_sidecars(report: dict) -> None:
                 "behaviour_return_mean": info["return_mean"],
                 "medium_eval_return": report["medium_snapshot"]["eval_return"],
                 "expert_eval_return": report["expert_snapshot"]["eval_return"]}
-        Path(info["file"]).with_suffix(".json").write_text(json.dumps(side, indent=2) + "\n")
+        Path(info["file"]).with_suffix(".json").write_text(strict_json.dumps(side, indent=2) + "\n")
 
 
 def _episodes_in(blocks: list[Transitions], snap: Snapshot) -> int:
@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     summary = {level: {k: v for k, v in info.items() if k != "file"} for level, info in report["levels"].items()}
-    print(json.dumps({"json": report["json"], "medium": report["medium_snapshot"], "expert": report["expert_snapshot"],
+    print(strict_json.dumps({"json": report["json"], "medium": report["medium_snapshot"], "expert": report["expert_snapshot"],
                       "levels": summary}, indent=2))
     return 0
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import signal
 import sys
@@ -14,6 +13,7 @@ from learner.experiments.datasets import DatasetSpecError
 from learner.experiments.driver import run_grid
 from learner.experiments.gates import format_table, run_gates
 from learner.experiments.report import write_report
+from protocol import strict_json
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,5 +83,5 @@ def main(argv: list[str] | None = None) -> int:
         print(rep["table"])
         print(f"{rep['cells']} of {rep['of']} cells finished; table and plots in {cfg.results_dir}")
     if result:
-        print(json.dumps({k: (len(v) if k != "failed" else v) for k, v in result.items()}))
+        print(strict_json.dumps({k: (len(v) if k != "failed" else v) for k, v in result.items()}))
     return 1 if result.get("failed") else 0

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from protocol import strict_json
+
 log = logging.getLogger(__name__)
 
 KINDS = ("medium", "medium_replay", "medium_expert", "file")
@@ -133,7 +135,7 @@ def save_hdf5(path: Path, data: dict[str, np.ndarray], meta: dict) -> None:
     from sim_models.datasets import save_d4rl
 
     save_d4rl(path, data, meta)
-    path.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+    path.with_suffix(".json").write_text(strict_json.dumps(meta, indent=2) + "\n")
 
 
 def ensure_dataset(spec: DatasetSpec, task: str, profile: str, out_dir: Path, seed: int = 0) -> tuple[Path, dict]:

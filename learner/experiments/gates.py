@@ -32,6 +32,7 @@ from pathlib import Path
 from learner.experiments import config as grid_config
 from learner.experiments.config import GapSpec, GridConfig
 from learner.experiments.datasets import DatasetSpec
+from protocol import strict_json
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,7 @@ def run_gates(base: GridConfig, dry_run: bool = False) -> list[GateResult]:
     results = judge(grids, meta)
     out = Path(base.out_dir) / "gates" / "gates.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps([dataclasses.asdict(r) for r in results], indent=2) + "\n")
+    out.write_text(strict_json.dumps([dataclasses.asdict(r) for r in results], indent=2) + "\n")
     return results
 
 

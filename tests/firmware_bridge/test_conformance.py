@@ -296,6 +296,19 @@ def test_commands_keep_it_enabled_and_silence_trips_100_ms_after_the_last(boot):
     assert fw.stop()["watchdog_trips"] == 1
 
 
+def test_heartbeats_do_not_feed_the_watchdog(boot):
+    fw, host = boot()
+    mark = host.sync(host.frame(FrameType.ENABLE))
+    on = host.states(mark, 1)[0]
+    deadline = time.monotonic() + 0.25
+    while time.monotonic() < deadline and host.states(len(host.log) - 1, 1)[0].mode == MotorMode.ENABLED:
+        host.sync()  # a HEARTBEAT, echoed, every tick or so
+    i_trip, trip = first_state(host, mark, lambda s: s.mode != MotorMode.ENABLED)
+    assert trip.faults & W and trip.t_us - on.t_us <= WATCHDOG_US + LOAD_SLACK_US
+    counters = fw.stop()
+    assert counters["heartbeats_echoed"] >= 5 and counters["watchdog_trips"] == 1
+
+
 def test_command_while_disabled_is_ignored_and_not_resumed_by_enable(boot):
     fw, host = boot()
     mark = host.sync(host.frame(FrameType.COMMAND, wheel_torque(2.0)))

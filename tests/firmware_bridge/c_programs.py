@@ -22,10 +22,18 @@ SOURCES = {
 }
 
 
+# The parts a board runs (codec header, firmware skeleton) also build with the warnings that
+# catch what bites on an MCU: implicit narrowing, float promoted to double (no double FPU),
+# shadowed names.
+PORTABLE_SOURCES = ("h2o_firmware.c",)
+PORTABLE_FLAGS = ("-Wconversion", "-Wdouble-promotion", "-Wshadow", "-Wcast-align")
+
+
 @dataclass(frozen=True)
 class CPrograms:
     h2o_fw_host: Path
     codec_tool: Path
+    compiler: str
 
 
 def find_compiler() -> str | None:
@@ -46,4 +54,10 @@ def build(out_dir: Path, compiler: str) -> CPrograms:
         if result.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{result.stdout}{result.stderr}")
         built[name] = exe
-    return CPrograms(**built)
+    return CPrograms(**built, compiler=compiler)
+
+
+def compile_portable(out_dir: Path, compiler: str) -> subprocess.CompletedProcess:
+    """Compile (no link) the board-side sources with CFLAGS + PORTABLE_FLAGS, in one call."""
+    cmd = [compiler, *CFLAGS, *PORTABLE_FLAGS, "-I", str(C_DIR), "-c", *(str(C_DIR / s) for s in PORTABLE_SOURCES)]
+    return subprocess.run(cmd, cwd=out_dir, capture_output=True, text=True, timeout=120)

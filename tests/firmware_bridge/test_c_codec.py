@@ -97,6 +97,13 @@ def decode_expected(stream: bytes, rng: random.Random) -> str:
 # ---------------------------------------------------------------------------- primitives
 
 
+def test_board_side_sources_build_with_mcu_strict_warnings(c_programs, tmp_path):
+    from .c_programs import compile_portable
+
+    result = compile_portable(tmp_path, c_programs.compiler)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_crc_and_cobs_agree_on_random_data(c_programs):
     rng = random.Random(1)
     data = [b"", b"123456789", bytes(254), bytes(range(1, 255)), bytes(range(1, 256)), bytes(range(256)) * 3]

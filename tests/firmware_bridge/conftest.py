@@ -64,3 +64,14 @@ def open_link():
     yield _open
     for link in links:
         link.close()
+
+
+@pytest.fixture(scope="session")
+def c_programs(tmp_path_factory):
+    """The C reference programs (firmware host, codec tool), compiled once per test session."""
+    from .c_programs import build, find_compiler
+
+    compiler = find_compiler()
+    if compiler is None:
+        pytest.skip("no C compiler on this machine (scripts/system_deps.sh installs one; CI has gcc)")
+    return build(tmp_path_factory.mktemp("c_build"), compiler)

@@ -1,4 +1,4 @@
-"""The robot imports protocol/: it must load without torch, mujoco or gymnasium."""
+"""The robot imports protocol/ and the firmware side: they must load without torch, mujoco or gymnasium."""
 
 from __future__ import annotations
 
@@ -9,13 +9,24 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_protocol_imports_no_heavy_packages() -> None:
+def heavy_modules_after_importing(modules: str) -> str:
+    """Import `modules` (comma-separated) in a fresh interpreter; the heavy packages that came along."""
     code = (
         "import sys\n"
-        "import protocol, protocol.frames, protocol.messages, protocol.recording, protocol.robot_types\n"
+        f"import {modules}\n"
         "heavy = sorted(m for m in ('torch', 'mujoco', 'gymnasium') if m in sys.modules)\n"
         "print(','.join(heavy))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == ""
+    return result.stdout.strip()
+
+
+def test_protocol_imports_no_heavy_packages() -> None:
+    modules = "protocol, protocol.frames, protocol.messages, protocol.recording, protocol.robot_types"
+    assert heavy_modules_after_importing(modules) == ""
+
+
+def test_firmware_side_modules_import_no_heavy_packages() -> None:
+    """The firmware rules and the stand plant run where MuJoCo and torch are not installed."""
+    assert heavy_modules_after_importing("firmware_bridge.firmware, firmware_bridge.stand_plant, firmware_bridge.link") == ""

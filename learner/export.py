@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +27,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from learner.networks import LOG_STD_MAX, LOG_STD_MIN, TanhGaussianPolicy
+from protocol.atomic_file import write_atomic
 from protocol.version import project_version
 
 log = logging.getLogger(__name__)
@@ -190,22 +189,6 @@ def parity_check(policy: TanhGaussianPolicy, onnx_bytes: bytes, n: int = PARITY_
         mean, log_std = p.distribution_params(torch.from_numpy(obs))
         want = [torch.tanh(mean).numpy(), mean.numpy(), log_std.numpy()]
     return float(max(np.max(np.abs(g - w)) for g, w in zip(got, want)))
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """tmp file in the same folder + fsync + rename: readers see the old or the new file, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def export_policy(policy: TanhGaussianPolicy, meta: PolicyMetadata, path: str | Path | None = None,

@@ -47,7 +47,7 @@ from learner import algorithms
 from learner.algorithms.base import sample_update_batches
 from learner.buffers import PopulationSampler, RealStats, TransitionBuffer
 from learner.cli_config import add_dataclass_arguments, help_field, merge_layers
-from learner.export import write_atomic
+from protocol.atomic_file import write_atomic
 from learner.rollout import (GYM_PREFIX, PopulationEnvs, Transitions, env_dims, make_env, population_evaluate,
                              population_rollout, rollout)
 from learner.task_defaults import algorithm_config

@@ -8,32 +8,18 @@ written to a temp file, fsync'd and renamed over the old one, so a reader (a das
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import threading
 from typing import Any, Callable
 
 from protocol import strict_json
+from protocol.atomic_file import write_atomic
 
 log = logging.getLogger("onboard.status")
 
 
 def write_json_atomic(path: str, data: dict[str, Any]) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".stats-", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(strict_json.dumps(data, default=str, indent=1))  # strict: NaN -> null
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    """The stats file, strict JSON (NaN -> null), replaced atomically (protocol/atomic_file.py)."""
+    write_atomic(path, strict_json.dumps(data, default=str, indent=1))
 
 
 def status_line(s: dict[str, Any]) -> str:

@@ -24,8 +24,6 @@ import hashlib
 import json
 import logging
 import math
-import os
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -36,6 +34,7 @@ import numpy as np
 
 from learner.service.publisher import PolicyBlob
 from protocol import strict_json
+from protocol.atomic_file import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -241,14 +240,14 @@ class RobotEvidence:
             data = b""
         self.policy_dir.mkdir(parents=True, exist_ok=True)
         if data and (copy_onnx or not (self.policy_dir / "deployable.onnx").exists()):
-            _write_atomic(self.policy_dir / "deployable.onnx", data)
+            write_atomic(self.policy_dir / "deployable.onnx", data)
         info = {**ev.to_json(), "sha256": hashlib.sha256(data).hexdigest() if data else "",
                 "file": "deployable.onnx" if data else "", "source_file": self.policy_path(v).name,
                 "chosen_unix": time.time(),
                 "rule": "the promoted version with the best mean robot return over its latest "
                         f"episodes (>= {self.min_episodes}); never a version a robot rolled back",
                 "versions": table}
-        _write_atomic(self.policy_dir / "deployable.json", (strict_json.dumps(info, indent=1) + "\n").encode())
+        write_atomic(self.policy_dir / "deployable.json", (strict_json.dumps(info, indent=1) + "\n").encode())
         if copy_onnx:
             log.info("deployable policy: v%d (mean robot return %.0f over %d episodes) -> %s", v,
                      ev.mean_return, len(ev.returns), self.policy_dir / "deployable.onnx")
@@ -274,14 +273,3 @@ def report_row(robot: str, msg) -> dict[str, Any]:
             "p_worse": p(msg.p_worse), "duration_s": float(msg.duration_s), "t_us": int(msg.t_us)}
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -27,7 +27,6 @@ import collections
 import logging
 import math
 import os
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ from learner.service.tasks import task_info
 from learner.algorithms.base import sample_update_batches
 from learner.task_defaults import algorithm_config
 from protocol import strict_json
+from protocol.atomic_file import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -98,23 +98,8 @@ def _losses_finite(losses) -> bool:
 
 
 def atomic_torch_save(obj, path: Path) -> None:
-    """torch.save to a temp file in the same folder, fsync, rename, fsync the folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """torch.save, atomically and durably (protocol/atomic_file.py)."""
+    write_atomic(path, lambda f: torch.save(obj, f))
 
 
 class Trainer:

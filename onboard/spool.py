@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import msgpack
 
+from protocol.atomic_file import fsync_dir
+
 log = logging.getLogger(__name__)
 
 HEADER = struct.Struct("<II")
@@ -178,11 +180,7 @@ class Spool:
         self._cur_file = open(self._path(self._cur), "ab")
         self._seg_sizes[self._cur] = 0
         if self.fsync:
-            dfd = os.open(self.dir, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+            fsync_dir(self.dir)  # the new segment's directory entry survives a power cut
 
     def _delete_done_segments(self) -> None:
         live = {r.segment for r in self.records}

@@ -41,6 +41,8 @@ from pathlib import Path
 import msgpack
 import numpy as np
 
+from protocol.atomic_file import fsync_dir
+
 log = logging.getLogger(__name__)
 
 MAGIC = b"H2OR"
@@ -354,13 +356,8 @@ class RealStore:
                 self._fd = None
 
     def _fsync_dir(self, directory: Path) -> None:
-        if not self.fsync:
-            return
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        if self.fsync:
+            fsync_dir(directory)
 
     def _open_segment(self, index: int) -> None:
         if self._fd is not None:

@@ -48,6 +48,7 @@ from learner.algorithms.base import sample_update_batches
 from learner.buffers import PopulationSampler, RealStats, TransitionBuffer
 from learner.cli_config import add_dataclass_arguments, help_field, merge_layers
 from protocol.atomic_file import write_atomic
+from learner.device import check_device
 from learner.rollout import (GYM_PREFIX, PopulationEnvs, Transitions, env_dims, make_env, population_evaluate,
                              population_rollout, rollout)
 from learner.task_defaults import algorithm_config
@@ -117,8 +118,7 @@ class TrainConfig:
             raise ValueError("sim_steps_per_epoch and collect_steps must be >= 0")
         if not self.dataset and self.collect_steps == 0:
             raise ValueError("give --dataset or a positive --collect-steps")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError("device cuda requested but torch.cuda.is_available() is False")
+        check_device(self.device)  # DeviceError (a ValueError) says what to do
 
     @property
     def run_name(self) -> str:

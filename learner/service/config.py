@@ -106,6 +106,12 @@ class ServeConfig:
             raise ConfigError("sim_steps_per_update: must be >= 0")
         if isinstance(self.datasets, str):
             self.datasets = [self.datasets]
+        from learner.device import DeviceError, check_device
+
+        try:
+            check_device(self.device)
+        except DeviceError as exc:
+            raise ConfigError(str(exc)) from None
         return self
 
     def _fold_task_options(self) -> None:

@@ -24,6 +24,7 @@ demo: $(STAMP)
 	$(PY) -m learner.demo $(ARGS)
 
 test: $(STAMP)
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q $(ARGS)
 
 bench: $(STAMP)

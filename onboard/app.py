@@ -11,7 +11,7 @@ import gc
 import logging
 import sys
 import threading
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

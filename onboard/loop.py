@@ -89,7 +89,7 @@ class ControlLoop:
     ) -> None:
         self.link = link
         self.layout = layout
-        self.task = task = layout.task
+        self.task = layout.task
         self._controller_act: Callable[[np.ndarray], np.ndarray] = getattr(controller, "act", controller)
         self._controller_reset: Callable[[], None] | None = getattr(controller, "reset", None)
         self.sched = scheduler

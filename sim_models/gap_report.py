@@ -128,7 +128,7 @@ class StateSetter:
 
     def __init__(self, sim: WheelLeggedSim) -> None:
         self.sim = sim
-        m, d = sim.model, sim.data
+        m = sim.model
         self._base = m.body(BASE_BODY).id
         self._wheels = [m.body(w).id for w in WHEEL_BODIES]
         root = next(j for j in range(m.njnt) if m.jnt_type[j] == mujoco.mjtJoint.mjJNT_FREE)

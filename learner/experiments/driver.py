@@ -29,7 +29,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from dataclasses import dataclass
 from pathlib import Path
 
-from learner.experiments.config import Cell, GridConfig
+from learner.experiments.config import GridConfig
 from learner.experiments.datasets import ensure_dataset
 
 log = logging.getLogger(__name__)

@@ -40,7 +40,6 @@ from protocol.frames import (
     encode_command,
     encode_control,
     encode_fault,
-    encode_frame,
     encode_heartbeat,
     encode_state,
     unpack_fault,

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from learner_testkit import ACT_DIM, OBS_DIM, TINY, one, synthetic_batch
+from learner_testkit import ACT_DIM, OBS_DIM, TINY, one
 
 from learner.algorithms.base import lift
 

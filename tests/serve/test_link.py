@@ -10,7 +10,6 @@ import time
 import msgpack
 import numpy as np
 import pytest
-import zmq
 
 from learner.service import wire
 from learner.service.client import LinkClosed, RobotLinkClient

@@ -93,12 +93,12 @@ def test_the_checker_sees_real_and_missing_paths() -> None:
     """The rules on known cases, so a loosened rule cannot make the doc test pass vacuously."""
     doc = REPO / "docs" / "x.md"
     text = ("See `learner/train.py`, [hil](hil.md), `python -m firmware_bridge.replay_cli recover a.mcap b.mcap`, "
-            "`protocol.recording.Reader`, `DESIGN.md`, `learner/nope.py`, `runs/demo-<date>/report.md`, "
+            "`protocol.recording.Reader`, `PLANNING.md`, `learner/nope.py`, `runs/demo-<date>/report.md`, "
             "`--link.url /dev/ttyUSB0`, [gone](gone.md), `python -m sim_models.no_such_module`, `learner.plaintext`")
     verdicts = {token: exists(kind, token, doc) for kind, token in candidates(text)}
     assert verdicts["learner/train.py"] and verdicts["hil.md"] and verdicts["firmware_bridge.replay_cli"]
     assert verdicts["protocol.recording.Reader"]
-    assert verdicts["DESIGN.md"] is False and verdicts["learner/nope.py"] is False and verdicts["gone.md"] is False
+    assert verdicts["PLANNING.md"] is False and verdicts["learner/nope.py"] is False and verdicts["gone.md"] is False
     assert verdicts["sim_models.no_such_module"] is False and verdicts["learner.plaintext"] is None
     assert verdicts["a.mcap"] is None and verdicts["/dev/ttyUSB0"] is None
     assert "runs/demo-<date>/report.md" not in verdicts or verdicts["runs/demo-<date>/report.md"] is None

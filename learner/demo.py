@@ -74,6 +74,12 @@ class DemoConfig:
         return self
 
 
+def _num(x: float | None) -> str:
+    """A metric for the progress line; '-' where there is none yet (no robot episode so far, or
+    no simulator evaluation: real-only algorithms such as CQL and BC have none)."""
+    return "-" if x is None else f"{x:.0f}"
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -239,7 +245,7 @@ def run(cfg: DemoConfig) -> Path:
                           f"policy v{r['policy_version']} (robot v{rob.get('policy_version', '-')}"
                           f"{f', trial of v{trial}' if trial >= 0 else ''}, trusted "
                           f"v{int(rob.get('incumbent_version', -1))}, link {rob.get('link', 'down')}), "
-                          f"robot return {r['robot_return']:.0f}, sim return {r['sim_return']:.0f}",
+                          f"robot return {_num(r.get('robot_return'))}, sim return {_num(r.get('sim_return'))}",
                           flush=True)
         interrupted = stop["flag"]
         if not interrupted:

@@ -126,6 +126,9 @@ class SerialLinkConfig:
     # can preempt the sender inside write(2)); docs/bench/firmware_bridge.md.
     direct_write: bool = False
     write_stall_s: float = 0.5  # a write blocked this long (peer not reading) -> ERROR state
+    # After an ERROR the robot program reopens the port (SerialLink.recover; onboard.link_watch).
+    recover_s: float = 0.1  # first reopen this long after a port failure, then doubling (0: never)
+    recover_max_s: float = 2.0  # longest wait between two reopen attempts
 
 
 @dataclass
@@ -154,6 +157,7 @@ class LinkCounters:
     duplicate_frames: int = 0  # a STATE with the same seq as the previous STATE: dropped
     stale_frames: int = 0  # a STATE older than the newest (arrived late, overtaken): dropped
     write_errors: int = 0
+    recoveries: int = 0  # times recover() reopened the port after an ERROR
     writes_dropped_queue_full: int = 0
     writes_rejected_invalid: int = 0
     states_dropped_queue_full: int = 0
@@ -296,12 +300,56 @@ class SerialLink:
             self.lifecycle = LinkState.INACTIVE
         return self._send_control(FrameType.DISABLE)
 
+    def recover(self, enable: bool = True) -> bool:
+        """ERROR -> port reopened -> ACTIVE again (ros2_control's on_error, then configure and activate).
+
+        Why: a port failure is often transient (a write that stalled past `write_stall_s` while the
+        host was overloaded, a USB-serial adapter that re-enumerated), and without this one stall
+        ended the robot program's link for good: states stayed stale and DAMPING could never be
+        left. The safety FSM has already gone to DAMPING on the stale state when this runs; once
+        states are fresh again, its `link_recover_s` (or an operator's clear) decides what follows.
+
+        True when the link is ACTIVE again; False when the port cannot be reopened (still ERROR)
+        or the firmware did not confirm (INACTIVE: call `activate` again). The caller retries
+        with back-off. `enable` as for `activate`.
+        """
+        if self.lifecycle is not LinkState.ERROR:
+            raise LinkError(f"recover() in state {self.lifecycle.value}")
+        self._shutdown()  # the failed threads have stopped; join them and close the port
+        with self._send_lock:
+            while True:  # frames queued before the failure belong to a stream that was cut
+                try:
+                    self._write_queue.get_nowait()
+                except queue.Empty:
+                    break
+            self._queued = 0
+        self._decoder = FrameDecoder()  # a partial frame from before the failure is garbage
+        self.lifecycle = LinkState.UNCONFIGURED
+        try:
+            self.configure()
+        except LinkError as exc:
+            self.lifecycle, self.error = LinkState.ERROR, exc
+            log.warning("link recovery: %s", exc)
+            return False
+        self.counters.recoveries += 1
+        log.warning("link recovered: %s reopened after %s (recovery %d)", self.config.url,
+                    type(self.error).__name__ if self.error else "an error", self.counters.recoveries)
+        self.error = None
+        return self.activate(enable=enable)
+
     def close(self) -> None:
         """DISABLE if active, let the writer drain (bounded), stop threads, close the port."""
         if self.lifecycle == LinkState.FINALIZED:
             return
         if self.lifecycle == LinkState.ACTIVE:
             self.deactivate()
+        self._shutdown()
+        self.lifecycle = LinkState.FINALIZED
+        with self._state_cond:
+            self._state_cond.notify_all()
+
+    def _shutdown(self) -> None:
+        """Stop the reader and writer (the writer after what is queued, bounded) and close the port."""
         self._stop.set()
         with self._send_lock:
             self._direct_fd = None  # from here every write goes through (and drains in) the queue
@@ -324,9 +372,7 @@ class SerialLink:
                 ser.close()
             except Exception as exc:  # noqa: BLE001
                 log.debug("closing port: %s", exc)
-        self.lifecycle = LinkState.FINALIZED
-        with self._state_cond:
-            self._state_cond.notify_all()
+        self._serial, self._threads = None, []
 
     def __enter__(self) -> "SerialLink":
         if self.lifecycle == LinkState.UNCONFIGURED:

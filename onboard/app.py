@@ -18,11 +18,12 @@ import numpy as np
 from firmware_bridge.link import SerialLink
 from onboard.config import OnboardConfig
 from onboard.control import ControlServer, Explainer
+from onboard.link_watch import LinkWatch
 from onboard.loop import ControlLoop, LoopOptions
 from onboard.policy import PolicyLoader, PolicyRejected, PolicySpec, load_policy_file
 from onboard.realtime import apply_realtime, raise_helper_threads
 from onboard.recorder import TransitionRecorder
-from onboard.safety import ActionFilter, SafetyFSM
+from onboard.safety import ActionFilter, Mode, SafetyFSM
 from onboard.scheduler import DeadlineScheduler, LockStepClock, MonotonicClock
 from onboard.status import StatusReporter
 from onboard.streamer import Streamer
@@ -82,6 +83,9 @@ class OnboardApp:
         self.control = ControlServer(cfg.control, self.supervisor, self.stats,
                                      Explainer(self.loop, self.link, cfg.control.explain_every_s))
         self.status = StatusReporter(self.stats, r.stats_file, r.status_interval_s)
+        # reopens the port after a failure; the FSM decides what follows (onboard/link_watch.py)
+        self.link_watch = LinkWatch(self.link, enable=lambda: self.fsm.armed,
+                                    estopped=lambda: self.fsm.mode is Mode.ESTOP)
 
     def _start_virtual_robot(self):
         from firmware_bridge.virtual_robot import VirtualRobot, VirtualRobotConfig  # imports mujoco
@@ -128,7 +132,8 @@ class OnboardApp:
         link = self.link.stats()
         c = link["counters"]
         s["link"] = {"lifecycle": link["lifecycle"], "bad_frames": c.bad_frames, "seq_lost": c.seq_lost,
-                     "writes_dropped_queue_full": c.writes_dropped_queue_full}
+                     "writes_dropped_queue_full": c.writes_dropped_queue_full, "write_errors": c.write_errors,
+                     "recoveries": c.recoveries}
         if self.virtual_robot is not None:
             s["virtual_robot"] = {"respawns": self.virtual_robot.counters.respawns}
         return s
@@ -147,6 +152,7 @@ class OnboardApp:
             except (OSError, PolicyRejected) as e:
                 log.error("start-up policy %s not used: %s", self.cfg.run.policy_path, e)
         self.loader.start()
+        self.link_watch.start()
         if self.streamer is not None:
             self.streamer.start()
         self.control.start()
@@ -180,6 +186,7 @@ class OnboardApp:
         still queued before it exits.
         """
         try:
+            self.link_watch.stop()  # no reopening while the port is being closed
             self.link.close()
         finally:
             self.loader.stop()

@@ -97,3 +97,16 @@ def test_reference_returns_are_the_frozen_noise_free_controller_episodes() -> No
         ctrl = BalanceController("stand_still", detuned=detuned)
         want = float(np.mean([_frozen_episode(env, ctrl, 0.0, rng, 90_000 + i, 10**7)["return"] for i in range(2)]))
         assert controller_return("stand_still", "severe", detuned=detuned, episodes=2) == want
+
+
+def test_collect_cli_gives_the_grid_data_for_the_same_behaviour_and_seed() -> None:
+    from sim_models.collect import CollectConfig
+    from sim_models.collect import collect as collect_cli
+
+    grid, _ = collect(DatasetSpec("d", "medium_replay", steps=600), "stand_still", "moderate", seed=2)
+    cli, meta = collect_cli(CollectConfig(task="stand_still", profile="moderate", behaviour="medium-replay",
+                                          steps=600, seed=2))
+    assert meta["behaviour"] == "medium_replay" and meta["noise"] == 0.3
+    assert DatasetSpec("d", "medium-replay").kind == "medium_replay"  # the grid takes D4RL's spelling too
+    for key in KEYS:
+        assert cli[key].tobytes() == grid[key].tobytes(), key

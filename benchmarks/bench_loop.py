@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from onboard.app import OnboardApp  # noqa: E402
 from onboard.config import OnboardConfig  # noqa: E402
-from onboard.dev_policies import mlp_policy_bytes, sha256_hex  # noqa: E402
+from devkit.dev_policies import mlp_policy_bytes, sha256_hex  # noqa: E402
 from onboard.policy import PolicyCandidate  # noqa: E402
 from onboard.safety import Mode  # noqa: E402
 from onboard.scheduler import RollingStats  # noqa: E402
@@ -84,7 +84,7 @@ def virtual_robot_process(device: str, priority: int, stop: mp.Event) -> None:
 
 def learner_process(endpoint: str, push_every_s: float, stop: mp.Event, control_hz: float) -> None:
     """Child process: ack everything, push policy v2, v3, ... every `push_every_s`."""
-    from onboard.dev_learner import DevLearner
+    from devkit.dev_learner import DevLearner
 
     learner = DevLearner(endpoint)
     version, next_push = 2, time.monotonic() + push_every_s

@@ -53,6 +53,7 @@ from learner.rollout import (GYM_PREFIX, PopulationEnvs, Transitions, make_env, 
                              population_rollout)
 from learner.task_defaults import algorithm_config
 from protocol import strict_json
+from protocol.logs import setup_logging
 
 log = logging.getLogger("learner.train")
 
@@ -480,19 +481,6 @@ def plot_learning_curve(evals: list[dict], path: Path, title: str) -> None:
     write_atomic(path, buf.getvalue())
 
 
-def setup_logging(run_dir: Path) -> None:
-    root = logging.getLogger()
-    if not any(isinstance(h, logging.StreamHandler) for h in root.handlers):
-        h = logging.StreamHandler()
-        h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root.addHandler(h)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    fh = logging.FileHandler(run_dir / "train.log")
-    fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root.addHandler(fh)
-    root.setLevel(logging.INFO)
-
-
 def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(argv)
@@ -500,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     torch.set_num_threads(cfg.threads)
-    setup_logging(Path(cfg.run_dir))
+    setup_logging("INFO", file=Path(cfg.run_dir) / "train.log")
     try:
         if cfg.separate_seeds:
             summaries = [s for seed in cfg.seeds for s in Run(cfg, [seed]).train()]

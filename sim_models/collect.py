@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from protocol.logs import setup_logging
 from sim_models.behaviours import BEHAVIOURS, DEFAULT_NOISE, Behaviour
 from sim_models.behaviours import collect as collect_behaviour
 from sim_models.datasets import save_d4rl
@@ -121,7 +122,7 @@ def parse_args(argv: list[str] | None = None) -> CollectConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging("INFO")
     config = parse_args(argv)
     data, metadata = collect(config)
     path = save_d4rl(config.out, data, metadata)

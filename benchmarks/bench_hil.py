@@ -14,7 +14,6 @@ Usage: .venv/bin/python benchmarks/bench_hil.py [--ticks 2000] [--rounds 3]
 from __future__ import annotations
 
 import argparse
-import logging
 import platform
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from firmware_bridge.recordings import decode_recording, recorded_steps  # noqa:
 from firmware_bridge.virtual_robot import VirtualRobot, VirtualRobotConfig  # noqa: E402
 from onboard.app import OnboardApp  # noqa: E402
 from onboard.config import OnboardConfig  # noqa: E402
+from protocol.logs import setup_logging  # noqa: E402
 
 
 def onboard_ticks_per_s(url: str, tmp: Path, ticks: int) -> float:
@@ -74,7 +74,7 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the three set-ups")
     p.add_argument("--horizon", type=int, default=50, help="gap report window, steps")
     args = p.parse_args()
-    logging.basicConfig(level=logging.ERROR)
+    setup_logging("ERROR")
     print(f"bench_hil: {platform.node()} {platform.machine()} python {platform.python_version()}, "
           f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
     with tempfile.TemporaryDirectory() as d:

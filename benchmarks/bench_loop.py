@@ -17,7 +17,6 @@ and swap latency (POLICY received by the streamer -> first action of the new pol
 from __future__ import annotations
 
 import argparse
-import logging
 import multiprocessing as mp
 import os
 import socket
@@ -34,10 +33,11 @@ sys.path.insert(0, str(ROOT))
 
 from onboard.app import OnboardApp  # noqa: E402
 from onboard.config import OnboardConfig  # noqa: E402
-from onboard.dev_policies import mlp_policy_bytes, sha256_hex  # noqa: E402
+from devkit.dev_policies import mlp_policy_bytes, sha256_hex  # noqa: E402
 from onboard.policy import PolicyCandidate  # noqa: E402
 from onboard.safety import Mode  # noqa: E402
 from onboard.scheduler import RollingStats  # noqa: E402
+from protocol.logs import setup_logging  # noqa: E402
 
 BALANCE_GAIN = np.array([[1.0, 2.0, 30.0, 3.0]]) / 3.0  # stand_still linear law, action units
 
@@ -75,7 +75,7 @@ def virtual_robot_process(device: str, priority: int, stop: mp.Event) -> None:
             os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
         except OSError as e:
             print(f"virtual robot: FIFO refused ({e})", file=sys.stderr)
-    logging.basicConfig(level=logging.WARNING)
+    setup_logging("WARNING")
     cfg = VirtualRobotConfig(profile="nominal", device_link=device)
     vr = VirtualRobot(cfg, plant=HeldUntilDriven(make_plant(cfg))).start()
     stop.wait()
@@ -84,7 +84,7 @@ def virtual_robot_process(device: str, priority: int, stop: mp.Event) -> None:
 
 def learner_process(endpoint: str, push_every_s: float, stop: mp.Event, control_hz: float) -> None:
     """Child process: ack everything, push policy v2, v3, ... every `push_every_s`."""
-    from onboard.dev_learner import DevLearner
+    from devkit.dev_learner import DevLearner
 
     learner = DevLearner(endpoint)
     version, next_push = 2, time.monotonic() + push_every_s
@@ -209,7 +209,7 @@ def main() -> int:
     p.add_argument("--streamer-off-too", action="store_true",
                    help="after the two runs, a third deadline run with the streamer thread stopped (thread vs none)")
     args = p.parse_args()
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging("WARNING")
     tmp = tempfile.mkdtemp(prefix="bench_loop_")
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     ctx = mp.get_context("spawn")

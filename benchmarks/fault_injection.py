@@ -294,7 +294,7 @@ def case_shared_key(work: Path, keys: dict, a: argparse.Namespace) -> dict:
 
 
 def case_bad_policies(work: Path, keys: dict, a: argparse.Namespace) -> dict:
-    from onboard.dev_policies import mlp_policy_bytes, sha256_hex
+    from devkit.dev_policies import mlp_policy_bytes, sha256_hex
     from onboard.policy import PolicyCandidate, PolicyRejected, PolicySpec, ValidationConfig
     from onboard.policy import build_policy
 

@@ -23,6 +23,7 @@ import time
 
 import numpy as np
 
+from protocol.logs import setup_logging
 from firmware_bridge.link import LinkState, SerialLink, SerialLinkConfig, StateSample
 from protocol.robot_types import N_ACTUATORS, FaultFlags, MotorCommand, MotorMode
 
@@ -145,7 +146,7 @@ def _raise_interrupt(signum: int, _frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_arg_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_interrupt)  # same clean exit as Ctrl-C: DISABLE, close
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(args.log_level)
     try:
         torque = parse_torque(args.torque) if args.torque else None
     except ConsoleInputError as exc:

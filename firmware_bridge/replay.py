@@ -20,6 +20,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from protocol.logs import setup_logging
 from firmware_bridge.pty_port import PtyPort
 from firmware_bridge.recorder import FW_TO_HOST
 from protocol import strict_json
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-wait", action="store_true", help="start playing at once, not on the host's first byte")
     p.add_argument("--log-level", default="WARNING", help="logging level")
     args = p.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper())
+    setup_logging(args.log_level)
     if not Path(args.recording).exists():
         print(f"error: no such recording {args.recording}", file=sys.stderr)
         return 2

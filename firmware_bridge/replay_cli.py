@@ -31,6 +31,7 @@ from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
+from protocol.logs import setup_logging
 from firmware_bridge.recordings import (
     CONTROL_TYPES,
     HOST_TO_FW,
@@ -327,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(args.log_level)
     try:
         return args.func(args)
     except ModuleNotFoundError as exc:  # `gap` (MuJoCo) and `export` (h5py) on a robot install

@@ -43,6 +43,7 @@ from typing import Protocol
 
 import numpy as np
 
+from protocol.logs import setup_logging
 from firmware_bridge.faults import ChannelFaults, FaultConfig, SensorFaults
 from firmware_bridge.firmware import DEFAULT_TORQUE_LIMIT_NM, FirmwareConfig, FirmwareLogic
 from firmware_bridge.pty_port import PtyPort
@@ -471,7 +472,7 @@ def config_from_args(args: argparse.Namespace) -> VirtualRobotConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_arg_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(args.log_level)
     try:
         config = config_from_args(args)
     except (OSError, ValueError) as exc:  # unreadable/invalid TOML, unknown field, bad probability

@@ -28,6 +28,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from protocol.logs import setup_logging  # noqa: E402
 from learner.demo_report import write_report  # noqa: E402
 from learner.service.config import ConfigError, _f, add_arguments, load_config  # noqa: E402
 
@@ -275,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, OSError, TypeError) as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging("INFO")
     os.chdir(ROOT)
     try:
         report = run(cfg)

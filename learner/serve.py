@@ -15,6 +15,7 @@ if __package__ in (None, ""):  # `python learner/serve.py` from the project root
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from learner.service.config import ConfigError, ServeConfig, add_arguments, load_config  # noqa: E402
+from protocol.logs import setup_logging  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,8 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, OSError, TypeError) as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=getattr(logging, cfg.log_level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        setup_logging(cfg.log_level)
+    except ValueError as exc:  # a log-level typo is a config error, not a silent INFO
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
     from learner.service.app import Service
 
     from learner.service.store import StoreError

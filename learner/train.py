@@ -49,10 +49,11 @@ from learner.buffers import PopulationSampler, RealStats, TransitionBuffer
 from learner.cli_config import add_dataclass_arguments, help_field, merge_layers
 from protocol.atomic_file import write_atomic
 from learner.device import check_device
-from learner.rollout import (GYM_PREFIX, PopulationEnvs, Transitions, env_dims, make_env, population_evaluate,
-                             population_rollout, rollout)
+from learner.rollout import (GYM_PREFIX, PopulationEnvs, Transitions, make_env, population_evaluate,
+                             population_rollout)
 from learner.task_defaults import algorithm_config
 from protocol import strict_json
+from protocol.logs import setup_logging
 
 log = logging.getLogger("learner.train")
 
@@ -172,36 +173,26 @@ def load_dataset(path: str) -> dict[str, np.ndarray]:
     return data
 
 
-class BehaviourPolicy:
-    """The task's classical controller plus Gaussian noise (sim_models tasks); uniform random for gym.
-    Stateful (the controller integrates): rollout() calls reset() at every episode start."""
-
-    def __init__(self, cfg: TrainConfig, act_dim: int, rng: np.random.Generator):
-        self.act_dim, self.noise, self.rng = act_dim, cfg.collect_noise, rng
-        self.ctrl = None
-        if not cfg.task.startswith(GYM_PREFIX):
-            from sim_models.controller import BalanceController
-
-            self.ctrl = BalanceController(cfg.task, detuned=cfg.collect_detuned)
-
-    def reset(self) -> None:
-        if self.ctrl is not None:
-            self.ctrl.reset()
-
-    def __call__(self, obs: np.ndarray) -> np.ndarray:
-        if self.ctrl is None:
-            return self.rng.uniform(-1.0, 1.0, self.act_dim)
-        a = np.asarray(self.ctrl.act(obs)) + self.noise * self.rng.standard_normal(self.act_dim)
-        return np.clip(a, -1.0, 1.0)
+def collect_behaviour(cfg: TrainConfig) -> str:
+    """The sim_models.behaviours name the --collect-* flags select: the detuned controller
+    ("medium") or the tuned one ("noisy"), both at --collect-noise; "random" for gym tasks, which
+    have no controller."""
+    if cfg.task.startswith(GYM_PREFIX):
+        return "random"
+    return "medium" if cfg.collect_detuned else "noisy"
 
 
 def collect_dataset(cfg: TrainConfig, seed: int) -> dict[str, np.ndarray]:
+    """cfg.collect_steps real transitions in the real profile, by the loop every collector uses."""
+    from sim_models.behaviours import Behaviour
+    from sim_models.behaviours import collect as collect_with
+
     env = make_env(cfg.task, cfg.real_profile, seed=seed)
-    policy = BehaviourPolicy(cfg, env_dims(env)[1], np.random.default_rng(seed))
-    data = rollout(env, policy, cfg.collect_steps, seed=seed, max_episode_steps=cfg.max_episode_steps or None)
-    log.info("collected %d real transitions, mean episode return %.1f over %d episodes", cfg.collect_steps,
-             np.mean(data.episode_returns) if data.episode_returns else float("nan"), len(data.episode_returns))
-    return data.as_dict()
+    behaviour = Behaviour(collect_behaviour(cfg), cfg.task, cfg.collect_noise)
+    got = collect_with(env, behaviour, cfg.collect_steps, seed, max_episode_steps=cfg.max_episode_steps or None)
+    log.info("collected %d real transitions (%s, noise %.2f), mean episode return %.1f over %d episodes",
+             cfg.collect_steps, behaviour.name, behaviour.noise, np.mean(got.episode_returns), got.episodes)
+    return got.data
 
 
 # ---- one population run ------------------------------------------------------------------------
@@ -490,19 +481,6 @@ def plot_learning_curve(evals: list[dict], path: Path, title: str) -> None:
     write_atomic(path, buf.getvalue())
 
 
-def setup_logging(run_dir: Path) -> None:
-    root = logging.getLogger()
-    if not any(isinstance(h, logging.StreamHandler) for h in root.handlers):
-        h = logging.StreamHandler()
-        h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root.addHandler(h)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    fh = logging.FileHandler(run_dir / "train.log")
-    fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root.addHandler(fh)
-    root.setLevel(logging.INFO)
-
-
 def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(argv)
@@ -510,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     torch.set_num_threads(cfg.threads)
-    setup_logging(Path(cfg.run_dir))
+    setup_logging("INFO", file=Path(cfg.run_dir) / "train.log")
     try:
         if cfg.separate_seeds:
             summaries = [s for seed in cfg.seeds for s in Run(cfg, [seed]).train()]

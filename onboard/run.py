@@ -21,6 +21,7 @@ if __package__ in (None, ""):  # `python onboard/run.py`: make the project root 
 from firmware_bridge.link import LinkError  # noqa: E402
 from onboard.config import ConfigError, config_from_args  # noqa: E402
 from onboard.streamer import LinkConfigError  # noqa: E402
+from protocol.logs import setup_logging  # noqa: E402
 
 log = logging.getLogger("onboard.run")
 
@@ -31,8 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, LinkConfigError) as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=getattr(logging, cfg.run.log_level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        setup_logging(cfg.run.log_level)
+    except ValueError as e:  # a log-level typo is a config error, not a silent INFO
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
     from onboard.app import OnboardApp
 
     stop = threading.Event()

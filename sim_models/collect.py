@@ -3,17 +3,17 @@
     python -m sim_models.collect --task stand_still --profile moderate --behaviour medium \
         --steps 10000 --seed 0 --out data/stand_still-moderate-medium.hdf5
 
-Behaviours (D4RL-like quality levels; "medium" must be genuinely medium: the tuned controller plus
-noise is nearly expert here, so behaviour cloning alone would match it and the benchmark would not
-separate the algorithms):
-  expert          tuned LQR controller + Gaussian action noise 0.1
-  medium          detuned controller + noise 0.3
+Behaviours (defined once in sim_models.behaviours, shared with the experiment grid and
+`learner.train`; D4RL's hyphenated spellings such as `medium-replay` are accepted):
+  medium          detuned LQR controller + Gaussian action noise (default 0.3)
+  medium_replay   gain ramping from 40% of the detuned gain to all of it, noise 0.8 -> --noise
+  medium_expert   alternating episodes: detuned, then tuned, both at --noise
+  expert          tuned controller + noise (default 0.1)
+  noisy           tuned controller + noise (default 0.3)
   random          uniform actions in [-1, 1]
-  medium-replay   episodes whose policy moves from random to medium over the run (a training
-                  run's replay buffer, coarsely)
-  medium-expert   half the steps medium, half expert (as D4RL concatenates them)
-  noisy           tuned controller + noise --noise (default 0.3)
-The stored action is the policy's clean action (what the env received).
+"medium" must be genuinely medium: the tuned controller plus noise is nearly expert here, so
+behaviour cloning alone would match it and the benchmark would not separate the algorithms.
+The stored action is the noisy action the env received.
 """
 
 from __future__ import annotations
@@ -29,16 +29,14 @@ from typing import Any
 
 import numpy as np
 
-from sim_models.controller import BalanceController
+from protocol.logs import setup_logging
+from sim_models.behaviours import BEHAVIOURS, DEFAULT_NOISE, Behaviour
+from sim_models.behaviours import collect as collect_behaviour
 from sim_models.datasets import save_d4rl
 from sim_models.envs import make_env
 from sim_models.profiles import load_profile
 
 log = logging.getLogger(__name__)
-
-BEHAVIOURS: tuple[str, ...] = ("expert", "medium", "random", "medium-replay", "medium-expert", "noisy")
-EXPERT_NOISE = 0.1
-MEDIUM_NOISE = 0.3
 
 
 @dataclass
@@ -50,13 +48,13 @@ class CollectConfig:
     profile: str = "nominal"
     """Dynamics profile: nominal, mild, moderate, severe or a .toml path."""
     behaviour: str = "medium"
-    """Behaviour policy: expert, medium, random, medium-replay, medium-expert, noisy."""
+    """Behaviour policy: one of sim_models.behaviours.BEHAVIOURS (or its D4RL hyphen spelling)."""
     steps: int = 10_000
     """Number of transitions to collect."""
     seed: int = 0
     """Seed of the env resets and the behaviour noise."""
-    noise: float = 0.3
-    """Action-noise std for the "noisy" behaviour."""
+    noise: float | None = None
+    """Action-noise std of the behaviour's controller; None = the behaviour's default."""
     out: str = "data/dataset.hdf5"
     """Output HDF5 path."""
 
@@ -65,92 +63,31 @@ class CollectConfigError(ValueError):
     """A collection config value is invalid."""
 
 
-class BehaviourPolicy:
-    """Controller + noise, random, or a schedule mixing them across episodes."""
-
-    def __init__(self, task: str, behaviour: str, total_steps: int, rng: np.random.Generator,
-                 act_dim: int, noise: float = 0.3) -> None:
-        if behaviour not in BEHAVIOURS:
-            raise CollectConfigError(f"unknown behaviour {behaviour!r}; expected one of {BEHAVIOURS}")
-        self.behaviour, self.total_steps, self.rng, self.act_dim = behaviour, total_steps, rng, act_dim
-        self.noise = noise
-        self.tuned = BalanceController(task)
-        self.detuned = BalanceController(task, detuned=True)
-        self._mode = ("random", 0.0)
-
-    def start_episode(self, steps_done: int) -> None:
-        """Choose this episode's policy (the mixtures change it with progress)."""
-        self.tuned.reset()
-        self.detuned.reset()
-        frac = steps_done / max(1, self.total_steps)
-        b = self.behaviour
-        if b == "expert":
-            self._mode = ("tuned", EXPERT_NOISE)
-        elif b == "medium":
-            self._mode = ("detuned", MEDIUM_NOISE)
-        elif b == "noisy":
-            self._mode = ("tuned", self.noise)
-        elif b == "random":
-            self._mode = ("random", 0.0)
-        elif b == "medium-expert":
-            self._mode = ("detuned", MEDIUM_NOISE) if frac < 0.5 else ("tuned", EXPERT_NOISE)
-        else:  # medium-replay: random early, then detuned with shrinking noise
-            self._mode = ("random", 0.0) if frac < 0.2 else ("detuned", 1.0 - 0.7 * frac)
-
-    def act(self, obs: np.ndarray) -> np.ndarray:
-        kind, noise = self._mode
-        if kind == "random":
-            return self.rng.uniform(-1.0, 1.0, self.act_dim).astype(np.float32)
-        base = (self.tuned if kind == "tuned" else self.detuned).act(obs)
-        return np.clip(base + self.rng.normal(0.0, noise, self.act_dim), -1, 1).astype(np.float32)
-
-
 def collect(config: CollectConfig) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Run the behaviour policy for `config.steps` transitions; return (arrays, metadata)."""
     if config.steps <= 0:
         raise CollectConfigError(f"steps must be > 0, got {config.steps}")
+    try:
+        behaviour = Behaviour(config.behaviour, config.task, config.noise)
+    except ValueError as exc:  # UnknownBehaviourError or a bad noise
+        raise CollectConfigError(str(exc)) from exc
     profile = load_profile(config.profile)
-    env = make_env(config.task, profile)
-    rng = np.random.default_rng(config.seed)
-    act_dim = env.action_space.shape[0]
-    policy = BehaviourPolicy(config.task, config.behaviour, config.steps, rng, act_dim, config.noise)
-    rows: dict[str, list] = {k: [] for k in ("observations", "actions", "rewards",
-                                             "next_observations", "terminals", "timeouts")}
-    returns: list[float] = []
-    episode = 0
-    while len(rows["rewards"]) < config.steps:
-        obs, _ = env.reset(seed=config.seed * 100_003 + episode)
-        policy.start_episode(len(rows["rewards"]))
-        ret = 0.0
-        while True:
-            action = policy.act(obs)
-            next_obs, reward, terminated, truncated, _ = env.step(action)
-            # The last row of a budget cut is a timeout too: the episode did not end there.
-            cut = len(rows["rewards"]) + 1 >= config.steps
-            for key, value in (("observations", obs), ("actions", action), ("rewards", reward),
-                               ("next_observations", next_obs), ("terminals", terminated),
-                               ("timeouts", (truncated or cut) and not terminated)):
-                rows[key].append(value)
-            ret += reward
-            obs = next_obs
-            if terminated or truncated or cut:
-                break
-        returns.append(ret)
-        episode += 1
-    data = {k: np.asarray(v) for k, v in rows.items()}
+    env = make_env(config.task, profile, seed=config.seed)
+    got = collect_behaviour(env, behaviour, config.steps, config.seed)
     metadata = {
         "task": config.task,
         "profile": profile.to_dict(),
-        "behaviour": config.behaviour,
+        "behaviour": behaviour.name,
+        "noise": behaviour.noise,
         "seed": config.seed,
         "steps": config.steps,
-        "episodes": episode,
-        "mean_episode_return": float(np.mean(returns)),
-        "mean_reward": float(np.mean(data["rewards"])),
+        "episodes": got.episodes,
+        "mean_episode_return": float(np.mean(got.episode_returns)),
+        "mean_reward": float(np.mean(got.data["rewards"])),
         "created_unix": time.time(),
         "generator": "sim_models.collect",
     }
-    return data, metadata
+    return got.data, metadata
 
 
 def parse_args(argv: list[str] | None = None) -> CollectConfig:
@@ -165,11 +102,13 @@ def parse_args(argv: list[str] | None = None) -> CollectConfig:
         "behaviour": f"behaviour policy: {', '.join(BEHAVIOURS)}",
         "steps": "number of transitions to collect",
         "seed": "seed for resets and behaviour noise",
-        "noise": "action-noise std of the 'noisy' behaviour",
+        "noise": "action-noise std of the behaviour's controller; default: the behaviour's own ("
+                 + ", ".join(f"{k} {v}" for k, v in DEFAULT_NOISE.items() if k != "random") + ")",
         "out": "output .hdf5 path",
     }
     for f in dataclasses.fields(CollectConfig):
-        parser.add_argument(f"--{f.name}", type=type(getattr(defaults, f.name)), default=None,
+        kind = float if f.name == "noise" else type(getattr(defaults, f.name))
+        parser.add_argument(f"--{f.name}", type=kind, default=None,
                             help=f"{helps[f.name]} (default {getattr(defaults, f.name)!r})")
     args = parser.parse_args(argv)
     values: dict[str, Any] = {}
@@ -183,7 +122,7 @@ def parse_args(argv: list[str] | None = None) -> CollectConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging("INFO")
     config = parse_args(argv)
     data, metadata = collect(config)
     path = save_d4rl(config.out, data, metadata)

@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from protocol.logs import setup_logging
 from learner import algorithms
 from learner.buffers import TransitionBuffer
 from learner.cli_config import add_dataclass_arguments, help_field, merge_layers
@@ -309,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging("INFO")
     try:
         cfg = BehaviourConfig(**merge_layers(BehaviourConfig, args.config, args))
         report = build(cfg)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import sys
 import tomllib
 
+from protocol.logs import setup_logging
 from learner.experiments import config as grid_config
 from learner.experiments.datasets import DatasetSpecError
 from learner.experiments.driver import run_grid
@@ -47,7 +47,7 @@ def _interrupt(signum, frame) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging("INFO")
     overrides = {"workers": args.workers, "population": args.population, "seeds": args.seeds, "algorithms": args.algorithms, "tasks": args.tasks,
                  "total_updates": args.total_updates, "out_dir": args.out_dir, "results_dir": args.results_dir}
     try:

@@ -1,21 +1,24 @@
 """Offline "real" datasets for the grid: genuinely medium behaviour, D4RL layout.
 
-Why not train.py's own collection: it uses the tuned controller plus noise, which is nearly expert
-(an earlier prototype measured behaviour cloning at ~99% of the controller on such data, so an
-offline-only baseline wins trivially). The paper's point needs data like D4RL's:
+The behaviours are defined once, in sim_models.behaviours (the collect CLI and `learner.train`
+use the same definitions); the grid offers three of them:
 
 - medium: the detuned LQR (sim_models.controller, detuned=True) plus Gaussian noise; on a gap
-  profile it loses balance after a second or two, about a third of the tuned return.
+  profile it loses balance after a second or two, about a third of the tuned return. (The tuned
+  controller plus noise is nearly expert: behaviour cloning alone would then win trivially.)
 - medium_replay: what a learner's replay buffer holds on its way to "medium": episodes whose
-  controller gain ramps from a fraction of the detuned gain up to it, with noise ramping down.
-- medium_expert: half medium episodes, half tuned-controller episodes (D4RL's medium-expert).
+  controller gain ramps from 40% of the detuned gain up to it, with noise ramping 0.8 -> noise.
+- medium_expert: alternating medium and tuned-controller episodes (D4RL's medium-expert).
+
+D4RL's hyphenated spellings (`medium-replay`) are accepted as `kind` and stored as the canonical
+underscore name. The data of a (spec, task, profile, seed) is bit-identical to what the committed
+results were trained on (tests/experiments/test_dataset_identity.py).
 
 Every dataset is collected in the REAL profile (the robot) and written as HDF5 with the D4RL keys
 (observations, actions, rewards, next_observations, terminals, timeouts; sim_models.datasets)
 plus a JSON sidecar with the behaviour's mean episode return and reference returns (the tuned and
 the detuned controller without noise), so a results table can say how "medium" the data really is.
-sim_models.collect offers similar behaviours as a CLI; this module adds the reference returns and
-the once-per-grid caching the driver needs.
+This module adds those reference returns and the once-per-grid caching the driver needs.
 """
 
 from __future__ import annotations
@@ -31,9 +34,8 @@ from protocol import strict_json
 
 log = logging.getLogger(__name__)
 
-KINDS = ("medium", "medium_replay", "medium_expert", "file")
-REPLAY_GAIN_START = 0.4  # medium_replay: first episodes use 40% of the detuned gain
-REPLAY_NOISE_START = 0.8  # ... and this much action noise, ramping to the medium values
+GRID_BEHAVIOURS = ("medium", "medium_replay", "medium_expert")  # defined in sim_models.behaviours
+KINDS = (*GRID_BEHAVIOURS, "file")
 
 
 class DatasetSpecError(ValueError):
@@ -50,6 +52,12 @@ class DatasetSpec:
     noise: float = 0.3  # Gaussian action-noise std of the behaviour controller
     path: str = ""  # for kind = "file"; may contain {task}, {gap}, {dataset}
 
+    def __post_init__(self) -> None:
+        if self.kind.replace("-", "_") in GRID_BEHAVIOURS:  # D4RL's spelling -> the canonical one
+            from sim_models.behaviours import canonical_behaviour
+
+            self.kind = canonical_behaviour(self.kind)
+
     def validate(self) -> None:
         if self.kind not in KINDS:
             raise DatasetSpecError(f"dataset {self.name!r}: kind {self.kind!r}, expected one of {KINDS}")
@@ -59,75 +67,32 @@ class DatasetSpec:
             raise DatasetSpecError(f"dataset {self.name!r}: steps must be positive, got {self.steps}")
 
 
-def _episode(env, ctrl, noise: float, rng: np.random.Generator, seed: int, max_steps: int) -> dict:
-    """One episode of `ctrl` + noise from reset(seed), at most max_steps transitions."""
-    obs, _ = env.reset(seed=seed)
-    ctrl.reset()
-    rows: dict[str, list] = {k: [] for k in ("observations", "actions", "rewards", "next_observations",
-                                              "terminals", "timeouts")}
-    ret = 0.0
-    for _ in range(max_steps):
-        a = np.clip(np.asarray(ctrl.act(obs), np.float32) + noise * rng.standard_normal(env.action_space.shape),
-                    -1.0, 1.0).astype(np.float32)
-        nxt, r, term, trunc, _ = env.step(a)
-        ret += float(r)
-        for k, v in zip(rows, (obs, a, r, nxt, term, trunc and not term)):
-            rows[k].append(v)
-        obs = nxt
-        if term or trunc:
-            break
-    if rows["timeouts"] and not rows["terminals"][-1]:
-        rows["timeouts"][-1] = True  # cut by the step budget: a time-out, never a termination
-    return {"rows": rows, "return": ret, "length": len(rows["rewards"])}
-
-
 def controller_return(task: str, profile: str, detuned: bool, episodes: int = 3, seed: int = 90_000) -> float:
     """Mean return of the noise-free controller in `profile` (reference figure for the table)."""
     from learner.rollout import make_env
+    from sim_models.behaviours import EpisodePlan, run_episode
     from sim_models.controller import BalanceController
 
     env = make_env(task, profile, seed=seed)
-    ctrl = BalanceController(task, detuned=detuned)
+    plan = EpisodePlan(BalanceController(task, detuned=detuned), 0.0)
     rng = np.random.default_rng(seed)
-    return float(np.mean([_episode(env, ctrl, 0.0, rng, seed + i, 10**7)["return"] for i in range(episodes)]))
+    return float(np.mean([run_episode(env, plan, rng, seed + i, 10**7).ret for i in range(episodes)]))
 
 
 def collect(spec: DatasetSpec, task: str, profile: str, seed: int = 0) -> tuple[dict[str, np.ndarray], dict]:
     """Collect spec.steps transitions in `profile`; returns (D4RL columns, metadata)."""
     from learner.rollout import make_env
-    from sim_models.controller import BalanceController
+    from sim_models.behaviours import Behaviour
+    from sim_models.behaviours import collect as collect_behaviour
 
     spec.validate()
     env = make_env(task, profile, seed=seed)
-    rng = np.random.default_rng(seed)
-    detuned, tuned = BalanceController(task, detuned=True), BalanceController(task, detuned=False)
-    cols: dict[str, list] = {k: [] for k in ("observations", "actions", "rewards", "next_observations",
-                                              "terminals", "timeouts")}
-    returns, lengths, ep, n = [], [], 0, 0
-    while n < spec.steps:
-        progress = n / spec.steps
-        if spec.kind == "medium_replay":
-            ctrl = BalanceController(task, detuned=True)
-            ctrl.gain = detuned.gain * (REPLAY_GAIN_START + (1 - REPLAY_GAIN_START) * progress)
-            noise = REPLAY_NOISE_START + (spec.noise - REPLAY_NOISE_START) * progress
-        elif spec.kind == "medium_expert" and ep % 2 == 1:
-            ctrl, noise = tuned, spec.noise
-        else:
-            ctrl, noise = detuned, spec.noise
-        out = _episode(env, ctrl, noise, rng, seed * 100_003 + ep, spec.steps - n)
-        for k in cols:
-            cols[k].extend(out["rows"][k])
-        returns.append(out["return"])
-        lengths.append(out["length"])
-        n += out["length"]
-        ep += 1
-    data = {k: np.asarray(v, np.float32) for k, v in cols.items()}
-    data["terminals"] = data["terminals"].astype(bool)
-    data["timeouts"] = data["timeouts"].astype(bool)
+    got = collect_behaviour(env, Behaviour(spec.kind, task, spec.noise), spec.steps, seed)
     meta = {"task": task, "profile": profile, "kind": spec.kind, "noise": spec.noise, "seed": seed,
-            "transitions": int(n), "episodes": ep, "behaviour_return_mean": float(np.mean(returns)),
-            "behaviour_length_mean": float(np.mean(lengths))}
-    return data, meta
+            "transitions": int(sum(got.episode_lengths)), "episodes": got.episodes,
+            "behaviour_return_mean": float(np.mean(got.episode_returns)),
+            "behaviour_length_mean": float(np.mean(got.episode_lengths))}
+    return got.data, meta
 
 
 def save_hdf5(path: Path, data: dict[str, np.ndarray], meta: dict) -> None:

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from learner.experiments.config import GridConfig
 from learner.experiments.datasets import ensure_dataset
+from protocol.logs import file_handler
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +131,7 @@ def run_job(job: PopulationJob) -> dict:
     handlers = []
     for c in job.cells:
         Path(c.run_dir).mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(Path(c.run_dir) / "train.log")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler = file_handler(Path(c.run_dir) / "train.log")
         root.addHandler(handler)
         handlers.append(handler)
     root.setLevel(logging.INFO)

@@ -29,6 +29,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from protocol.logs import setup_logging
 from learner.experiments import config as grid_config
 from learner.experiments.config import GapSpec, GridConfig
 from learner.experiments.datasets import DatasetSpec
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, help="override the worker count")
     p.add_argument("--out-dir", help="override the run folder root (gates go to <out-dir>/gates)")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging("INFO")
     try:
         base = grid_config.load(args.config, {"total_updates": args.total_updates, "seeds": args.seeds,
                                               "workers": args.workers, "out_dir": args.out_dir})

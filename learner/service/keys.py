@@ -26,6 +26,8 @@ from pathlib import Path
 import zmq
 import zmq.auth
 
+from protocol.logs import setup_logging
+
 log = logging.getLogger(__name__)
 
 
@@ -149,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     p_auth.add_argument("--public", required=True, help="the robot's <name>.key file")
     p_auth.add_argument("--dir", default="keys/authorized", help="learner's authorised-keys dir")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO)
+    setup_logging("INFO")
     try:
         if args.cmd == "create":
             public, secret = create_keypair(args.name, args.dir, force=args.force)

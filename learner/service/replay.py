@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from protocol.logs import setup_logging
 from learner.service import wire
 from learner.service.client import LinkClosed, RobotLinkClient
 from protocol.messages import ProtocolError
@@ -176,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--task", default="", help="task in HELLO (default: the dataset's metadata, else stand_still)")
     d.add_argument("--robot-id", default="dataset", help="robot id in HELLO")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging("INFO")
     if args.cmd == "from-dataset":
         n = dataset_to_recording(args.dataset, args.out, args.stream_id, args.batch, args.task, args.robot_id)
         print(f"wrote {n} rows to {args.out}")

@@ -104,7 +104,7 @@ def test_damping_shows_as_a_command_kind_transition(recording, replay_regression
 
 
 def _policy_file(tmp: Path, version: int, gain_scale: float = 1.0) -> str:
-    from onboard.dev_policies import mlp_policy_bytes, sha256_hex
+    from devkit.dev_policies import mlp_policy_bytes, sha256_hex
 
     gain = np.array([[1.0, 2.0, 30.0, 3.0]]) / 3.0 * gain_scale  # a linear balance law, run through tanh
     data = mlp_policy_bytes(4, 1, version=version, linear_gain=gain, hidden=16, seed=version)

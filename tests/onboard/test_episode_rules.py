@@ -22,7 +22,7 @@ from firmware_bridge.recordings import decode_recording, recorded_steps
 from firmware_bridge.virtual_robot import VirtualRobot, VirtualRobotConfig
 from onboard.app import OnboardApp
 from onboard.config import OnboardConfig
-from onboard.dev_policies import mlp_policy_bytes
+from devkit.dev_policies import mlp_policy_bytes
 from onboard.policy import PolicyCandidate
 from onboard.safety import Mode
 from protocol.messages import Source

@@ -17,7 +17,7 @@ import time
 from firmware_bridge.virtual_robot import HOST_TO_FW, VirtualRobot, VirtualRobotConfig, make_plant
 from onboard.app import OnboardApp
 from onboard.config import OnboardConfig
-from onboard.dev_policies import mlp_policy_bytes, sha256_hex
+from devkit.dev_policies import mlp_policy_bytes, sha256_hex
 from onboard.policy import PolicyCandidate
 from protocol.frames import FrameDecoder, FrameType
 

@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from onboard.dev_learner import DevLearner
-from onboard.dev_policies import mlp_policy_bytes, sha256_hex
+from devkit.dev_learner import DevLearner
+from devkit.dev_policies import mlp_policy_bytes, sha256_hex
 from onboard.policy import PolicyCandidate
 from onboard.safety import Mode
 from protocol.messages import Source

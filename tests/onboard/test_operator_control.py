@@ -11,7 +11,7 @@ import pytest
 
 from onboard.config import load_toml
 from onboard.control import check_endpoint, main, request
-from onboard.dev_policies import mlp_policy_bytes, sha256_hex
+from devkit.dev_policies import mlp_policy_bytes, sha256_hex
 from onboard.policy import PolicyCandidate
 from onboard.safety import Mode
 from protocol.robot_types import MotorMode

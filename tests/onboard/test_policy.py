@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from onboard.dev_policies import mlp_policy_bytes, sha256_hex
+from devkit.dev_policies import mlp_policy_bytes, sha256_hex
 from onboard.policy import (
     PolicyCandidate,
     PolicyLoader,

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import zmq.auth
 
-from onboard.dev_learner import DevLearner
-from onboard.dev_policies import mlp_policy_bytes
+from devkit.dev_learner import DevLearner
+from devkit.dev_policies import mlp_policy_bytes
 from onboard.policy import PolicyCandidate
 from onboard.recorder import empty_batch
 from onboard.streamer import LinkConfigError, Streamer, StreamerConfig

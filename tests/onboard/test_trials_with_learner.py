@@ -22,7 +22,7 @@ from learner.service.publisher import PolicyBlob, Publisher
 from learner.service.server import LearnerServer, LinkConfig
 from learner.service.sessions import HelloPolicy
 from learner.service.store import RealStore
-from onboard.dev_policies import mlp_policy_bytes, sha256_hex
+from devkit.dev_policies import mlp_policy_bytes, sha256_hex
 from onboard.safety import Mode
 
 pytestmark = pytest.mark.timeout(120)

@@ -137,3 +137,16 @@ def test_hil_subcommands_that_need_the_simulator_say_so_on_the_robot_install(tmp
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "gap needs the sim install: pip install 'h2o-robot[sim]'" in out.stderr, out.stderr
     assert _script("firmware_bridge.replay_cli:main", ["inspect", str(path)]).returncode == 0
+
+
+def test_no_install_ships_the_test_fakes():
+    """devkit/ (fakes for tests and benchmarks) is in no wheel, and the robot package holds no fakes."""
+    import tomllib
+
+    from setuptools import find_namespace_packages
+
+    find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    shipped = set(find_namespace_packages(str(ROOT), include=find["include"]))
+    assert {"onboard", "protocol", "task_contract", "firmware_bridge"} <= shipped
+    assert (ROOT / "devkit" / "dev_learner.py").exists() and not any(p.startswith("devkit") for p in shipped)
+    assert not sorted((ROOT / "onboard").glob("dev_*.py"))

@@ -1,6 +1,6 @@
 """A minimal learner endpoint (ROUTER) for onboard tests, benchmarks and demos without the learner.
 
-Why here: the robot side must be testable end to end (real sockets, real CURVE) before and
+Why it exists: the robot side must be testable end to end (real sockets, real CURVE) before and
 independently of learner/serve.py. It speaks the protocol's learner half just enough: WELCOME
 to HELLO, stores TRANSITIONS rows keyed by (stream, seq) (so duplicates are visible), answers
 with cumulative ACKs, echoes heartbeats, pushes POLICY on request and records POLICY_RESULTs.

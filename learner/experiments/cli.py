@@ -9,6 +9,7 @@ import tomllib
 
 from protocol.logs import setup_logging
 from learner.experiments import config as grid_config
+from learner.experiments.cluster import RayUnavailableError
 from learner.experiments.datasets import DatasetSpecError
 from learner.experiments.driver import run_grid
 from learner.experiments.gates import format_table, run_gates
@@ -24,6 +25,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="worker processes, one population job each (default: the config's)")
     p.add_argument("--population", type=int,
                    help="most cells per population job (0 = no limit, 1 = one cell per process; default: the config's)")
+    p.add_argument("--ray-address", metavar="ADDRESS",
+                   help="run the jobs as Ray tasks on this cluster ('auto' or host:port of the head; needs the "
+                        "cluster extra and run folders on a filesystem every node sees: docs/cluster.md); "
+                        "default: the config's [grid] ray_address, else the local process pool")
     p.add_argument("--seeds", type=int, nargs="+", help="override the seeds list")
     p.add_argument("--algorithms", nargs="+", help="override the algorithms list")
     p.add_argument("--tasks", nargs="+", help="override the tasks list")
@@ -49,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging("INFO")
     overrides = {"workers": args.workers, "population": args.population, "seeds": args.seeds, "algorithms": args.algorithms, "tasks": args.tasks,
-                 "total_updates": args.total_updates, "out_dir": args.out_dir, "results_dir": args.results_dir}
+                 "total_updates": args.total_updates, "out_dir": args.out_dir, "results_dir": args.results_dir,
+                 "ray_address": args.ray_address}
     try:
         overrides["train"] = grid_config.parse_assignments(args.train)
         cfg = grid_config.load(args.config, overrides)
@@ -75,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("interrupted; finished cells are kept, re-run the same command to resume", file=sys.stderr)
             return 130
-        except DatasetSpecError as exc:
+        except (DatasetSpecError, RayUnavailableError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     if not args.dry_run:

@@ -62,6 +62,10 @@ class GridConfig:
     workers: int = 2  # processes, each a population job (torch threads = 1 each)
     population: int = 0  # most cells per population job (0 = no limit; 1 = one cell per process)
     progress_every_s: float = 60.0  # seconds between progress / ETA lines while cells run
+    # Ray cluster to run the jobs on ("auto", "host:port"); empty = the local process pool. The run
+    # folders must be on a filesystem every node sees (docs/cluster.md).
+    ray_address: str = ""
+    ray_max_retries: int = 3  # times Ray runs a job again after its node or worker died
     gaps: list = field(default_factory=list)  # list[GapSpec]
     datasets: list = field(default_factory=list)  # list[DatasetSpec]
     train: dict = field(default_factory=dict)  # extra learner.train TrainConfig keys for every cell
@@ -80,6 +84,8 @@ class GridConfig:
             raise GridConfigError("total_updates and workers must be positive")
         if self.population < 0 or self.progress_every_s <= 0:
             raise GridConfigError("population must be >= 0 and progress_every_s positive")
+        if self.ray_max_retries < 0:
+            raise GridConfigError("ray_max_retries must be >= 0")
         allowed = {f.name for f in dataclasses.fields(TrainConfig)} - {
             "algorithm", "task", "sim_profile", "real_profile", "dataset", "total_updates", "run_dir", "name",
             "seeds", "resume", "threads", "progress", "separate_seeds"}

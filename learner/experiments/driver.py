@@ -13,7 +13,13 @@ Resume rules (so an interrupted grid is restarted with the same command):
   their checkpoint holds (checkpoint.json), so a job never mixes resume points. Raising the budget
   therefore extends finished cells from their last checkpoint.
 A job that raises is logged with its traceback in each of its cells' error.txt and the grid goes
-on. While jobs run, the parent logs every `progress_every_s` seconds the updates done inside the
+on.
+
+Executors: the jobs run in a local process pool by default, or as Ray tasks on a cluster when
+given an address (`[grid] ray_address` or `--ray-address`; learner/experiments/cluster.py). The
+job body (run_job), the resume rules and the collecting on the head are the same for both; on a
+cluster a job whose node dies is retried elsewhere and resumes from its cells' checkpoints.
+While jobs run, the parent logs every `progress_every_s` seconds the updates done inside the
 cells (from their progress.csv) and an estimated time to finish.
 """
 
@@ -23,11 +29,14 @@ import json
 import logging
 import math
 import multiprocessing as mp
+import os
+import socket
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Protocol
 
 from learner.experiments.config import GridConfig
 from learner.experiments.datasets import ensure_dataset
@@ -119,9 +128,10 @@ def make_jobs(cfg: GridConfig, datasets: dict) -> tuple[list[PopulationJob], lis
     return jobs, done
 
 
-def run_job(job: PopulationJob) -> dict:
+def run_job(job: PopulationJob, where: str = "") -> dict:
     """Worker body: one learner.train population Run with its own log file per cell; never raises
-    (errors are returned and written to each cell's error.txt)."""
+    (errors are returned and written to each cell's error.txt). `where` names the machine (a Ray
+    node on a cluster) in each cell's train.log, so a log shows every attempt at the cell."""
     import torch
 
     from learner.train import MemberSpec, Run, TrainConfig
@@ -137,6 +147,8 @@ def run_job(job: PopulationJob) -> dict:
     root.setLevel(logging.INFO)
     t0 = time.perf_counter()
     keys = [c.key for c in job.cells]
+    where = where or f"host {socket.gethostname()}"
+    log.info("job %s: attempt on %s (pid %d)", job.key, where, os.getpid())
     try:
         first = job.cells[0]
         cfg = TrainConfig(**job.train, dataset=first.dataset, sim_profile=first.sim_profile,
@@ -145,12 +157,12 @@ def run_job(job: PopulationJob) -> dict:
         cfg.validate()
         specs = [MemberSpec(c.seed, Path(c.run_dir), c.dataset, c.sim_profile, c.real_profile) for c in job.cells]
         summaries = Run(cfg, specs).train()
-        return {"keys": keys, "ok": True, "seconds": time.perf_counter() - t0, "summaries": summaries}
+        return {"keys": keys, "ok": True, "seconds": time.perf_counter() - t0, "summaries": summaries, "where": where}
     except Exception as exc:  # a broken job must not stop the grid
         for c in job.cells:
             (Path(c.run_dir) / "error.txt").write_text(traceback.format_exc())
         logging.getLogger(__name__).exception("job %s failed", job.key)
-        return {"keys": keys, "ok": False, "seconds": time.perf_counter() - t0, "error": repr(exc)}
+        return {"keys": keys, "ok": False, "seconds": time.perf_counter() - t0, "error": repr(exc), "where": where}
     finally:
         for handler in handlers:
             root.removeHandler(handler)
@@ -158,19 +170,19 @@ def run_job(job: PopulationJob) -> dict:
 
 
 def run_grid(cfg: GridConfig, dry_run: bool = False) -> dict:
-    """Prepare data, run every unfinished cell (as population jobs) on cfg.workers processes;
-    returns counts and failures."""
+    """Prepare data, run every unfinished cell (as population jobs) on cfg.workers local processes,
+    or as Ray tasks on the cluster at cfg.ray_address; returns counts and failures."""
     datasets = prepare_datasets(cfg)
     jobs, done = make_jobs(cfg, datasets)
     n_cells = sum(len(j.cells) for j in jobs)
-    log.info("grid %s: %d cells, %d already done, %d to run as %d population job(s) on %d workers", cfg.name,
-             n_cells + len(done), len(done), n_cells, len(jobs), cfg.workers)
+    where = f"the Ray cluster at {cfg.ray_address}" if cfg.ray_address else f"{cfg.workers} local workers"
+    log.info("grid %s: %d cells, %d already done, %d to run as %d population job(s) on %s", cfg.name,
+             n_cells + len(done), len(done), n_cells, len(jobs), where)
     result = {"done_before": done, "ran": [], "failed": []}
     if dry_run or not jobs:
         result["pending"] = [c.key for j in jobs for c in j.cells]
         return result
-    ctx = mp.get_context("spawn")  # fresh interpreter per worker: no forked torch/mujoco state
-    pool = ProcessPoolExecutor(max_workers=min(cfg.workers, len(jobs)), mp_context=ctx)
+    pool = make_pool(cfg, len(jobs))
     try:
         _collect(pool, jobs, result, cfg)
     except KeyboardInterrupt:
@@ -183,6 +195,24 @@ def run_grid(cfg: GridConfig, dry_run: bool = False) -> dict:
         raise
     pool.shutdown()
     return result
+
+
+class JobPool(Protocol):
+    """What the driver needs of an executor (ProcessPoolExecutor, cluster.RayJobPool)."""
+
+    def submit(self, fn: Callable[..., dict], job: PopulationJob) -> Future: ...
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None: ...
+
+
+def make_pool(cfg: GridConfig, n_jobs: int) -> JobPool:
+    """The executor: a local spawn pool, or Ray tasks when the grid names a cluster address."""
+    if cfg.ray_address:
+        from learner.experiments.cluster import RayJobPool
+
+        return RayJobPool(cfg.ray_address, max_retries=cfg.ray_max_retries)
+    ctx = mp.get_context("spawn")  # fresh interpreter per worker: no forked torch/mujoco state
+    return ProcessPoolExecutor(max_workers=min(cfg.workers, n_jobs), mp_context=ctx)
 
 
 def cell_updates(run_dir: Path) -> int:
@@ -218,7 +248,7 @@ class Progress:
                 f"{cells_done} of {len(self.dirs)} cells done, {rate:.0f} cell-updates/s, ETA {eta_text}")
 
 
-def _collect(pool: ProcessPoolExecutor, jobs: list[PopulationJob], result: dict, cfg: GridConfig) -> None:
+def _collect(pool: JobPool, jobs: list[PopulationJob], result: dict, cfg: GridConfig) -> None:
     """Submit every job; log each cell as its job finishes, and progress with an ETA meanwhile."""
     futures: dict[Future, PopulationJob] = {pool.submit(run_job, job): job for job in jobs}
     progress = Progress(jobs, cfg.total_updates)
@@ -227,13 +257,19 @@ def _collect(pool: ProcessPoolExecutor, jobs: list[PopulationJob], result: dict,
     while pending:
         ready, pending = wait(pending, timeout=cfg.progress_every_s, return_when=FIRST_COMPLETED)
         for fut in ready:
-            out = fut.result()
+            try:
+                out = fut.result()
+            except Exception as exc:  # the executor lost the job (pool broken, Ray retries used up)
+                job = futures[fut]
+                log.error("job %s lost: %r", job.key, exc)
+                out = {"keys": [c.key for c in job.cells], "ok": False, "error": repr(exc)}
             if out["ok"]:
                 for key, s in zip(out["keys"], out["summaries"]):
                     finished += 1
                     result["ran"].append(key)
-                    log.info("[%d/%d] %s: real %.0f, sim %.0f (%.0f s, population of %d)", finished, total, key,
-                             s["final_real_return"], s["final_sim_return"], out["seconds"], len(out["keys"]))
+                    log.info("[%d/%d] %s: real %.0f, sim %.0f (%.0f s, population of %d, %s)", finished, total,
+                             key, s["final_real_return"], s["final_sim_return"], out["seconds"], len(out["keys"]),
+                             out["where"])
             else:
                 for key in out["keys"]:
                     finished += 1

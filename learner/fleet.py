@@ -18,7 +18,6 @@ the learner's run are in `RUN/learner/plots/` (one series per robot).
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -36,7 +35,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from learner.demo import Children, _free_port, _wait_for  # noqa: E402
-from learner.service.config import ConfigError, _f, add_arguments, load_config  # noqa: E402
+from learner.cli_config import parse_cli  # noqa: E402
+from learner.service.config import ConfigError, _f  # noqa: E402
 
 log = logging.getLogger("learner.fleet")
 ROOT = Path(__file__).resolve().parent.parent
@@ -171,8 +171,20 @@ class Fleet:
                 raise RuntimeError(f"{name} exited early with {p.returncode}; see its log in {self.run_dir}")
 
     def stop(self) -> None:
-        """Robots first (each drains its spool while the learner still ACKs), then the learner."""
-        self.children.stop_all(timeout_s=max(30.0, self.cfg.drain_s + 20.0))
+        """Robots first, all at once (each drains its spool while the learner still ACKs; one
+        after the other, the robots not yet stopped kept recording while the first drained, and
+        16 robots on a loaded machine took minutes), then the learner."""
+        wait_s = max(30.0, self.cfg.drain_s + 20.0)
+        robots = [(n, p) for n, p in self.children.procs if n != "learner" and p.poll() is None]
+        for _, p in robots:
+            p.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + wait_s
+        for name, p in robots:
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop in %.0f s", name, wait_s)
+        self.children.stop_all(timeout_s=wait_s)  # whatever is left (the learner), harder if need be
 
     # ------------------------------------------------------------------ what happened
     def status(self) -> dict[str, Any]:
@@ -308,15 +320,8 @@ class Fleet:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m learner.fleet", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", help="TOML file of FleetConfig fields (CLI flags override it)")
-    add_arguments(parser, FleetConfig)
-    args = parser.parse_args(argv)
-    try:
-        cfg = load_config(FleetConfig, args.config, args)
-    except (ConfigError, OSError, TypeError) as exc:
-        print(f"config error: {exc}", file=sys.stderr)
+    cfg = parse_cli(FleetConfig, "python -m learner.fleet", __doc__, argv)
+    if cfg is None:
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.chdir(ROOT)

@@ -10,7 +10,6 @@ existed (or none): with the learner down it was lost.
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from pathlib import Path
@@ -31,21 +30,6 @@ from onboard.streamer import Streamer, StreamerConfig
 from protocol.messages import Hello, TrialReport, schema_hash
 
 pytestmark = pytest.mark.timeout(90)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(cond, timeout_s: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return cond()
 
 
 class Learner:
@@ -98,19 +82,18 @@ def _trial_rows(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def test_report_of_a_trial_that_ends_while_the_learner_is_down_arrives_once(tmp_path):
-    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+def test_report_of_a_trial_that_ends_while_the_learner_is_down_arrives_once(tmp_path, endpoint, wait_for):
     run_dir, spool = tmp_path / "learner", tmp_path / "spool"
     learner = Learner(run_dir, endpoint)
     robot = _streamer(endpoint, spool)
     robot.start()
     restarted: Streamer | None = None
     try:
-        assert _wait(lambda: robot.connected)
+        assert wait_for(lambda: robot.connected)
         learner.stop()  # the learner goes away ...
-        assert _wait(lambda: not robot.connected)
+        assert wait_for(lambda: not robot.connected)
         robot.post(_report(3))  # ... while a trial ends on the robot
-        assert _wait(lambda: len(robot.reports.records) == 1)  # spooled (fsync'd), not lost
+        assert wait_for(lambda: len(robot.reports.records) == 1)  # spooled (fsync'd), not lost
         robot.stop()  # and the robot program is restarted before the learner is back
         restarted = _streamer(endpoint, spool)
         assert len(restarted.reports.records) == 1  # read back from disk
@@ -118,7 +101,7 @@ def test_report_of_a_trial_that_ends_while_the_learner_is_down_arrives_once(tmp_
         time.sleep(0.5)  # a few heartbeats with nobody listening
         assert _trial_rows(run_dir) == []
         learner = Learner(run_dir, endpoint)  # the learner is back
-        assert _wait(lambda: restarted.counters.reports_acked == 1 and not restarted.reports.records)
+        assert wait_for(lambda: restarted.counters.reports_acked == 1 and not restarted.reports.records, 20)
         rows = _trial_rows(run_dir)
         assert [(r["robot"], r["version"], r["outcome"]) for r in rows] == [("robot0", 3, "promoted")]
         assert rows[0]["returns"] == [900.0, 1100.0, 1000.0] and rows[0]["seq"] == 0
@@ -127,7 +110,7 @@ def test_report_of_a_trial_that_ends_while_the_learner_is_down_arrives_once(tmp_
         assert learner.evidence.versions[3].catches == 1
         # the restarted robot's own reports go on a new stream and are acknowledged the same way
         restarted.post(_report(4))
-        assert _wait(lambda: restarted.counters.reports_acked == 2)
+        assert wait_for(lambda: restarted.counters.reports_acked == 2, 20)
         assert [r["version"] for r in _trial_rows(run_dir)] == [3, 4]
         assert learner.evidence.reports == 2
     finally:
@@ -137,8 +120,7 @@ def test_report_of_a_trial_that_ends_while_the_learner_is_down_arrives_once(tmp_
         learner.stop()
 
 
-def test_a_resent_report_is_acknowledged_again_and_recorded_once_across_a_learner_restart(tmp_path):
-    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+def test_a_resent_report_is_acknowledged_again_and_recorded_once_across_a_learner_restart(tmp_path, endpoint):
     run_dir = tmp_path / "learner"
     report = _report(5)
     report.stream_id, report.seq = "robot0-1700000000000.trials", 0

@@ -96,3 +96,22 @@ def load_config(cls: type, toml_path: str | None, args: argparse.Namespace | Non
         checked = cfg.validate()
         return cfg if checked is None else checked
     return cfg
+
+
+def parse_cli(cls: type, prog: str, description: str | None, argv: list[str] | None):
+    """The command line of a program configured by one dataclass (the demo, the fleet): `--config
+    file.toml` then one flag per field. Returns the validated config, or None after logging the
+    error (to stderr before logging is set up; the caller exits 2), so each program does not
+    repeat this."""
+    import logging
+
+    parser = argparse.ArgumentParser(prog=prog, description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help=f"TOML file of {cls.__name__} fields (CLI flags override it)")
+    add_dataclass_arguments(parser, cls)
+    args = parser.parse_args(argv)
+    try:
+        return load_config(cls, args.config, args)
+    except (ConfigError, OSError, TypeError) as exc:
+        logging.getLogger(prog).error("config error: %s", exc)
+        return None

@@ -13,7 +13,6 @@ deployed version, figures) into the run folder and prints where.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -30,7 +29,8 @@ if __package__ in (None, ""):
 
 from protocol.logs import setup_logging  # noqa: E402
 from learner.demo_report import write_report  # noqa: E402
-from learner.service.config import ConfigError, _f, add_arguments, load_config  # noqa: E402
+from learner.cli_config import parse_cli  # noqa: E402
+from learner.service.config import ConfigError, _f  # noqa: E402
 
 log = logging.getLogger("learner.demo")
 ROOT = Path(__file__).resolve().parent.parent
@@ -266,15 +266,8 @@ def run(cfg: DemoConfig) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m learner.demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", help="TOML file of DemoConfig fields (CLI flags override it)")
-    add_arguments(parser, DemoConfig)
-    args = parser.parse_args(argv)
-    try:
-        cfg = load_config(DemoConfig, args.config, args)
-    except (ConfigError, OSError, TypeError) as exc:
-        print(f"config error: {exc}", file=sys.stderr)
+    cfg = parse_cli(DemoConfig, "python -m learner.demo", __doc__, argv)
+    if cfg is None:
         return 2
     setup_logging("INFO")
     os.chdir(ROOT)

@@ -38,6 +38,7 @@ class RunConfig:
     policy_path: str = ""  # start-up ONNX policy (its hash in <path>.sha256); empty: controller only
     stream: bool = True  # stream transitions to the learner
     duration_s: float = 0.0  # stop after this long; 0: run until SIGINT/SIGTERM
+    drain_s: float = 1.0  # at the stop, wait up to this long for the learner to ACK what is spooled (the rest stays on disk)
     stats_file: str = "runs/onboard_stats.json"  # JSON stats, rewritten atomically each status period
     status_interval_s: float = 1.0  # status line and stats file period
     fifo_priority: int = 0  # SCHED_FIFO priority for the loop thread; 0: do not ask

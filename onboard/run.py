@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         log.exception("onboard stopped on an error: %s", e)
         return 1
     finally:
-        app.close()
+        app.close(drain_s=cfg.run.drain_s)
     s = app.status.collect()
     print(f"ticks {s['ticks']} missed {s['missed_deadlines']} mode {s['mode']} policy v{s['policy_version']}"
           f" transitions {s.get('transitions', {}).get('recorded', 0)}")

@@ -10,6 +10,16 @@ After a reconnect (or a restart of this process: the spool is re-read) every una
 batch is sent again; the learner dedups on (robot, stream, seq). At most `max_inflight` batches
 are unacknowledged on the wire (credit, zguide fileio3); the rest waits in the spool.
 
+Trial reports (TRIAL_REPORT) are acknowledged data too: `post()` hands them to this thread, which
+numbers them on the process's report stream (`<stream_id>.trials`, seq from 0), appends them to a
+second spool (`<spool_dir>/reports/`, fsync'd) and sends every unacknowledged one after each
+WELCOME (and again when no ACK comes for `resend_after_s`); the learner's cumulative ACK on the
+report stream deletes them. So a trial that ends while the learner is away, or just before this
+process is restarted, still reaches the learner, once (it records each (robot, stream, seq) once).
+POLICY_RESULT, HEARTBEAT and ERROR go through a small in-memory outbox and may be lost with the
+link: the learner asks again for what it needs (it re-sends a POLICY whose result it has not seen
+and the robot answers from `_policy_outcomes`; heartbeats repeat).
+
 Liveness (zguide ppworker): any inbound message resets `liveness`; each heartbeat interval with
 nothing inbound decrements it; at zero the socket is closed with linger 0 and a fresh one is
 opened after an exponential back-off. The session starts with HELLO; nothing else is sent before
@@ -50,6 +60,7 @@ from protocol.messages import (
     PolicyResult,
     ProtocolError,
     Transitions,
+    TrialReport,
     Welcome,
     encode,
     error_for,
@@ -58,6 +69,9 @@ from protocol.messages import (
 log = logging.getLogger(__name__)
 
 MAX_DECLARED_STREAMS = 256  # = protocol Limits.max_map_len: what one HELLO may carry
+REPORT_SPOOL_SUBDIR = "reports"  # the trial reports' spool, inside spool_dir
+REPORT_STREAM_SUFFIX = ".trials"  # report stream id = transitions stream id (<= 57 chars) + this
+REPORT_SPOOL_BYTES = 16 * 1024 * 1024  # a report is ~1 kB: thousands of trials
 
 
 class LinkConfigError(ValueError):
@@ -104,6 +118,10 @@ class StreamerCounters:
     send_dropped: int = 0  # outbound control messages dropped (queue full)
     rows_dropped_spool_full: int = 0  # transitions refused because the spool reached its bound
     handshake_failed: int = 0  # the learner refused the connection (keys, plaintext/CURVE)
+    reports_spooled: int = 0  # trial reports written to the report spool
+    reports_sent: int = 0  # trial report sends (resends included)
+    reports_acked: int = 0  # trial reports the learner acknowledged (deleted from the spool)
+    reports_dropped: int = 0  # trial reports refused (report queue or spool full; logged)
 
 
 class Streamer:
@@ -125,6 +143,14 @@ class Streamer:
         self._on_policy = on_policy
         self.stream_id = stream_id or f"{cfg.robot_id}-{time.time_ns() // 1_000_000}"[:64]
         self.spool = Spool(cfg.spool_dir, max_bytes=int(cfg.spool_max_mb * 1024 * 1024))
+        # Trial reports: acknowledged like transitions, in their own spool (a subfolder, which
+        # the transitions spool does not read) and on their own stream.
+        self.reports = Spool(os.path.join(cfg.spool_dir, REPORT_SPOOL_SUBDIR), max_bytes=REPORT_SPOOL_BYTES)
+        self.report_stream_id = f"{self.stream_id[:64 - len(REPORT_STREAM_SUFFIX)]}{REPORT_STREAM_SUFFIX}"
+        self._report_queue: queue.Queue[TrialReport] = queue.Queue(maxsize=256)
+        self._next_report_seq = 0
+        self._report_idx = 0  # index into reports.records of the next report to send
+        self._last_report_ack = time.monotonic()
         self.counters = StreamerCounters()
         self.decoder = MessageDecoder()
         self._batches: queue.Queue[dict[str, np.ndarray]] = queue.Queue(maxsize=cfg.queue_batches)
@@ -165,8 +191,17 @@ class Streamer:
         self._post(PolicyResult(version=version, accepted=accepted, reason=reason[:200], t_us=time.time_ns() // 1000))
 
     def post(self, m: Message) -> None:
-        """From any thread: queue a message for the learner (e.g. a TRIAL_REPORT); dropped and
-        counted in `send_dropped` when the outbox is full."""
+        """From any thread: queue a message for the learner. A TRIAL_REPORT goes to the report
+        spool (acknowledged delivery, see the module docstring); anything else to the outbox,
+        dropped and counted in `send_dropped` when it is full."""
+        if isinstance(m, TrialReport):
+            try:
+                self._report_queue.put_nowait(m)
+            except queue.Full:
+                self.counters.reports_dropped += 1
+                log.error("trial report of v%d dropped: %d reports wait to be spooled", m.version,
+                          self._report_queue.qsize())
+            return
         self._post(m)
 
     @property
@@ -196,6 +231,10 @@ class Streamer:
             "reconnects": c.reconnects,
             "handshake_failed": c.handshake_failed,
             "bad_messages": dict(c.bad_messages),
+            "reports_pending": len(self.reports.records) + self._report_queue.qsize(),
+            "reports_sent": c.reports_sent,
+            "reports_acked": c.reports_acked,
+            "reports_dropped": c.reports_dropped,
         }
 
     def start(self) -> None:
@@ -205,7 +244,12 @@ class Streamer:
     def stop(self, drain_s: float = 0.0) -> None:
         """Stop the thread; with `drain_s`, first wait up to that long for the spool to empty."""
         deadline = time.monotonic() + drain_s
-        while drain_s > 0 and time.monotonic() < deadline and (self._batches.qsize() or self.spool.records):
+        # unfinished_tasks, not qsize: a batch this thread has taken off the queue but not yet
+        # spooled is in neither the queue nor the spool (the drain used to end in that moment,
+        # leaving the last batch of a stopping robot unsent until its next start)
+        while drain_s > 0 and time.monotonic() < deadline and (
+                self._batches.unfinished_tasks or self.spool.records or self._report_queue.unfinished_tasks
+                or self.reports.records):
             time.sleep(0.02)
         self._stop.set()
         if self._thread is not None:
@@ -219,6 +263,7 @@ class Streamer:
             next_hb = time.monotonic()
             while not self._stop.is_set():
                 self._spool_new_batches()  # also while disconnected: the spool is the buffer
+                self._spool_new_reports()
                 now = time.monotonic()
                 if self._sock is None:
                     if now < self._reconnect_at:
@@ -228,6 +273,7 @@ class Streamer:
                     self._connect()
                     next_hb = now
                 self._flush_outbox()
+                self._send_reports()
                 self._send_window()
                 if now >= next_hb:
                     next_hb = now + self.cfg.heartbeat_interval_s
@@ -239,10 +285,12 @@ class Streamer:
         finally:
             try:
                 self._spool_new_batches()  # batches handed over after the last pass: keep them on disk
+                self._spool_new_reports()
             except Exception:
                 log.exception("could not spool the last batches")
             self._close_socket()
             self.spool.close()
+            self.reports.close()
 
     def _connect(self) -> None:
         s = self._ctx.socket(zmq.DEALER)
@@ -268,6 +316,7 @@ class Streamer:
         self._welcomed = False
         self._liveness = self.cfg.liveness
         self._send_idx = 0  # resend everything unacknowledged on the new session
+        self._report_idx = 0
         self._send(self._say_hello())
         log.info("learner link: connecting to %s (stream %s)", self.cfg.endpoint, self.stream_id)
 
@@ -337,24 +386,78 @@ class Streamer:
                 b = self._batches.get_nowait()
             except queue.Empty:
                 return
-            n = int(b["obs"].shape[0])
-            logp = b.get("logp")
-            if logp is not None and np.isinf(logp).any():  # inf is refused on the wire: clip it
-                b = {**b, "logp": np.clip(logp, -LOGP_CLIP, LOGP_CLIP).astype(np.float32)}
-            msg = Transitions(stream_id=self.stream_id, first_seq=self._next_seq, **b)
             try:
-                data = encode(msg)
-            except ProtocolError as e:
-                log.error("transition batch not encodable, dropped: %s", e)
-                continue
-            if not self.spool.has_room(len(data)):
-                self.counters.rows_dropped_spool_full += n  # before numbering: no hole in the stream
-                if self.counters.rows_dropped_spool_full == n:
-                    log.error("spool full (%.0f MB): new transitions are dropped until the learner acks", self.cfg.spool_max_mb)
-                continue
-            self.spool.append(self.stream_id, self._next_seq, self._next_seq + n - 1, data)
-            self._next_seq += n
-            self.counters.batches_spooled += 1
+                self._spool_batch(b)
+            finally:
+                self._batches.task_done()
+
+    def _spool_batch(self, b: dict[str, np.ndarray]) -> None:
+        """Number one batch of the loop's and append it to the spool (fsync) before it is sent."""
+        n = int(b["obs"].shape[0])
+        logp = b.get("logp")
+        if logp is not None and np.isinf(logp).any():  # inf is refused on the wire: clip it
+            b = {**b, "logp": np.clip(logp, -LOGP_CLIP, LOGP_CLIP).astype(np.float32)}
+        msg = Transitions(stream_id=self.stream_id, first_seq=self._next_seq, **b)
+        try:
+            data = encode(msg)
+        except ProtocolError as e:
+            log.error("transition batch not encodable, dropped: %s", e)
+            return
+        if not self.spool.has_room(len(data)):
+            self.counters.rows_dropped_spool_full += n  # before numbering: no hole in the stream
+            if self.counters.rows_dropped_spool_full == n:
+                log.error("spool full (%.0f MB): new transitions are dropped until the learner acks", self.cfg.spool_max_mb)
+            return
+        self.spool.append(self.stream_id, self._next_seq, self._next_seq + n - 1, data)
+        self._next_seq += n
+        self.counters.batches_spooled += 1
+
+    def _spool_new_reports(self) -> None:
+        """Number each queued trial report on this process's report stream and spool it (fsync)
+        before it may be sent; a full spool refuses it before numbering (no hole)."""
+        while True:
+            try:
+                m = self._report_queue.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                self._spool_report(m)
+            finally:
+                self._report_queue.task_done()
+
+    def _spool_report(self, m: TrialReport) -> None:
+        """Number one trial report on the report stream and append it to the report spool (fsync)."""
+        numbered = dataclasses.replace(m, stream_id=self.report_stream_id, seq=self._next_report_seq)
+        try:
+            data = encode(numbered)
+        except ProtocolError as e:
+            self.counters.reports_dropped += 1
+            log.error("trial report of v%d not encodable, dropped: %s", m.version, e)
+            return
+        if not self.reports.has_room(len(data)):
+            self.counters.reports_dropped += 1
+            log.error("report spool full: trial report of v%d dropped", m.version)
+            return
+        self.reports.append(self.report_stream_id, self._next_report_seq, self._next_report_seq, data)
+        self._next_report_seq += 1
+        self.counters.reports_spooled += 1
+
+    def _send_reports(self) -> None:
+        """Every unacknowledged trial report once per session (after WELCOME), and all of them
+        again when the learner has acknowledged none for `resend_after_s`."""
+        if not self.connected:
+            return
+        recs = self.reports.records
+        if self._report_idx > 0 and time.monotonic() - self._last_report_ack > self.cfg.resend_after_s:
+            self._report_idx = 0
+            self._last_report_ack = time.monotonic()
+        while self._report_idx < len(recs):
+            if not self._send_raw(self.reports.read(recs[self._report_idx])):
+                return
+            if self._report_idx == 0:
+                self._last_report_ack = time.monotonic()
+            self._report_idx += 1
+            self.counters.reports_sent += 1
 
     def _send_window(self) -> None:
         if not self.connected:
@@ -447,10 +550,20 @@ class Streamer:
         self._welcomed = True
         self._backoff_s = self.cfg.reconnect_initial_s
         self._send_idx = 0
+        self._report_idx = 0
         for stream, seq in m.acked.items():
             self._on_ack(stream, seq)
 
     def _on_ack(self, stream_id: str, acked_seq: int) -> None:
+        if stream_id.endswith(REPORT_STREAM_SUFFIX):  # a report stream (transitions ids never end so)
+            before = len(self.reports.records)
+            self.reports.ack(stream_id, acked_seq)
+            removed = before - len(self.reports.records)
+            if removed:
+                self.counters.reports_acked += removed
+                self._report_idx = max(0, self._report_idx - removed)
+                self._last_report_ack = time.monotonic()
+            return
         before = len(self.spool.records)
         rows = self.spool.ack(stream_id, acked_seq)
         removed = before - len(self.spool.records)

@@ -251,6 +251,12 @@ class TrialReport(Message):
     p_worse: float = wire(Float(-1.0, 1.0), default=-1.0)
     duration_s: float = wire(Float(0.0, 1e9), default=0.0)  # robot loop time the trial ran
     t_us: int = wire(Int(0), default=0)  # robot clock when it ended
+    # Acknowledged delivery (like TRANSITIONS): the robot spools each report before sending it,
+    # numbers it on its report stream, and deletes it when the learner's ACK(stream_id, acked_seq)
+    # covers it; the learner records each (robot, stream_id, seq) once. seq -1: not numbered
+    # (recorded on arrival, never acknowledged: a sender without a report spool).
+    stream_id: str = wire(Str(r"[A-Za-z0-9_.\-]{0,64}"), default="")
+    seq: int = wire(Int(-1, INT64_MAX), default=-1)
 
     def __post_init__(self) -> None:
         for name, dtype in (("returns", np.float32), ("lengths", np.int32), ("reference_returns", np.float32),
@@ -261,6 +267,8 @@ class TrialReport(Message):
     def validate(self, limits: Limits) -> None:
         if self.returns.shape != self.lengths.shape or self.reference_returns.shape != self.reference_lengths.shape:
             raise BadShape("TRIAL_REPORT: returns and lengths must have one entry per episode")
+        if (self.seq >= 0) != bool(self.stream_id):
+            raise OutOfRange("TRIAL_REPORT: a numbered report needs its stream_id, and only it")
 
 
 @dataclass

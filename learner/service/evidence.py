@@ -14,8 +14,14 @@ module keeps that evidence per version and acts on it:
   `trial_version` >= 0) or while a version just sent has not started driving; never again a
   version that robot rolled back; the best measured version first to a robot that runs an older
   one (a robot restarted without it), then the newest published version.
-Every report is a row of `trials.jsonl`, read back at start so a restarted learner keeps its
-evidence.
+Every report is a row of `trials.jsonl` (appended and fsync'd before the robot's report is
+acknowledged), read back at start so a restarted learner keeps its evidence and knows which
+numbered reports (robot, report stream, seq) it already holds: a resent report is acknowledged
+again, never counted twice.
+
+A fleet: each robot's episodes of a version are kept apart (`VersionEvidence.windows`, the
+robot's latest window each), and a version's mean return is over all its robots' episodes; a
+version any robot rolled back is never deployable.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -43,26 +50,41 @@ SENT_WAIT_S = 30.0  # a version sent this long ago that never drove no longer ho
 
 @dataclass
 class VersionEvidence:
-    """The robot's latest window of episodes of one version and how its trials went."""
+    """Each robot's latest window of episodes of one version and how its trials went."""
 
     version: int
-    returns: list[float] = field(default_factory=list)
-    lengths: list[int] = field(default_factory=list)
+    windows: dict[str, tuple[list[float], list[int]]] = field(default_factory=dict)  # robot -> (returns, lengths)
     catches: int = 0
     falls: int = 0
-    outcome: str = ""  # promoted | rolled_back | superseded (its own trial); "" before one
-    trial: dict[str, Any] = field(default_factory=dict)  # its own trial's report (without arrays)
-    robot: str = ""
+    outcome: str = ""  # promoted | rolled_back | superseded (its latest trial); "" before one
+    trial: dict[str, Any] = field(default_factory=dict)  # its latest trial's report (without arrays)
+    robot: str = ""  # the robot that reported on it last
+
+    def set_window(self, robot: str, returns: list[float], lengths: list[int]) -> None:
+        self.windows[robot] = (list(returns), list(lengths))
+
+    @property
+    def returns(self) -> list[float]:
+        return [r for rets, _ in self.windows.values() for r in rets]
+
+    @property
+    def lengths(self) -> list[int]:
+        return [n for _, lens in self.windows.values() for n in lens]
 
     @property
     def mean_return(self) -> float:
-        return float(np.mean(self.returns)) if self.returns else math.nan
+        returns = self.returns
+        return float(np.mean(returns)) if returns else math.nan
+
+    def per_robot(self) -> dict[str, dict[str, Any]]:
+        return {robot: {"mean_return": float(np.mean(rets)) if rets else math.nan, "episodes": len(rets)}
+                for robot, (rets, _) in sorted(self.windows.items())}
 
     def to_json(self) -> dict[str, Any]:
         return {"version": self.version, "robot": self.robot, "mean_return": self.mean_return,
                 "episodes": len(self.returns), "returns": [round(r, 3) for r in self.returns],
                 "lengths": self.lengths, "catches": self.catches, "falls": self.falls,
-                "outcome": self.outcome, "trial": self.trial}
+                "outcome": self.outcome, "trial": self.trial, "robots": self.per_robot()}
 
 
 @dataclass
@@ -89,21 +111,58 @@ class RobotEvidence:
         self.blobs: dict[int, PolicyBlob] = {}
         self.deployable: int | None = None
         self.reports = 0
+        self.report_next: dict[tuple[str, str], int] = {}  # (robot, report stream) -> next seq to record
+        self.reports_duplicate = 0
+        self.reports_out_of_order = 0
         self._lock = threading.Lock()
         self._log_path = self.run_dir / "trials.jsonl"
         self._reload()
 
     # ------------------------------------------------------------------ reports
-    def record(self, robot: str, msg, write: bool = True) -> None:
-        """A TRIAL_REPORT from `robot` (protocol.messages.TrialReport or its JSON row)."""
+    def receive(self, robot: str, msg) -> int | None:
+        """A TRIAL_REPORT off the wire, recorded at most once per (robot, stream_id, seq).
+
+        Returns the report stream's cumulative ACK (every seq <= it is durably recorded), or None
+        for an unnumbered report (recorded, not acknowledged). A numbered report is recorded only
+        when it is the next of its stream: a duplicate is acknowledged again without counting,
+        one past a gap waits for the robot's resend. Raises OSError when trials.jsonl cannot be
+        made durable: nothing is acknowledged then, and the robot resends."""
+        if msg.seq < 0:
+            self.record(robot, msg)
+            return None
+        key = (robot, msg.stream_id)
+        with self._lock:
+            nxt = self.report_next.get(key, 0)
+        if msg.seq < nxt:
+            self.reports_duplicate += 1
+            log.info("robot %r: trial report %s #%d already recorded; acknowledged again", robot,
+                     msg.stream_id, msg.seq)
+        elif msg.seq > nxt:
+            self.reports_out_of_order += 1
+            log.warning("robot %r: trial report %s #%d before #%d; waiting for the resend", robot,
+                        msg.stream_id, msg.seq, nxt)
+        else:
+            self.record(robot, msg, durable=True)
+            nxt += 1
+        return nxt - 1
+
+    def record(self, robot: str, msg, write: bool = True, durable: bool = False) -> None:
+        """A TRIAL_REPORT from `robot` (protocol.messages.TrialReport or its JSON row). With
+        `write`, the row is appended to trials.jsonl first (fsync'd with `durable`; an OSError
+        then leaves the evidence untouched) and only then counted."""
         row = report_row(robot, msg) if not isinstance(msg, dict) else msg
+        if write:
+            self._append(row, durable)
         with self._lock:
             self.reports += 1
+            if row.get("stream_id") and int(row.get("seq", -1)) >= 0:
+                key = (robot, row["stream_id"])
+                self.report_next[key] = max(self.report_next.get(key, 0), int(row["seq"]) + 1)
             v = row["version"]
             ev = self.versions.setdefault(v, VersionEvidence(v))
             ev.robot = robot
-            if row["returns"] or not ev.returns:
-                ev.returns, ev.lengths = list(row["returns"]), list(row["lengths"])
+            if row["returns"] or robot not in ev.windows:
+                ev.set_window(robot, row["returns"], row["lengths"])
             ev.catches += row["catches"]
             ev.falls += row["falls"]
             ev.outcome = row["outcome"]
@@ -112,15 +171,13 @@ class RobotEvidence:
             inc = row["incumbent"]
             if inc >= 0 and row["reference_returns"]:  # the robot's newest window of the incumbent
                 iev = self.versions.setdefault(inc, VersionEvidence(inc, outcome="promoted", robot=robot))
-                iev.returns, iev.lengths = list(row["reference_returns"]), list(row["reference_lengths"])
+                iev.set_window(robot, row["reference_returns"], row["reference_lengths"])
             st = self.robots.setdefault(robot, RobotState())
             if row["outcome"] == "rolled_back":
                 st.rolled_back.add(v)
             if st.sent == v:
                 st.sent = -1
             changed = self._choose_deployable()
-        if write:
-            self._append(row)
         log.log(logging.WARNING if row["outcome"] == "rolled_back" else logging.INFO,
                 "robot %r: trial of v%d %s against %s (%s)", robot, v, row["outcome"].replace("_", " "),
                 f"v{inc}" if inc >= 0 else "the controller", row["reason"])
@@ -203,13 +260,21 @@ class RobotEvidence:
             return None
 
     # ------------------------------------------------------------------ files
-    def _append(self, row: dict) -> None:
+    def _append(self, row: dict, durable: bool = False) -> None:
+        """One row of trials.jsonl. `durable`: fsync'd before returning (the robot's report is
+        acknowledged after this), and an OSError is raised to the caller; otherwise a failure is
+        logged and the evidence is kept in memory only."""
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             with open(self._log_path, "a") as fh:
                 fh.write(strict_json.dumps(row) + "\n")
+                if durable:
+                    fh.flush()
+                    os.fsync(fh.fileno())
         except OSError as exc:
             log.warning("cannot write %s: %s", self._log_path, exc)
+            if durable:
+                raise
 
     def _reload(self) -> None:
         if not self._log_path.exists():
@@ -255,8 +320,10 @@ class RobotEvidence:
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             return {"deployable": self.deployable, "reports": self.reports,
+                    "reports_duplicate": self.reports_duplicate,
                     "versions": {v: {"mean_return": e.mean_return, "episodes": len(e.returns),
-                                     "outcome": e.outcome} for v, e in sorted(self.versions.items())[-10:]}}
+                                     "outcome": e.outcome, "robots": e.per_robot()}
+                                 for v, e in sorted(self.versions.items())[-10:]}}
 
 
 def report_row(robot: str, msg) -> dict[str, Any]:
@@ -270,6 +337,7 @@ def report_row(robot: str, msg) -> dict[str, Any]:
             "reference_returns": [float(x) for x in msg.reference_returns],
             "reference_lengths": [int(x) for x in msg.reference_lengths],
             "catches": int(msg.catches), "falls": int(msg.falls), "p_not_worse": p(msg.p_not_worse),
-            "p_worse": p(msg.p_worse), "duration_s": float(msg.duration_s), "t_us": int(msg.t_us)}
+            "p_worse": p(msg.p_worse), "duration_s": float(msg.duration_s), "t_us": int(msg.t_us),
+            "stream_id": getattr(msg, "stream_id", ""), "seq": int(getattr(msg, "seq", -1))}
 
 

@@ -252,6 +252,9 @@ class LearnerServer:
 
     def _reject(self, identity: bytes, reason: str, detail: str = "", fatal: bool = False) -> None:
         self.counters[f"rejected/{reason}"] += 1
+        session = self.sessions.get(identity)
+        if session is not None:  # a fleet: whose bad data it was, in the robot's own row
+            session.rejected += 1
         self._send(identity, wire.Error(code=reason, message=detail[:200], fatal=fatal))
 
     # ------------------------------------------------------------------ handlers
@@ -321,8 +324,7 @@ class LearnerServer:
                 log.info("robot %r: policy v%d %s", session.robot_id, msg.version,
                          session.last_policy_result)
             elif isinstance(msg, wire.TrialReport):
-                if self.evidence is not None:
-                    self.evidence.record(session.robot_id, msg)
+                self._on_trial_report(identity, session, msg)
                 self._maybe_push(session)
             elif isinstance(msg, wire.Error):
                 log.warning("robot %r reports error %s: %s", session.robot_id, msg.code,
@@ -418,6 +420,26 @@ class LearnerServer:
         if lost_any:
             self.store.sync()
 
+    def _on_trial_report(self, identity: bytes, session, msg: wire.TrialReport) -> None:
+        """Record a robot's trial report once and acknowledge it after trials.jsonl is durable.
+
+        Acknowledged data must never be lost: the robot keeps a numbered report in its spool
+        until this ACK, so the ACK goes out only after the fsync (a failed write sends none and
+        the robot resends). Without an evidence keeper nothing is recorded and nothing ACKed."""
+        session.trial_reports += 1
+        if self.evidence is None:
+            self.counters["trial_reports_unkept"] += 1
+            return
+        try:
+            acked = self.evidence.receive(session.robot_id, msg)
+        except OSError as exc:
+            self.counters["trial_report_write_failed"] += 1
+            log.error("robot %r: trial report of v%d not recorded (%s); not acknowledged, the "
+                      "robot resends it", session.robot_id, msg.version, exc)
+            return
+        if acked is not None and acked >= 0:
+            self._send(identity, wire.Ack(stream_id=msg.stream_id, acked_seq=acked))
+
     def _on_transitions(self, identity, session, batch: wire.Transitions, acks) -> None:
         try:
             result = self.ingest.ingest(session.robot_id, batch)
@@ -476,6 +498,8 @@ class LearnerServer:
             robots[s.robot_id] = {"link": s.link_state(self.link.heartbeat_timeout_s),
                                   "policy_version": s.policy_version,
                                   "rows": s.rows_received, "duplicates": s.rows_duplicate,
+                                  "stored_rows": self.store.rows_of(s.robot_id),
+                                  "rejected": s.rejected, "trial_reports": s.trial_reports,
                                   "policy_result": s.last_policy_result,
                                   "stats": dict(s.stats)}
         return {"robots": robots, "counters": dict(self.counters),

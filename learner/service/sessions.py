@@ -29,6 +29,8 @@ class Session:
     policy_rejected_version: int = -1  # newest version this robot refused (not offered again)
     last_policy_result: str = ""
     stats: dict = field(default_factory=dict)
+    rejected: int = 0  # this robot's messages answered with ERROR (bad data stays its own)
+    trial_reports: int = 0  # TRIAL_REPORT messages received (resends included)
 
     def link_state(self, timeout_s: float, now: float | None = None) -> str:
         now = time.monotonic() if now is None else now
@@ -84,6 +86,8 @@ class SessionTable:
             session.rows_received = old.rows_received
             session.rows_duplicate = old.rows_duplicate
             session.policy_rejected_version = old.policy_rejected_version
+            session.rejected = old.rejected
+            session.trial_reports = old.trial_reports
         self.by_identity[identity] = session
         self.by_robot[hello.robot_id] = session
         return session

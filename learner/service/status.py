@@ -124,6 +124,8 @@ class StatusBoard:
             stats = r.get("stats", {})
             row["robots"][rid] = {"link": r["link"], "policy_version": r["policy_version"],
                                   "rows": r["rows"], "return": self.returns.recent(rid),
+                                  **{k: r[k] for k in ("duplicates", "stored_rows", "rejected",
+                                                       "trial_reports") if k in r},
                                   **{k: stats[k] for k in sorted(stats)[:16]}}
         for k, v in tr.get("losses", {}).items():
             if k.startswith(("losses/", "charts/")):

@@ -398,6 +398,12 @@ class RealStore:
         return {stream: iv.next_seq() - 1 for (r, stream), iv in self._streams.items()
                 if r == robot}
 
+    def rows_of(self, robot: str) -> int:
+        """Rows this store holds of one robot's streams (stored, or recorded lost), in the index
+        as of now: a fleet's per-robot count. Safe to call from another thread (a snapshot)."""
+        return sum(e - a for (r, _), iv in list(self._streams.items()) if r == robot
+                   for a, e in list(iv.iv))
+
     # ----------------------------------------------------------------- writing
     def _remember(self, key: Key) -> None:
         if self._undo_totals is None:

@@ -97,7 +97,9 @@ messages = st.one_of(
         outcome=st.sampled_from(["promoted", "rolled_back", "superseded"]), reason=names,
         returns=st.just(np.linspace(0, 1e4, n, dtype=np.float32)), lengths=st.just(np.arange(n, dtype=np.int32)),
         catches=st.integers(0, 99), falls=st.integers(0, 99), p_not_worse=st.floats(-1, 1),
-        p_worse=st.floats(-1, 1), duration_s=st.floats(0, 1e4), t_us=st.integers(0, 2**63 - 1))),
+        p_worse=st.floats(-1, 1), duration_s=st.floats(0, 1e4), t_us=st.integers(0, 2**63 - 1),
+        stream_id=st.just(f"robot{n}-1700000000000.trials" if n % 2 else ""),
+        seq=st.just(n if n % 2 else -1))),
 )
 
 

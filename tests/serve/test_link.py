@@ -10,6 +10,7 @@ import time
 import msgpack
 import numpy as np
 import pytest
+import zmq
 
 from learner.service import wire
 from learner.service.client import LinkClosed, RobotLinkClient
@@ -83,8 +84,13 @@ def test_schema_mismatch_is_refused_with_reason(server, keys, make_hello, make_b
 def test_unauthorised_key_gets_nothing_processed(server, keys, make_hello, make_batch):
     c = RobotLinkClient(server.endpoint, keys["intruder_secret"], keys["learner_public"],
                         context=server.context)
-    c.send(make_hello())
-    c.send(make_batch("s0", 0, 5))
+    # NOBLOCK: once ZMQ has refused the handshake the DEALER has no peer, and a blocking send
+    # would wait forever (seen on the loaded VM: the test hung until its 300 s timeout)
+    for msg in (make_hello(), make_batch("s0", 0, 5)):
+        try:
+            c.sock.send(wire.encode(msg), zmq.NOBLOCK)
+        except zmq.Again:
+            pass
     with pytest.raises(LinkClosed):
         c.recv(timeout_s=1.0)
     assert server.server.counters["received"] == 0
@@ -92,7 +98,10 @@ def test_unauthorised_key_gets_nothing_processed(server, keys, make_hello, make_
     c.close()
     # a plaintext client cannot talk to a CURVE server either
     p = RobotLinkClient(server.endpoint, context=server.context)
-    p.send(make_hello())
+    try:
+        p.sock.send(wire.encode(make_hello()), zmq.NOBLOCK)
+    except zmq.Again:
+        pass
     with pytest.raises(LinkClosed):
         p.recv(timeout_s=0.5)
     assert server.server.counters["received"] == 0

@@ -51,6 +51,7 @@ from learner.service.tasks import task_info  # noqa: E402
 from onboard.recorder import empty_batch  # noqa: E402
 from onboard.streamer import Streamer, StreamerConfig  # noqa: E402
 from protocol.messages import Hello, schema_hash  # noqa: E402
+from protocol.logs import setup_logging  # noqa: E402
 
 log = logging.getLogger("bench_fleet")
 TS = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
@@ -294,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--light", action="store_true", help="robots without MuJoCo/ONNX: the real Streamer fed "
                                                         "synthetic rows at 200 rows/s (the learner's own cost)")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging("INFO")
     os.chdir(ROOT)
     base = Path(tempfile.mkdtemp(prefix="bench_fleet-"))
     results = []

@@ -37,6 +37,7 @@ if __package__ in (None, ""):
 from learner.demo import Children, _free_port, _wait_for  # noqa: E402
 from learner.cli_config import parse_cli  # noqa: E402
 from learner.service.config import ConfigError, _f  # noqa: E402
+from protocol.logs import setup_logging  # noqa: E402
 
 log = logging.getLogger("learner.fleet")
 ROOT = Path(__file__).resolve().parent.parent
@@ -323,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_cli(FleetConfig, "python -m learner.fleet", __doc__, argv)
     if cfg is None:
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging("INFO")
     os.chdir(ROOT)
     try:
         report = Fleet(cfg).run()

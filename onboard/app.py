@@ -77,7 +77,8 @@ class OnboardApp:
             ActionFilter(self.task.act_dim, cfg.safety.action_clip, cfg.safety.max_action_delta),
             loader=self.loader, recorder=self.recorder,
             learner_connected=(lambda: self.streamer.connected) if self.streamer else (lambda: False),
-            options=LoopOptions(explore=r.explore, seed=r.seed, lockstep=r.lockstep, loop_gc=r.loop_gc), task_command=command,
+            options=LoopOptions(explore=r.explore, seed=r.seed, controller_noise=r.controller_noise, lockstep=r.lockstep,
+                                loop_gc=r.loop_gc), task_command=command,
         )
         self.supervisor.attach(self.loop)
         self.control = ControlServer(cfg.control, self.supervisor, self.stats,

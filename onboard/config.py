@@ -35,6 +35,7 @@ class RunConfig:
     lockstep: bool = False  # wait for each STATE (a lock-step virtual robot); no wall-clock pacing
     explore: bool = False  # sample actions from the policy's Gaussian head (seeded)
     seed: int = 0  # seed of the exploration noise
+    controller_noise: float = 0.0  # std of Gaussian noise on the controller's actions in its task episodes (informative data; 0: none)
     policy_path: str = ""  # start-up ONNX policy (its hash in <path>.sha256); empty: controller only
     stream: bool = True  # stream transitions to the learner
     duration_s: float = 0.0  # stop after this long; 0: run until SIGINT/SIGTERM

@@ -320,8 +320,8 @@ def transitions(steps: RecordedSteps, task_name: str, command: np.ndarray | None
             stream.stop()
             if cols["timeouts"] and not cols["terminals"][-1]:
                 cols["timeouts"][-1] = True
-        if not stream.active:
-            obs = stream.start(state_values(steps.states[k]))
+        if not stream.active:  # after the task's length or a termination the robot went on: a hand-over
+            obs = stream.start(state_values(steps.states[k]), handover=prev_k is not None and k == prev_k + 1)
         act = task.command_to_action(steps.commands[k])
         res = stream.step(act, state_values(steps.states[k + 1]))
         for key, value in (("observations", obs), ("actions", act), ("rewards", res.reward),

@@ -79,14 +79,16 @@ class TaskStream:
         self.origin = 0.0
         self.raw: list = []
 
-    def start(self, b: list, flags: int = 0) -> np.ndarray:
+    def start(self, b: list, flags: int = 0, handover: bool = False) -> np.ndarray:
+        """`handover`: the robot was driven up to this reading (a swap, a catch, the policy taking
+        over, the task's length): the past actions in the history are the ones really applied."""
         self.active = True
         self.flags = int(flags)
         self.steps = 0
         self.terminated = False
         self.origin = episode_origin(b)
         self.raw = self._raw(b)
-        return np.array(self.history.start(self.raw), np.float32)
+        return np.array(self.history.start(self.raw, keep_actions=handover), np.float32)
 
     def step(self, action: np.ndarray, b: list) -> StepResult:
         a = np.asarray(action).reshape(-1).tolist()

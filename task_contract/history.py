@@ -13,11 +13,15 @@ observation always comes first, so a reader of the raw fields (the balance contr
 reward, the termination) needs no change.
 
 Reset rules (what the history holds at an episode start; task_contract.episodes says when an
-episode starts on the robot): past observations are copies of the first raw observation, past
-actions are zero. The simulator's env starts an episode at every reset; the robot at the start of
-the program, after a policy swap, when the policy takes the robot (first time or after a catch),
-when the controller catches the robot, and after a fall recovery. Within an episode the history
-only ever moves forward one step per control step.
+episode starts on the robot): past observations are copies of the first raw observation; past
+actions are zero where nothing was driving the robot before (the simulator's reset from rest, the
+robot program's start, the controller after a fall or any tick without a driver), and the actions
+really applied where the robot was driven up to this step (a hand-over: a policy swap, the policy
+taking the robot from the controller, a catch, the task's length). Why the second case: under
+latency the last command is still in flight and IS part of the state; zeros there told a policy
+taking over a balancing robot that nothing was pending while the controller's ~0.3 of wheel
+torque was, and its first actions kicked the robot past the catch limit. Within an episode the
+history only ever moves forward one step per control step.
 
 A task id joins a task and its options: "stand_still:action_history=2"; robot and learner compare
 ids (HELLO) and the policy carries its layout (task_contract.layout), so all three agree.
@@ -159,10 +163,12 @@ class History:
         self._past_act: list = []  # newest first, k_act actions (flattened)
         self._current: list = []
 
-    def start(self, raw: list) -> list:
-        """Episode start: past observations = copies of `raw`, past actions = zeros."""
+    def start(self, raw: list, keep_actions: bool = False) -> list:
+        """Episode start: past observations = copies of `raw`; past actions = zeros, or with
+        `keep_actions` the actions this history saw applied last (a hand-over while driving)."""
         self._past_obs = list(raw) * self._k_obs
-        self._past_act = [0.0] * (self._act_dim * self._k_act)
+        if not keep_actions or len(self._past_act) != self._act_dim * self._k_act:
+            self._past_act = [0.0] * (self._act_dim * self._k_act)
         self._current = list(raw)
         return self.values()
 

@@ -113,11 +113,14 @@ class LiteralRules:
     def raw(self, b: list) -> list:
         return np.array(self.task.observe_values(b, [], self.origin), np.float32).tolist()
 
-    def start(self, b: list) -> np.ndarray:
+    def start(self, b: list, handover: bool) -> np.ndarray:
+        """handover: the robot was driven up to this reading; the past actions go on (they were
+        applied and, under latency, are still in flight); else they are zero."""
         self.origin = episode_origin(b)
         self.cur = self.raw(b)
         self.past_obs = [self.cur] * self.k_obs
-        self.past_act = [[0.0] * self.task.act_dim] * self.k_act
+        if not handover:
+            self.past_act = [[0.0] * self.task.act_dim] * self.k_act
         return self.obs()
 
     def step(self, action: list, b: list) -> tuple[np.ndarray, list]:
@@ -143,13 +146,15 @@ def test_robot_rows_follow_the_task_rules_across_swap_catch_and_recovery(tmp_pat
     n = len(cols["rew"])
     assert n > 300
     prev_k, prev_driver = None, None
-    seen = {"swap": 0, "caught": 0, "recovering": 0, "past_termination": 0}
+    seen = {"swap": 0, "caught": 0, "recovering": 0, "past_termination": 0, "handover_with_actions": 0}
     for i in range(n):
         k = index[int(cols["t_us"][i])]
         driver = (int(cols["source"][i]), int(cols["policy_version"][i]))
         new_stretch = i == 0 or bool(cols["truncated"][i - 1]) or k != prev_k + 1 or driver != prev_driver
         if new_stretch:
-            obs = rules.start(state_values(steps.states[k]))
+            handover = i > 0 and k == prev_k + 1  # driven without a break up to this reading
+            obs = rules.start(state_values(steps.states[k]), handover)
+            seen["handover_with_actions"] += handover and any(any(a) for a in rules.past_act)
             if i and prev_driver[0] == driver[0] == Source.POLICY and k == prev_k + 1:
                 seen["swap"] += 1
         np.testing.assert_array_equal(cols["obs"][i], obs, err_msg=f"row {i}")
@@ -168,6 +173,7 @@ def test_robot_rows_follow_the_task_rules_across_swap_catch_and_recovery(tmp_pat
         seen["past_termination"] += bool(flags & RowFlag.PAST_TERMINATION)
         obs, prev_k, prev_driver = next_obs, k, driver
     assert seen["swap"] == 1 and seen["caught"] > 0 and seen["recovering"] > 0
+    assert seen["handover_with_actions"] >= 2  # swap and catches carried real, non-zero actions
     first_policy = int(np.argmax(cols["source"] == Source.POLICY))
     assert not cols["flags"][:first_policy].any()  # the controller's start is a task episode
     # After the fall: the controller's rows are RECOVERING until v2 drives again, whose rows are

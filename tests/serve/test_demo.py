@@ -38,7 +38,7 @@ def test_demo_runs_and_reports(tmp_path, algorithm):
     proc = subprocess.Popen(
         [sys.executable, "-m", "learner.demo", "--minutes", "5", "--dataset",
          str(tmp_path / "data.hdf5"), "--dataset-steps", "500", "--run-dir", str(run_dir),
-         "--serve-config", str(serve_cfg), "--status-every-s", "5"],
+         "--serve-config", str(serve_cfg), "--status-every-s", "1"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     episodes = run_dir / "learner" / "episodes.jsonl"

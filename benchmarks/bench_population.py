@@ -15,6 +15,10 @@ also reports member-updates per CPU-second of each side ("cpu" columns, process 
 threads): their ratio is the speed-up on cores that are all yours, e.g. the grid's two population
 workers on 2 cores vs 2 x P separate single-learner processes on the same 2 cores.
 
+With a CUDA device present (and no --no-cuda), each row is followed by a `cuda` row: the same
+population on the GPU (networks, buffers and sampling there), wall member-updates/s against the
+same separate CPU processes. Not measured yet: no GPU was available to this project's runs.
+
 Batches as `learner.train` draws them: real_batch + sim_batch = 128 + 128 critic rows and 256 + 256
 classifier rows, synthetic data, obs 17 / act 6 (--obs-dim/--act-dim).
 """
@@ -35,13 +39,13 @@ from learner.algorithms.base import sample_update_batches
 from learner.buffers import PopulationSampler, RealStats, TransitionBuffer
 
 
-def member_buffers(p: int, obs_dim: int, act_dim: int, n: int = 20_000) -> tuple[list, list]:
+def member_buffers(p: int, obs_dim: int, act_dim: int, n: int = 20_000, device: str = "cpu") -> tuple[list, list]:
     """Synthetic real and sim buffers for P members (each its own data and generators)."""
     real, sim = [], []
     for k in range(p):
         rng = np.random.default_rng(k)
         for out, seed in ((real, 2 * k + 1), (sim, 2 * k + 2)):
-            buf = TransitionBuffer(obs_dim, act_dim, n + 1, seed=seed)
+            buf = TransitionBuffer(obs_dim, act_dim, n + 1, torch.device(device), seed=seed)
             buf.load_fixed({"observations": rng.standard_normal((n, obs_dim)), "actions": rng.uniform(-1, 1, (n, act_dim)),
                             "rewards": rng.standard_normal(n), "next_observations": rng.standard_normal((n, obs_dim)),
                             "terminals": np.zeros(n)})
@@ -52,12 +56,15 @@ def member_buffers(p: int, obs_dim: int, act_dim: int, n: int = 20_000) -> tuple
 class Subject:
     """P members of one algorithm with their buffers, ready to be timed."""
 
-    def __init__(self, algorithm: str, p: int, hidden: str, obs_dim: int, act_dim: int, batch: int, disc_batch: int):
+    def __init__(self, algorithm: str, p: int, hidden: str, obs_dim: int, act_dim: int, batch: int, disc_batch: int,
+                 device: str = "cpu"):
         cfg: dict = {"hidden": hidden}
         if "disc_hidden" in REGISTRY[algorithm].config_cls.__dataclass_fields__:
             cfg["disc_hidden"] = hidden
-        self.algo = make_population(algorithm, obs_dim, act_dim, [dict(cfg, seed=k) for k in range(p)])
-        real, sim = member_buffers(p, obs_dim, act_dim)
+        self.device = device
+        self.algo = make_population(algorithm, obs_dim, act_dim, [dict(cfg, seed=k) for k in range(p)],
+                                    torch.device(device))
+        real, sim = member_buffers(p, obs_dim, act_dim, device=device)
         self.real, self.sim = PopulationSampler(real), PopulationSampler(sim)
         self.algo.set_real_stats(RealStats.stack([b.stats() for b in real]))
         self.batch, self.disc_batch = batch, disc_batch
@@ -75,6 +82,8 @@ class Subject:
         while time.perf_counter() - t0 < seconds:
             self.step()
             n += 1
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()  # queued kernels belong to this window
         return n, time.perf_counter() - t0, time.process_time() - c0
 
 
@@ -100,11 +109,11 @@ def separate_rate(p: int, args: tuple) -> tuple[float, float]:
     return sum(n / dt for n, dt, _ in runs), sum(n for n, _, _ in runs) / sum(cpu for _, _, cpu in runs)
 
 
-def population_rate(p: int, args: tuple, threads: int) -> tuple[float, float]:
+def population_rate(p: int, args: tuple, threads: int, device: str = "cpu") -> tuple[float, float]:
     """(member-updates per wall second, per CPU second) of one population process."""
     algorithm, hidden, obs_dim, act_dim, batch, disc_batch, seconds = args
     torch.set_num_threads(threads)
-    subject = Subject(algorithm, p, hidden, obs_dim, act_dim, batch, disc_batch)
+    subject = Subject(algorithm, p, hidden, obs_dim, act_dim, batch, disc_batch, device)
     n, dt, cpu = subject.updates_in(seconds)
     return p * n / dt, p * n / cpu
 
@@ -121,7 +130,9 @@ def main() -> None:
     ap.add_argument("--disc-batch", type=int, default=256, help="rows per source per classifier update")
     ap.add_argument("--obs-dim", type=int, default=17)
     ap.add_argument("--act-dim", type=int, default=6)
+    ap.add_argument("--no-cuda", action="store_true", help="skip the cuda rows even when a GPU is present")
     a = ap.parse_args()
+    cuda = torch.cuda.is_available() and not a.no_cuda
     print(f"member-updates/s, population (1 process, {a.threads} threads) vs P separate processes (1 thread each); "
           f"batch {a.batch}+{a.batch}, classifiers {a.disc_batch}+{a.disc_batch}, obs {a.obs_dim}/act {a.act_dim}, "
           f"{a.seconds:.0f} s windows; {platform.node()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
@@ -137,6 +148,9 @@ def main() -> None:
                 sep, sep_cpu = separate_rate(p, args)
                 print(f"{algorithm:<10}{hidden:>9}{p:>4}{pop:>12.1f}{sep:>10.1f}{pop / sep:>7.2f}x"
                       f"{pop_cpu:>12.1f}{sep_cpu:>10.1f}{pop_cpu / sep_cpu:>7.2f}x", flush=True)
+                if cuda:
+                    gpu, _ = population_rate(p, args, a.threads, "cuda")
+                    print(f"{'  cuda':<10}{hidden:>9}{p:>4}{gpu:>12.1f}{sep:>10.1f}{gpu / sep:>7.2f}x", flush=True)
 
 
 if __name__ == "__main__":

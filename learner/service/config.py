@@ -58,6 +58,8 @@ class ServeConfig:
     batch_sim: int = _f(128, "sim rows per update")
     sim_profile: str = _f("nominal", "dynamics profile of the simulator the learner trusts")
     sim_workers: int = _f(1, "sim rollout worker processes")
+    sim_ray_address: str = _f("", "run the sim workers as Ray actors on this cluster (host:port or auto; "
+                                  "docs/cluster.md); empty: local processes")
     sim_steps_per_update: float = _f(1.0, "sim env steps collected per gradient update")
     sim_capacity: int = _f(1_000_000, "FIFO capacity of the sim buffer")
     warmup_sim_steps: int = _f(1000, "sim steps collected before the first update")

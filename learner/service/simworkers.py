@@ -31,49 +31,71 @@ class WorkerSpec:
     seed: int
 
 
-def _worker_main(spec: WorkerSpec, index: int, requests: mp.Queue, replies: mp.Queue) -> None:
-    import torch
+class RolloutWorker:
+    """One env and a CPU copy of the policy: `rollout(weights, n_steps)` runs the next chunk.
 
-    from learner.networks import TanhGaussianPolicy, parse_hidden
-    from learner.rollout import ActionScaler, make_env
+    The body of every worker, a local process (SimWorkers) or a Ray actor on another machine
+    (RaySimWorkers): the same spec, seed and weights give the same chunk on either.
+    """
 
-    torch.set_num_threads(1)
-    env = make_env(spec.task, spec.profile, seed=spec.seed)
-    scale = ActionScaler(env)
-    policy = TanhGaussianPolicy(spec.obs_dim, spec.act_dim, parse_hidden(spec.hidden)).eval()
-    gen = torch.Generator().manual_seed(spec.seed)
-    obs, _ = env.reset(seed=spec.seed)
-    ep_ret = 0.0
-    while True:
-        req = requests.get()
-        if req is None:
-            return
-        weights, n_steps = req
-        policy.load_state_dict(weights)
-        cols = {k: [] for k in ("observations", "actions", "rewards", "next_observations",
-                                "terminals", "timeouts")}
+    def __init__(self, spec: WorkerSpec) -> None:
+        import torch
+
+        from learner.networks import TanhGaussianPolicy, parse_hidden
+        from learner.rollout import ActionScaler, make_env
+
+        torch.set_num_threads(1)
+        self._torch = torch
+        self.env = make_env(spec.task, spec.profile, seed=spec.seed)
+        self.scale = ActionScaler(self.env)
+        self.policy = TanhGaussianPolicy(spec.obs_dim, spec.act_dim, parse_hidden(spec.hidden)).eval()
+        self.gen = torch.Generator().manual_seed(spec.seed)
+        self.obs, _ = self.env.reset(seed=spec.seed)
+        self.ep_ret = 0.0
+
+    def rollout(self, weights: dict, n_steps: int) -> tuple[dict, list[float]]:
+        torch = self._torch
+        self.policy.load_state_dict({k: torch.as_tensor(v) for k, v in weights.items()})
+        cols: dict[str, list] = {k: [] for k in ("observations", "actions", "rewards", "next_observations",
+                                                  "terminals", "timeouts")}
         returns: list[float] = []
+        obs = self.obs
         with torch.no_grad():
             for _ in range(n_steps):
-                a, _ = policy(torch.as_tensor(np.asarray(obs, np.float32)).unsqueeze(0),
-                              generator=gen)
+                a, _ = self.policy(torch.as_tensor(np.asarray(obs, np.float32)).unsqueeze(0), generator=self.gen)
                 a = a[0].numpy()
-                nxt, r, term, trunc, _ = env.step(scale(a))
+                nxt, r, term, trunc, _ = self.env.step(self.scale(a))
                 cols["observations"].append(obs)
                 cols["actions"].append(a)
                 cols["rewards"].append(r)
                 cols["next_observations"].append(nxt)
                 cols["terminals"].append(term)
                 cols["timeouts"].append(trunc and not term)
-                ep_ret += float(r)
+                self.ep_ret += float(r)
                 if term or trunc:
-                    returns.append(ep_ret)
-                    ep_ret = 0.0
-                    obs, _ = env.reset()
+                    returns.append(self.ep_ret)
+                    self.ep_ret = 0.0
+                    obs, _ = self.env.reset()
                 else:
                     obs = nxt
-        out = {k: np.asarray(v, np.float32) for k, v in cols.items()}
+        self.obs = obs
+        return {k: np.asarray(v, np.float32) for k, v in cols.items()}, returns
+
+
+def _worker_main(spec: WorkerSpec, index: int, requests: mp.Queue, replies: mp.Queue) -> None:
+    worker = RolloutWorker(spec)
+    while True:
+        req = requests.get()
+        if req is None:
+            return
+        weights, n_steps = req
+        out, returns = worker.rollout(weights, n_steps)
         replies.put((index, out, returns))
+
+
+def worker_specs(spec: WorkerSpec, n_workers: int) -> list[WorkerSpec]:
+    """Worker i's spec: its own seed (spec.seed * 1000 + i), the same for processes and actors."""
+    return [WorkerSpec(**{**spec.__dict__, "seed": spec.seed * 1000 + i}) for i in range(n_workers)]
 
 
 class SimWorkers:
@@ -86,9 +108,8 @@ class SimWorkers:
         self._requests: list[mp.Queue] = []
         self._procs = []
         self._idle: list[int] = []
-        for i in range(n_workers):
+        for i, s in enumerate(worker_specs(spec, n_workers)):
             q = ctx.Queue()
-            s = WorkerSpec(**{**spec.__dict__, "seed": spec.seed * 1000 + i})
             p = ctx.Process(target=_worker_main, args=(s, i, q, self._replies), daemon=True,
                             name=f"sim-worker-{i}")
             p.start()
@@ -136,3 +157,72 @@ class SimWorkers:
             if p.is_alive():
                 p.terminate()
                 p.join(timeout=2)
+
+
+class RaySimWorkers:
+    """SimWorkers' interface with each worker a Ray actor, on any machine of a Ray cluster.
+
+    Why: the learner's GPU workstation has few cores next to the GPU, and sim rollouts are CPU
+    work; a cluster (docs/cluster.md: `ray start` on each host) lends as many as it has. The
+    actors run RolloutWorker, so the data are those local processes would collect. Weights travel
+    as numpy arrays. An actor that dies (its node lost) is replaced by a fresh one with the same
+    spec (its episode starts again from a reset); `alive()` stays true while the cluster can run it.
+    """
+
+    def __init__(self, spec: WorkerSpec, n_workers: int, chunk_steps: int, address: str) -> None:
+        try:
+            import ray
+        except ImportError as exc:
+            raise RuntimeError(f"sim_ray_address={address!r} needs ray: pip install -e '.[cluster]'") from exc
+        self._ray = ray
+        if not ray.is_initialized():
+            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+        self._actor_cls = ray.remote(num_cpus=1, max_restarts=0)(RolloutWorker)
+        self.chunk_steps = chunk_steps
+        self._specs = worker_specs(spec, n_workers)
+        self._actors = [self._actor_cls.remote(s) for s in self._specs]
+        self._pending: dict = {}  # ObjectRef -> worker index
+        self._idle = list(range(n_workers))
+        self.steps_collected = 0
+        self.replaced = 0
+        log.info("%d sim worker(s) as Ray actors on %s", n_workers, address)
+
+    def submit(self, weights: dict) -> int:
+        arrays = {k: v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v) for k, v in weights.items()}
+        ref = self._ray.put(arrays)  # one copy in the object store for every actor
+        started = 0
+        while self._idle:
+            i = self._idle.pop()
+            self._pending[self._actors[i].rollout.remote(ref, self.chunk_steps)] = i
+            started += 1
+        return started
+
+    def poll(self, timeout_s: float = 0.0) -> list[tuple[dict, list[float]]]:
+        if not self._pending:
+            return []
+        ready, _ = self._ray.wait(list(self._pending), num_returns=len(self._pending), timeout=timeout_s)
+        out = []
+        for ref in ready:
+            i = self._pending.pop(ref)
+            self._idle.append(i)
+            try:
+                data, returns = self._ray.get(ref)
+            except self._ray.exceptions.RayError as exc:  # the actor or its node died: a new one
+                log.warning("sim worker %d lost (%s); starting a new one", i, type(exc).__name__)
+                self._actors[i] = self._actor_cls.remote(self._specs[i])
+                self.replaced += 1
+                continue
+            self.steps_collected += len(data["rewards"])
+            out.append((data, returns))
+        return out
+
+    def alive(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        for actor in self._actors:
+            try:
+                self._ray.kill(actor)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+        self._actors, self._pending = [], {}

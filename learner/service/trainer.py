@@ -41,7 +41,7 @@ from learner.export import PolicyMetadata, export_policy
 from learner.service.config import ServeConfig
 from learner.service.publisher import PolicyBlob, Publisher
 from learner.service.ingest import RealFeed
-from learner.service.simworkers import SimWorkers, WorkerSpec
+from learner.service.simworkers import RaySimWorkers, SimWorkers, WorkerSpec
 from learner.service.tasks import task_info
 from learner.algorithms.base import sample_update_batches
 from learner.task_defaults import algorithm_config
@@ -129,7 +129,7 @@ class Trainer:
         self._sim_returns: collections.deque = collections.deque(maxlen=20)
         self.run_dir = cfg.run_path
         self.policy_dir = self.run_dir / "policies"
-        self.workers: SimWorkers | None = None
+        self.workers: SimWorkers | RaySimWorkers | None = None
         self._gate_env = None
         self._update_times: collections.deque = collections.deque(maxlen=200)
         self._good_state: dict | None = None
@@ -337,7 +337,8 @@ class Trainer:
         if self.algo.uses_sim:
             spec = WorkerSpec(cfg.task, cfg.sim_profile, self.info.obs_dim, self.info.act_dim,
                               cfg.hidden, cfg.seed + self.stats.updates)
-            self.workers = SimWorkers(spec, cfg.sim_workers, SIM_CHUNK_STEPS)
+            self.workers = (RaySimWorkers(spec, cfg.sim_workers, SIM_CHUNK_STEPS, cfg.sim_ray_address)
+                            if cfg.sim_ray_address else SimWorkers(spec, cfg.sim_workers, SIM_CHUNK_STEPS))
             self.workers.submit(self._policy_weights())
         t_start = time.monotonic()
         last_export_t = last_ckpt_t = time.monotonic()

@@ -123,7 +123,7 @@ def run_line(line: str, link: SerialLink, pump: CommandPump) -> bool:
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m firmware_bridge.console", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="python -m firmware_bridge.console", description=__doc__.split("\n")[0])
     p.add_argument("--device", default="/tmp/ttyRobot", help="serial URL: /dev/ttyUSB0, pty path, socket://h:p")
     p.add_argument("--baudrate", type=int, default=1_000_000, help="baud rate (real UARTs only)")
     p.add_argument("--open-timeout-s", type=float, default=2.0, help="keep retrying the open this long")

@@ -94,7 +94,7 @@ def serve(path: str | Path, device_link: str | None, speed: float, stop: threadi
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m firmware_bridge.replay", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="python -m firmware_bridge.replay", description=__doc__.split("\n")[0])
     p.add_argument("recording", help="MCAP file written with --record (virtual robot) or a link recorder")
     p.add_argument("--serve", action="store_true", help="play the firmware->host bytes into a pty")
     p.add_argument("--device", default="/tmp/ttyReplay", help="symlink to the replay pty ('' for none)")

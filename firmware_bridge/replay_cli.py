@@ -240,16 +240,16 @@ def cmd_gap(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m firmware_bridge.replay_cli",
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="python -m firmware_bridge.replay_cli",
                                 description="Hardware-in-the-loop harness: inspect, edit, replay and compare serial recordings.")
     p.add_argument("--log-level", default="WARNING", help="logging level")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("list", help="list the recordings under a folder")
+    s = sub.add_parser("list", help="list the recordings under a folder", allow_abbrev=False)
     s.add_argument("dir", nargs="?", default="runs", help="folder searched recursively for *.mcap")
     s.set_defaults(func=cmd_list)
 
-    s = sub.add_parser("inspect", help="channels, counts, time span, frame stats of a recording")
+    s = sub.add_parser("inspect", help="channels, counts, time span, frame stats of a recording", allow_abbrev=False)
     s.add_argument("file", help="MCAP recording")
     s.add_argument("--json", action="store_true", help="print JSON instead of text")
     s.set_defaults(func=cmd_inspect)
@@ -264,12 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
          "e.g. serial/fw_to_host/STATE) with JSON Schemas, so Foxglove or the mcap CLI can show and plot their "
          "fields. Example: foxglove run.mcap run.json.mcap"),
     ):
-        s = sub.add_parser(name, help=summary, description=description)
+        s = sub.add_parser(name, help=summary, description=description, allow_abbrev=False)
         s.add_argument("file", help="MCAP recording (complete or cut off by a crash)")
         s.add_argument("out", help="output recording (a complete MCAP file)")
         s.set_defaults(func=func)
 
-    s = sub.add_parser("cut", help="keep the records of a time range")
+    s = sub.add_parser("cut", help="keep the records of a time range", allow_abbrev=False)
     s.add_argument("file", help="MCAP recording")
     s.add_argument("out", help="output recording")
     s.add_argument("--start", type=float, default=None, help="first time kept, s (default: the start)")
@@ -277,27 +277,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--absolute", action="store_true", help="times are Unix epoch seconds (the file's times), not relative to the first record")
     s.set_defaults(func=cmd_cut)
 
-    s = sub.add_parser("merge", help="merge recordings by time")
+    s = sub.add_parser("merge", help="merge recordings by time", allow_abbrev=False)
     s.add_argument("out", help="output recording")
     s.add_argument("files", nargs="+", help="recordings to merge")
     s.add_argument("--prefix", action="append", help="channel prefix per input, in order (repeat once per file)")
     s.set_defaults(func=cmd_merge)
 
-    s = sub.add_parser("export", help="recorded steps -> D4RL HDF5 transitions for a task")
+    s = sub.add_parser("export", help="recorded steps -> D4RL HDF5 transitions for a task", allow_abbrev=False)
     s.add_argument("file", help="MCAP recording")
     s.add_argument("out", help="output .hdf5")
     s.add_argument("--task", default="stand_still", help="task id, options allowed, e.g. stand_still:action_history=2 (task_contract: observation, reward, termination)")
     s.add_argument("--command", default="", help="task command, comma separated (turn, locomotion); default: the task's")
     s.set_defaults(func=cmd_export)
 
-    s = sub.add_parser("tap", help="record a host's view of a serial device through a pty in the middle")
+    s = sub.add_parser("tap", help="record a host's view of a serial device through a pty in the middle", allow_abbrev=False)
     s.add_argument("url", help="the firmware's device or pyserial URL (a virtual robot pty, /dev/ttyUSB0)")
     s.add_argument("out", help="output recording")
     s.add_argument("--device", default="/tmp/ttyTap", help="symlink to the pty the host opens ('' for none)")
     s.add_argument("--lockstep", action="store_true", help="drop repeated STATEs (lock-step: one STATE per COMMAND)")
     s.set_defaults(func=cmd_tap)
 
-    s = sub.add_parser("replay", help="serve a recording's firmware side to a host")
+    s = sub.add_parser("replay", help="serve a recording's firmware side to a host", allow_abbrev=False)
     s.add_argument("file", help="MCAP recording (ideally made with `tap`, the host's view)")
     s.add_argument("--device", default="/tmp/ttyReplay", help="symlink to the replay pty ('' for none)")
     s.add_argument("--out", default="", help="record what the host sends (and what was played) here")
@@ -307,13 +307,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--linger-s", type=float, default=0.5, help="after the last STATE, wait this long for the host")
     s.set_defaults(func=cmd_replay)
 
-    s = sub.add_parser("compare", help="compare the host command streams of two recordings")
+    s = sub.add_parser("compare", help="compare the host command streams of two recordings", allow_abbrev=False)
     s.add_argument("original", help="the original recording")
     s.add_argument("replayed", help="the replayed run's recording")
     s.add_argument("--json", action="store_true", help="print the full diff as JSON")
     s.set_defaults(func=cmd_compare)
 
-    s = sub.add_parser("gap", help="sim-to-real gap: open-loop replay of the commands in the model")
+    s = sub.add_parser("gap", help="sim-to-real gap: open-loop replay of the commands in the model", allow_abbrev=False)
     s.add_argument("file", help="MCAP recording")
     s.add_argument("--profile", action="append", help="model profile (name or TOML); repeat to compare")
     s.add_argument("--variant", default="legs_locked", choices=("legs_locked", "full"), help="model variant")

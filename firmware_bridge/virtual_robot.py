@@ -421,7 +421,7 @@ def load_config(path: str | Path) -> VirtualRobotConfig:
 def build_arg_parser() -> argparse.ArgumentParser:
     """Flags left out keep the value from --config (or the dataclass default)."""
     p = argparse.ArgumentParser(
-        prog="python -m firmware_bridge.virtual_robot",
+        allow_abbrev=False, prog="python -m firmware_bridge.virtual_robot",
         description="Virtual motor firmware: MuJoCo with a hidden dynamics profile behind a pty.",
         argument_default=None,
     )

@@ -105,7 +105,7 @@ def parse_cli(cls: type, prog: str, description: str | None, argv: list[str] | N
     repeat this."""
     import logging
 
-    parser = argparse.ArgumentParser(prog=prog, description=description,
+    parser = argparse.ArgumentParser(allow_abbrev=False, prog=prog, description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help=f"TOML file of {cls.__name__} fields (CLI flags override it)")
     add_dataclass_arguments(parser, cls)

@@ -19,7 +19,7 @@ from protocol.logs import setup_logging  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="learner/serve.py", description=__doc__,
+    parser = argparse.ArgumentParser(allow_abbrev=False, prog="learner/serve.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="TOML file of ServeConfig fields (CLI flags override it)")
     add_arguments(parser, ServeConfig)

@@ -129,7 +129,7 @@ class TrainConfig:
 
 # ---- config: defaults <- TOML <- CLI -----------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m learner.train", description=__doc__,
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="python -m learner.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="TOML file with TrainConfig keys (CLI flags override it)")
     add_dataclass_arguments(p, TrainConfig, flag_names={"algo": "--set"})

@@ -165,7 +165,7 @@ def load_toml(path: str, cfg: OnboardConfig | None = None) -> OnboardConfig:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="onboard.run",
+        allow_abbrev=False, prog="onboard.run",
         description="Run the robot's control loop: policy or controller at a fixed rate, safety, streaming to the learner.",
     )
     p.add_argument("--config", default="", help="TOML file with [run] [link] [safety] [policy] [learner] sections")

@@ -291,7 +291,7 @@ def _endpoint_from_config(path: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m onboard.control",
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="python -m onboard.control",
                                 description="Command a running robot program (onboard/run.py) over its local control channel.",
                                 epilog="\n".join(f"  {k:9s} {v}" for k, v in HELP.items()),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -92,7 +92,7 @@ def collect(config: CollectConfig) -> tuple[dict[str, np.ndarray], dict[str, Any
 
 def parse_args(argv: list[str] | None = None) -> CollectConfig:
     parser = argparse.ArgumentParser(
-        prog="python -m sim_models.collect",
+        allow_abbrev=False, prog="python -m sim_models.collect",
         description="Collect a D4RL-layout HDF5 dataset with a behaviour policy on a profile.")
     parser.add_argument("--config", type=Path, help="TOML file with CollectConfig fields (CLI wins)")
     defaults = CollectConfig()

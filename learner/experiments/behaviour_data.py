@@ -301,7 +301,7 @@ def _episodes_in(blocks: list[Transitions], snap: Snapshot) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m learner.experiments.behaviour_data", description=__doc__,
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="python -m learner.experiments.behaviour_data", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="TOML file with the keys below (underscored); CLI flags override it")
     add_dataclass_arguments(p, BehaviourConfig, flag_names={"algo": "--set"})

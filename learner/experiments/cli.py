@@ -18,7 +18,7 @@ from protocol import strict_json
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m learner.experiments",
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="python -m learner.experiments",
                                 description="Run the H2O comparison grid (algorithms x gaps x datasets x seeds); "
                                             "re-running the same command skips finished cells and resumes partial ones.")
     p.add_argument("config", help="grid TOML (see configs/experiments/)")

@@ -131,7 +131,7 @@ def format_table(results: list[GateResult]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m learner.experiments.gates", description=__doc__,
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="python -m learner.experiments.gates", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="the grid TOML whose budget, seeds and [train] settings the gates use")
     p.add_argument("--total-updates", type=int, help="override the budget")

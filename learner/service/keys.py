@@ -139,15 +139,15 @@ def ensure_demo_keys(key_dir: str | os.PathLike, robot_names: list[str]) -> dict
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m learner.service.keys", description=__doc__,
+    parser = argparse.ArgumentParser(allow_abbrev=False, prog="python -m learner.service.keys", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
-    p_create = sub.add_parser("create", help="create a CURVE key pair")
+    p_create = sub.add_parser("create", help="create a CURVE key pair", allow_abbrev=False)
     p_create.add_argument("--name", required=True, help="file stem, e.g. robot1 or learner")
     p_create.add_argument("--dir", default="keys", help="directory to write the pair into")
     p_create.add_argument("--force", action="store_true",
                           help="replace an existing pair (robots holding the old key must be updated)")
-    p_auth = sub.add_parser("authorise", help="authorise a robot's public key on the learner")
+    p_auth = sub.add_parser("authorise", help="authorise a robot's public key on the learner", allow_abbrev=False)
     p_auth.add_argument("--public", required=True, help="the robot's <name>.key file")
     p_auth.add_argument("--dir", default="keys/authorized", help="learner's authorised-keys dir")
     args = parser.parse_args(argv)

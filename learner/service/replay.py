@@ -155,10 +155,10 @@ def dataset_to_recording(dataset: str | Path, out: str | Path, stream_id: str, b
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m learner.service.replay", description=__doc__,
+    parser = argparse.ArgumentParser(allow_abbrev=False, prog="python -m learner.service.replay", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("send", help="replay a recording into a learner")
+    p = sub.add_parser("send", help="replay a recording into a learner", allow_abbrev=False)
     p.add_argument("recording", help="MCAP file of protocol messages")
     p.add_argument("--endpoint", default="tcp://127.0.0.1:5555", help="the learner's ROUTER")
     p.add_argument("--robot-id", default="", help="robot id to connect as (default: recorded)")
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--speed", type=float, default=1.0, help="pace multiplier without --fast")
     p.add_argument("--window", type=int, default=16, help="most unacknowledged batches in flight")
     p.add_argument("--timeout-s", type=float, default=30.0, help="give up without ACK progress")
-    d = sub.add_parser("from-dataset", help="turn a D4RL HDF5 file into a recording")
+    d = sub.add_parser("from-dataset", help="turn a D4RL HDF5 file into a recording", allow_abbrev=False)
     d.add_argument("dataset", help="D4RL-layout HDF5 file")
     d.add_argument("--out", required=True, help="MCAP file to write")
     d.add_argument("--stream-id", default="dataset", help="stream id of the rows")

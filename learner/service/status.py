@@ -284,12 +284,12 @@ def _save(fig, path: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m learner.service.status",
+    parser = argparse.ArgumentParser(allow_abbrev=False, prog="python -m learner.service.status",
                                      description="Plots and a summary of a service run folder.")
     sub = parser.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("plot", help="write PNG plots into RUN_DIR/plots")
+    p = sub.add_parser("plot", help="write PNG plots into RUN_DIR/plots", allow_abbrev=False)
     p.add_argument("run_dir", help="the service's run folder (holds metrics.jsonl)")
-    show = sub.add_parser("show", help="print the run's latest status (live with --follow)")
+    show = sub.add_parser("show", help="print the run's latest status (live with --follow)", allow_abbrev=False)
     show.add_argument("run_dir", help="the service's run folder (holds metrics.jsonl)")
     show.add_argument("--follow", action="store_true", help="keep printing new rows (Ctrl-C ends)")
     show.add_argument("--poll-s", type=float, default=1.0, help="how often --follow looks")

@@ -51,6 +51,11 @@ class OnboardApp:
         r = cfg.run
         self.layout = ObsLayout.of(r.task, r.task_options)  # the task and its observation options
         self.task = self.layout.task
+        catch = cfg.safety.catch_tilt_rad
+        if catch and abs(self.task.max_pitch - catch) > 0.02:
+            log.warning("the safety catch (%.2f rad) and the task's termination (max_pitch %.2f rad) differ: the "
+                        "learner will not see a catch where it ends a policy's episode; set the task option "
+                        "max_pitch=%g (docs/task_contract.md)", catch, self.task.max_pitch, catch)
         rate = r.rate_hz or self.task.control_hz
         self.virtual_robot = None
         if r.virtual_robot:

@@ -19,7 +19,9 @@ enter the learner's real buffer (learner.service.trainer keeps `flags == 0` only
 A stretch is one driver's uninterrupted drive; the loop starts a new one (a new episode) when the
 driver or the policy version changes, after the task's length, and after any tick without a
 driver. Only the controller's stretches from a standing start (program start, operator reset)
-and the policy's stretches are task episodes.
+and the policy's stretches are task episodes. Within a stretch, an episode that terminated ends
+there; when the robot comes back within the task's bounds under the same driver (a controller
+swinging past a tight `max_pitch` and back), the next episode starts at that reading.
 """
 
 from __future__ import annotations
@@ -98,6 +100,16 @@ class TaskStream:
         reward = float(self.task.reward_values(a, self.raw))
         flags = self.flags | (RowFlag.PAST_TERMINATION if self.terminated else 0)
         self.steps += 1
+        if self.terminated and not terminated:
+            # Back within the task's bounds while the same driver drives (the controller, whose
+            # own limits are wider than a task with a tight max_pitch): the row that came back is
+            # outside any episode, and the next episode starts at this reading, as an env's reset
+            # would start one (new origin; the actions in flight kept: the robot was driven).
+            self.steps, self.terminated = 0, False
+            self.origin = episode_origin(b)
+            self.raw = self._raw(b)
+            obs = np.array(self.history.start(self.raw, keep_actions=True), np.float32)
+            return StepResult(obs, reward, False, False, int(flags))
         # Past a termination the episode is over: no length truncation starts another one.
         truncated = not terminated and not self.terminated and self.steps >= self.task.max_episode_steps
         self.terminated = self.terminated or terminated

@@ -8,6 +8,9 @@ optionally past observations) back in, as legged-robot practice does, makes it o
 Options (per task, a string "action_history=2,obs_history=1"; defaults 0 = the paper's obs):
   action_history = k: the last k actions as applied (clipped to [-1, 1]), newest first
   obs_history = k: the last k raw observations before the current one, newest first
+  max_pitch = rad: a tighter termination than the task's |pitch| > pi/6 (0: the task's own), so
+      that the learner's episodes end where the robot's safety catch ends a policy's
+      (task_contract.tasks.TaskSpec.with_max_pitch; docs/task_contract.md)
 Observation layout: [raw_t, raw_t-1, ..., raw_t-k, a_t-1, ..., a_t-k]. The current raw
 observation always comes first, so a reader of the raw fields (the balance controller, the
 reward, the termination) needs no change.
@@ -35,9 +38,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from task_contract.actuation import clip_unit
+from task_contract.geometry import MAX_PITCH_RAD
 from task_contract.tasks import TaskSpec, get_task
 
-OPTION_NAMES = ("action_history", "obs_history")
+OPTION_NAMES = ("action_history", "obs_history", "max_pitch")
+HISTORY_OPTIONS = ("action_history", "obs_history")
 MAX_HISTORY = 50
 
 
@@ -51,29 +56,36 @@ class TaskOptions:
 
     action_history: int = 0
     obs_history: int = 0
+    max_pitch: float = 0.0  # rad; 0 = the task's own termination
 
     def __post_init__(self) -> None:
-        for name in OPTION_NAMES:
+        for name in HISTORY_OPTIONS:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= MAX_HISTORY:
                 raise TaskOptionsError(f"{name} must be an integer in [0, {MAX_HISTORY}], got {v!r}")
+        v = self.max_pitch
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= MAX_PITCH_RAD:
+            raise TaskOptionsError(f"max_pitch must be a number of radians in [0, {MAX_PITCH_RAD:.4f}] "
+                                   f"(0: the task's own pi/6), got {v!r}")
+        object.__setattr__(self, "max_pitch", float(v))
 
     @classmethod
     def parse(cls, text: "str | TaskOptions | None") -> "TaskOptions":
         """From "action_history=2,obs_history=1" ("" or None: the defaults)."""
         if isinstance(text, TaskOptions):
             return text
-        values: dict[str, int] = {}
+        values: dict[str, float] = {}
         for part in (text or "").replace(" ", "").split(","):
             if not part:
                 continue
             key, sep, value = part.partition("=")
             if not sep or key not in OPTION_NAMES:
-                raise TaskOptionsError(f"task option {part!r}: expected one of {OPTION_NAMES} as key=integer")
+                raise TaskOptionsError(f"task option {part!r}: expected one of {OPTION_NAMES} as key=value")
+            kind = float if key == "max_pitch" else int
             try:
-                values[key] = int(value)
+                values[key] = kind(value)
             except ValueError:
-                raise TaskOptionsError(f"task option {part!r}: {value!r} is not an integer") from None
+                raise TaskOptionsError(f"task option {part!r}: {value!r} is not {'a number' if kind is float else 'an integer'}") from None
         return cls(**values)
 
     def __str__(self) -> str:
@@ -109,9 +121,10 @@ class ObsLayout:
     @classmethod
     def of(cls, task_or_id: "str | TaskSpec", options: "str | TaskOptions | None" = None) -> "ObsLayout":
         if isinstance(task_or_id, TaskSpec):
-            return cls(task_or_id, TaskOptions.parse(options))
+            opts = TaskOptions.parse(options)
+            return cls(task_or_id.with_max_pitch(opts.max_pitch), opts)
         name, inline = split_task_id(task_id(task_or_id, options))
-        return cls(get_task(name), inline)
+        return cls(get_task(name).with_max_pitch(inline.max_pitch), inline)
 
     @property
     def id(self) -> str:

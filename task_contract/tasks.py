@@ -25,6 +25,7 @@ floats; the array forms (`TaskSpec.observe`, `.reward`, `.terminated`) wrap them
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Callable
@@ -185,6 +186,23 @@ class TaskSpec:
     command_low: tuple[float, ...] = ()  # per-episode command drawn uniformly in [low, high]
     command_high: tuple[float, ...] = ()
     default_command: tuple[float, ...] = field(default=())
+    pitch_index: int = 2  # where the raw observation holds the pitch (with_max_pitch)
+    max_pitch: float = MAX_PITCH_RAD  # the pitch beyond which an episode terminates
+
+    def with_max_pitch(self, max_pitch: float) -> "TaskSpec":
+        """This task terminating at |pitch| > `max_pitch` as well (0 or >= pi/6: itself).
+
+        Why: a robot's safety catch ends a policy's episode at a tilt well inside pi/6 (0.25 rad in
+        the virtual robot's config). With the task's own limit the learner never sees that end:
+        its simulator lets a policy lean to 0.5 rad, and the robot's caught episodes look like
+        ones that go on, so a lean to the catch costs nothing in the learner's values. The option
+        puts the same end into every episode, simulated or real.
+        """
+        base = self if self.max_pitch >= MAX_PITCH_RAD else TASKS[self.name]
+        if not max_pitch or max_pitch >= MAX_PITCH_RAD:
+            return base
+        return dataclasses.replace(base, max_pitch=float(max_pitch),
+                                   terminated_values=PitchLimit(base.terminated_values, base.pitch_index, max_pitch))
 
     @property
     def obs_dim(self) -> int:
@@ -229,6 +247,16 @@ class TaskSpec:
                         np.float32)
 
 
+class PitchLimit:
+    """A task's termination, tightened: also terminated at |o[index]| > limit (picklable)."""
+
+    def __init__(self, base: Callable[[list], bool], index: int, limit: float) -> None:
+        self.base, self.index, self.limit = base, index, float(limit)
+
+    def __call__(self, o: list) -> bool:
+        return self.base(o) or abs(o[self.index]) > self.limit
+
+
 def _values(x) -> list:
     return np.asarray(x).reshape(-1).tolist()
 
@@ -240,12 +268,12 @@ TASKS: dict[str, TaskSpec] = {
                               move_straight_reward, pitch_terminated, PAPER_DRIVES),
     "turn": TaskSpec("turn", TURN_FIELDS, 2, "legs_locked", observe_turn, turn_reward, turn_terminated,
                      TURN_DRIVES, command_low=(-TURN_YAW_RATE_RANGE,), command_high=(TURN_YAW_RATE_RANGE,),
-                     default_command=(TURN_DEFAULT_YAW_RATE,)),
+                     default_command=(TURN_DEFAULT_YAW_RATE,), pitch_index=1),
     "locomotion": TaskSpec("locomotion", LOCO_FIELDS, 6, "full", observe_locomotion, locomotion_reward,
                            locomotion_terminated, LOCO_DRIVES,
                            command_low=(-LOCO_SPEED_RANGE, LOCO_HEIGHT_RANGE[0]),
                            command_high=(LOCO_SPEED_RANGE, LOCO_HEIGHT_RANGE[1]),
-                           default_command=LOCO_DEFAULT_COMMAND),
+                           default_command=LOCO_DEFAULT_COMMAND, pitch_index=0),
 }
 
 

@@ -11,12 +11,12 @@ import pytest
 from sim_models.envs import WheelLeggedEnv
 from sim_models.vector_env import WheelLeggedVectorEnv
 from task_contract.controller import BalanceController
-from task_contract.episodes import TaskStream
+from task_contract.episodes import RowFlag, TaskStream
 from task_contract.history import ObsLayout, TaskOptionsError
 from task_contract.state import state_values
 
 TASK_IDS = ["stand_still", "move_straight:action_history=2", "turn:action_history=1,obs_history=2",
-            "locomotion:action_history=2,obs_history=1"]
+            "locomotion:action_history=2,obs_history=1", "stand_still:action_history=2,max_pitch=0.1"]
 
 
 @pytest.mark.parametrize("profile", ["nominal", "moderate"])
@@ -82,3 +82,53 @@ def test_batched_env_with_history_matches_single_envs():
                 assert infos["final_obs"][i].tobytes() == o.tobytes()
                 o, _ = e.reset()
             assert obs_v[i].tobytes() == o.tobytes(), (t, i)
+
+
+def test_max_pitch_tightens_the_termination_everywhere():
+    layout = ObsLayout.of("stand_still:max_pitch=0.25,action_history=2")
+    assert layout.id == "stand_still:action_history=2,max_pitch=0.25"  # canonical order
+    assert layout.dim == 6 and layout.task.max_pitch == 0.25
+    assert layout.task.terminated_values([0.0, 0.0, 0.26, 0.0]) and not layout.task.terminated_values([0.0, 0.0, 0.24, 0.0])
+    assert not ObsLayout.of("stand_still").task.terminated_values([0.0, 0.0, 0.26, 0.0])  # pi/6 by default
+    assert ObsLayout.of("turn:max_pitch=0.2").task.terminated_values([0.0, -0.21, 0.0, 0.0, 0.0])  # pitch at o[1]
+    for bad in ("max_pitch=0.6", "max_pitch=-0.1", "max_pitch=abc"):
+        with pytest.raises(TaskOptionsError):
+            ObsLayout.of(f"stand_still:{bad}")
+    env = WheelLeggedEnv("stand_still:max_pitch=0.05", "nominal")
+    env.reset(seed=0)
+    for t in range(200):  # full torque one way: past 0.05 rad quickly, far from pi/6
+        obs, _, terminated, _, _ = env.step(np.array([1.0], np.float32))
+        if terminated:
+            break
+    assert terminated and 0.05 < abs(obs[2]) < 0.3, (t, obs)
+
+
+def test_stream_starts_a_new_episode_when_the_same_driver_brings_the_robot_back():
+    """A controller swinging past a tight max_pitch and back: the episode ends at the termination,
+    the rows outside the bounds are flagged, and the next episode starts where it is back inside."""
+    env = WheelLeggedEnv("stand_still:action_history=2,max_pitch=0.1", "moderate")
+    layout = ObsLayout(env.task, env.options)
+    env.task = dataclasses.replace(env.task, terminated_values=lambda o: False)  # the env keeps going
+    ctl = BalanceController("stand_still")
+    obs, _ = env.reset(seed=1)
+    stream = TaskStream(layout)
+    stream.start(state_values(env.sim.state()))
+    inside, ended, restarted, outside = True, 0, 0, 0
+    for _ in range(800):
+        action = np.asarray(ctl.act(obs), np.float32).reshape(1)
+        obs, *_ = env.step(action)
+        res = stream.step(action, state_values(env.sim.state()))
+        pitch = abs(float(obs[2]))
+        if inside:
+            assert res.flags == 0 and res.terminated == (pitch > 0.1)
+            ended += res.terminated
+            inside = not res.terminated
+        elif pitch <= 0.1:  # back inside: this row is still outside; a new episode starts here
+            assert res.flags & RowFlag.PAST_TERMINATION and not res.terminated
+            assert res.obs[0] == 0.0 and np.array_equal(res.obs[4:], [np.clip(action[0], -1, 1), obs[5]])
+            restarted += 1
+            inside = True
+        else:
+            assert res.flags & RowFlag.PAST_TERMINATION  # its own `terminated` is the raw rule's
+            outside += 1
+    assert ended >= 2 and restarted >= 1 and outside > 50  # the controller swings past 0.1 rad on moderate

@@ -118,6 +118,11 @@ class SimWorkers:
             self._idle.append(i)
         self.steps_collected = 0
 
+    @property
+    def idle(self) -> int:
+        """Workers waiting for a chunk."""
+        return len(self._idle)
+
     def submit(self, weights: dict) -> int:
         """Give every idle worker a chunk with these weights; returns how many were started."""
         started = 0
@@ -186,6 +191,11 @@ class RaySimWorkers:
         self.steps_collected = 0
         self.replaced = 0
         log.info("%d sim worker(s) as Ray actors on %s", n_workers, address)
+
+    @property
+    def idle(self) -> int:
+        """Actors waiting for a chunk."""
+        return len(self._idle)
 
     def submit(self, weights: dict) -> int:
         arrays = {k: v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v) for k, v in weights.items()}

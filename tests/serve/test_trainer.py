@@ -121,3 +121,18 @@ def test_status_show_prints_latest_row(tmp_path, capsys):
     assert status_main(["show", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "upd 42 (3.5/s)" in out and "robot0:up v2" in out and "sim ret 10 robot ret 5" in out
+
+
+def test_sim_workers_are_paced_to_the_updates(tmp_path):
+    """H2O's sim worker collects about sim_steps_per_update steps per update, not as fast as it can:
+    unpaced it took the CPU the updates needed (18 sim steps per update in the demo)."""
+    from learner.service.trainer import SIM_CHUNK_STEPS
+
+    cfg = _cfg(tmp_path, algorithm="h2o", disc_hidden="16-16", disc_batch=16, warmup_sim_steps=200,
+               sim_steps_per_update=0.5, max_updates=1200, export_every_updates=10_000)
+    tr = Trainer(cfg, Publisher(), RealFeed(), [_offline()])
+    tr.run(threading.Event())
+    budget = cfg.warmup_sim_steps + cfg.sim_steps_per_update * tr.stats.updates  # 800
+    lead = 2 * SIM_CHUNK_STEPS * cfg.sim_workers
+    assert tr.stats.updates == 1200
+    assert budget - lead <= tr.stats.sim_steps <= budget + lead, tr.stats.sim_steps

@@ -252,7 +252,9 @@ class PolicySupervisor:
     # ------------------------------------------------------------------ policies
     def _remember(self, p: OnnxPolicy) -> None:
         self._cache[p.version] = p
-        keep = {self.trials.incumbent, self.pinned, p.version, *self._trusted[-2:]}
+        # never evict the best version this robot has measured: the learner's deployable policy is
+        # the best measured, and a demo's end pins it (it was evicted once, 8 versions later)
+        keep = {self.trials.incumbent, self.pinned, p.version, self.trials.best_measured(), *self._trusted[-2:]}
         for v in list(self._cache):
             if len(self._cache) <= self.keep_policies:
                 break

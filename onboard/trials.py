@@ -294,6 +294,12 @@ class TrialManager:
         self.trial: Trial | None = None
         self.verdicts: list[Verdict] = []
 
+    def best_measured(self) -> int:
+        """The version with the highest mean robot return over at least `min_episodes` episodes
+        (NO_VERSION when none has that many): what a person would pin at the end of a run."""
+        measured = [s for s in self.stats.values() if s.episodes >= self.cfg.min_episodes and s.version >= 0]
+        return max(measured, key=lambda s: s.mean_return).version if measured else NO_VERSION
+
     def version(self, v: int) -> VersionStats:
         s = self.stats.get(v)
         if s is None:

@@ -197,3 +197,23 @@ def test_the_trial_clock_runs_only_while_the_robot_stands_or_drives():
         sup.tick()
     assert sent and sent[0].outcome == "rolled_back" and "0 episodes" in sent[0].reason
     assert 100.0 <= sent[0].duration_s <= 120.0 and loop.policy is None  # back to the controller
+
+
+def test_the_best_measured_version_stays_in_the_robots_cache():
+    """The learner deploys the best version the robot measured and a demo pins it at the end: the
+    robot must still hold it after many later versions (it was evicted once, 8 versions on)."""
+    from types import SimpleNamespace
+
+    from onboard.supervisor import PolicySupervisor
+
+    m = TrialManager(CFG)
+    assert m.best_measured() == -1
+    eps(m, 2, [900, 950, 1000, 980])
+    eps(m, 3, [5000, 5000, 5000])  # too few episodes to count
+    eps(m, 4, [500, 600, 550, 580, 590])
+    assert m.best_measured() == 2
+    sup = PolicySupervisor(CFG, report=lambda v: None)
+    sup.trials = m
+    for v in range(1, 21):
+        sup._remember(SimpleNamespace(version=v))
+    assert 2 in sup._cache and 20 in sup._cache and len(sup._cache) == sup.keep_policies

@@ -69,6 +69,10 @@ class DynamicsProfile:
     """Magnitude of a push, N."""
     push_duration_steps: int = 10
     """How many control steps a push lasts."""
+    com_offset_range_m: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    """Domain randomisation of what a team does not know: at every reset the base's COM moves by a
+    uniform draw in +-this (per axis, metres) on top of com_offset_m. A simulator profile, not a
+    "real" robot's: the learner's simulator covering a COM it cannot measure (docs/sim_models.md)."""
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -83,11 +87,12 @@ class DynamicsProfile:
         kwargs = dict(values)
         if name is not None and "name" not in kwargs:
             kwargs["name"] = name
-        if "com_offset_m" in kwargs:
-            com = kwargs["com_offset_m"]
-            if not isinstance(com, (list, tuple)) or len(com) != 3:
-                raise ProfileError(f"com_offset_m must be 3 numbers [x, y, z], got {com!r}")
-            kwargs["com_offset_m"] = tuple(com)
+        for key in ("com_offset_m", "com_offset_range_m"):
+            if key in kwargs:
+                com = kwargs[key]
+                if not isinstance(com, (list, tuple)) or len(com) != 3:
+                    raise ProfileError(f"{key} must be 3 numbers [x, y, z], got {com!r}")
+                kwargs[key] = tuple(com)
         return cls(**kwargs)
 
     @classmethod
@@ -104,7 +109,15 @@ class DynamicsProfile:
     def to_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)
         values["com_offset_m"] = list(self.com_offset_m)
+        values["com_offset_range_m"] = list(self.com_offset_range_m)
+        if not any(self.com_offset_range_m):  # profiles without randomisation read as before
+            del values["com_offset_range_m"]
         return values
+
+    @property
+    def randomised(self) -> bool:
+        """Some dynamics are drawn again at every reset."""
+        return any(self.com_offset_range_m)
 
     def to_toml(self) -> str:
         """TOML text that `from_toml` reads back to an equal profile."""
@@ -169,6 +182,10 @@ def _validate(p: DynamicsProfile) -> None:
         isinstance(v, (int, float)) and math.isfinite(v) for v in p.com_offset_m
     ):
         raise ProfileError(f"com_offset_m must be 3 finite numbers, got {p.com_offset_m!r}")
+    r = p.com_offset_range_m
+    if len(r) != 3 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                              and 0 <= v <= 0.2 for v in r):
+        raise ProfileError(f"com_offset_range_m must be 3 numbers in [0, 0.2] m, got {r!r}")
 
 
 def load_profile(name_or_path: "str | Path | DynamicsProfile | None") -> DynamicsProfile:

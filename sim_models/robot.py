@@ -101,6 +101,9 @@ class WheelLeggedSim:
         self.init_pitch_rad = float(init_pitch_rad)
         self.model = load_model(variant)
         self.profile.apply_to_model(self.model)
+        self._base_body = self.model.body(BASE_BODY).id
+        self._base_ipos = self.model.body_ipos[self._base_body].copy()  # with the profile's offset
+        self.com_draw = np.zeros(3)  # this episode's randomised COM shift (profile.com_offset_range_m)
         self.data = mujoco.MjData(self.model)
         self.n_substeps = int(round(self.control_dt / self.model.opt.timestep))
         if not math.isclose(self.n_substeps * self.model.opt.timestep, self.control_dt):
@@ -206,6 +209,12 @@ class WheelLeggedSim:
         mujoco.mj_resetDataKeyframe(m, d, self._home)
         if pitch_rad is None:
             pitch_rad = float(self._rng.uniform(-self.init_pitch_rad, self.init_pitch_rad))
+        if self.profile.randomised:  # drawn after the pitch: unrandomised profiles keep their streams
+            span = np.asarray(self.profile.com_offset_range_m)
+            self.com_draw = self._rng.uniform(-span, span)
+            m.body_ipos[self._base_body] = self._base_ipos + self.com_draw
+            mujoco.mj_setConst(m, d)  # derived constants for the moved COM (scratch use of d)
+            mujoco.mj_resetDataKeyframe(m, d, self._home)
         c, s = math.cos(pitch_rad), math.sin(pitch_rad)
         ox, oy, oz = self._base_above_axle.tolist()
         qpos = d.qpos

@@ -119,3 +119,36 @@ def test_profiles_never_edit_files_on_disk():
     after = [hashlib.sha256(p.read_bytes()).hexdigest() for p in (ROBOT_XML, SCENE_XML)]
     assert before == after
     assert WheelLeggedSim("full").model.body_mass.sum() == pytest.approx(12.1)
+
+
+def test_com_randomisation_draws_a_new_com_every_reset_and_moves_the_dynamics(tmp_path):
+    path = tmp_path / "dr.toml"
+    path.write_text('com_offset_range_m = [0.05, 0.0, 0.0]\ncom_offset_m = [0.01, 0.0, 0.0]\n')
+    profile = load_profile(path)
+    assert profile.randomised and not load_profile("moderate").randomised
+    (tmp_path / "copy.toml").write_text(profile.to_toml())
+    assert load_profile(tmp_path / "copy.toml") == profile
+    sim = WheelLeggedSim("legs_locked", profile, seed=3)
+    base = sim.model.body("base").id
+    nominal_ipos = WheelLeggedSim("legs_locked", DynamicsProfile(com_offset_m=(0.01, 0.0, 0.0))).model.body_ipos[base].copy()
+    draws = []
+    for _ in range(40):
+        sim.reset()
+        draws.append(sim.com_draw.copy())
+        np.testing.assert_allclose(sim.model.body_ipos[base], nominal_ipos + sim.com_draw)
+    draws = np.array(draws)
+    assert np.all(np.abs(draws[:, 0]) <= 0.05) and draws[:, 0].std() > 0.02 and not draws[:, 1:].any()
+    again = WheelLeggedSim("legs_locked", profile, seed=3)  # seeded: the same draws
+    again.reset()
+    np.testing.assert_array_equal(again.com_draw, draws[0])
+
+    def drift(com_x: float) -> float:  # open loop from upright: the COM decides where it falls
+        sim.reset(pitch_rad=0.0)
+        sim.model.body_ipos[base] = nominal_ipos + (com_x, 0.0, 0.0)
+        for _ in range(60):
+            state = sim.step(MotorCommand.torque([0.0] * 6))
+        return float(state.imu_gyro[1])
+
+    assert drift(0.05) * drift(-0.05) < 0  # forward and back: it tips opposite ways
+    with pytest.raises(ProfileError):
+        DynamicsProfile(com_offset_range_m=(0.5, 0.0, 0.0))

@@ -127,10 +127,16 @@ def load_policy(name: str, task: str) -> Policy:
         c = BalanceController(task)
         return c.act
     if name.startswith("linear:"):
+        from task_contract.history import ObsLayout
+
         k = np.array([float(v) for v in name[len("linear:"):].split(",")])
         if k.size != 6:
             raise ValueError(f"{name!r}: a linear policy is 6 numbers k_x,k_v,k_pitch,k_rate,h_1,h_2")
-        return lambda o: np.clip(-(k[:4] @ o[:4]) / 3.0 + k[4] * o[4] + k[5] * o[5], -1.0, 1.0)
+        layout = ObsLayout.of(task)
+        if layout.options.action_history != 2:
+            raise ValueError(f"a linear policy reads the last 2 actions: task {task!r} needs action_history=2")
+        a1 = layout.dim - 2  # the actions come last, newest first (task_contract.history)
+        return lambda o: np.clip(-(k[:4] @ o[:4]) / 3.0 + k[4] * o[a1] + k[5] * o[a1 + 1], -1.0, 1.0)
     import onnxruntime as ort
 
     session = ort.InferenceSession(name, providers=["CPUExecutionProvider"])

@@ -22,10 +22,14 @@ def test_the_catch_decides_the_controllers_score_on_moderate():
 
 
 def test_a_linear_policy_and_bad_input(capsys):
-    zero = load_policy("linear:0,0,0,0,0,0", "stand_still")
+    zero = load_policy("linear:0,0,0,0,0,0", "stand_still:action_history=2")
     assert zero(np.ones(6, np.float32)) == 0.0
     with pytest.raises(ValueError, match="6 numbers"):
-        load_policy("linear:1,2", "stand_still")
+        load_policy("linear:1,2", "stand_still:action_history=2")
+    with pytest.raises(ValueError, match="action_history=2"):
+        load_policy("linear:0,0,0,0,0,0", "stand_still")
+    past = load_policy("linear:0,0,0,0,1,0", "stand_still:action_history=2,obs_history=1")
+    assert past(np.r_[np.zeros(8), 0.5, 0.25].astype(np.float32)) == 0.5  # a_-1 sits after the past obs
     with pytest.raises(ValueError, match="paper tasks"):
         evaluate(zero, "turn", seconds=1)
     assert main(["controller", "--seconds", "5"]) == 0

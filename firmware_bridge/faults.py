@@ -20,6 +20,7 @@ import math
 from dataclasses import dataclass, fields
 
 import numpy as np
+from protocol.config_cli import help_field
 
 FRAME_DELIMITER = 0x00
 DIRECTIONS = ("fw_to_host", "host_to_fw", "both")
@@ -34,21 +35,21 @@ class FaultConfig:
     """What to break, and how often. All probabilities are per byte or per frame, in [0, 1]."""
 
     # --- serial line (applied to the directions named by `directions`) ---
-    corrupt_byte_prob: float = 0.0  # flip one random bit of a byte
-    drop_byte_prob: float = 0.0  # a byte never arrives
-    duplicate_byte_prob: float = 0.0  # a byte arrives twice
-    drop_frame_prob: float = 0.0  # a whole frame never arrives
-    duplicate_frame_prob: float = 0.0  # a frame arrives twice
-    delay_frame_prob: float = 0.0  # a frame is held back by `delay_ms` (others may overtake it)
-    delay_ms: float = 20.0
-    stall_prob: float = 0.0  # per frame: the line stalls; this and later frames wait, in order
-    stall_ms: float = 50.0
-    directions: str = "fw_to_host"  # one of DIRECTIONS
+    corrupt_byte_prob: float = help_field(0.0, "flip one random bit of a byte")
+    drop_byte_prob: float = help_field(0.0, "a byte never arrives")
+    duplicate_byte_prob: float = help_field(0.0, "a byte arrives twice")
+    drop_frame_prob: float = help_field(0.0, "a whole frame never arrives")
+    duplicate_frame_prob: float = help_field(0.0, "a frame arrives twice")
+    delay_frame_prob: float = help_field(0.0, "a frame is held back by `delay_ms` (others may overtake it)")
+    delay_ms: float = help_field(20.0, "how long a delayed frame is held back")
+    stall_prob: float = help_field(0.0, "per frame: the line stalls; this and later frames wait, in order")
+    stall_ms: float = help_field(50.0, "how long a stall lasts")
+    directions: str = help_field("fw_to_host", "one of DIRECTIONS")
     # --- firmware sensors and motors ---
-    sensor_dropout_prob: float = 0.0  # per STATE: encoders and IMU hold last values, flag set
-    stuck_motor: int = -1  # actuator index that jams (holds its position); -1 = none
-    stuck_after_s: float = 0.0  # firmware time at which it jams
-    seed: int = 0
+    sensor_dropout_prob: float = help_field(0.0, "per STATE: encoders and IMU hold last values, flag set")
+    stuck_motor: int = help_field(-1, "actuator index that jams (holds its position); -1 = none")
+    stuck_after_s: float = help_field(0.0, "firmware time at which it jams")
+    seed: int = help_field(0, "seed of the fault injection (the virtual robot sets it from its own seed)")
 
     def validate(self) -> "FaultConfig":
         for f in fields(self):

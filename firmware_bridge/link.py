@@ -67,6 +67,7 @@ from protocol.frames import (
 from protocol.robot_types import MotorCommand, MotorMode, RobotState
 
 from firmware_bridge.recorder import FW_TO_HOST, HOST_TO_FW
+from protocol.config_cli import help_field
 
 log = logging.getLogger(__name__)
 
@@ -113,22 +114,23 @@ class LinkError(RuntimeError):
 
 @dataclass
 class SerialLinkConfig:
-    url: str = "/tmp/ttyRobot"  # /dev/ttyUSB0, a pty path, socket://host:port, loop://
-    baudrate: int = 1_000_000  # ignored by ptys and sockets
-    open_timeout_s: float = 2.0  # keep retrying the open this long (the device may appear late)
-    read_poll_s: float = 0.05  # reader wakes at least this often (bounds shutdown time)
-    write_queue_frames: int = 64  # frames waiting for the writer; beyond that sends are dropped
-    state_queue_size: int = 0  # > 0: also put every state in `link.states` (oldest dropped)
-    activate_timeout_s: float = 1.0  # wait this long for a STATE in ENABLED after ENABLE
-    low_latency: bool = True  # best effort ASYNC_LOW_LATENCY on a real tty (see docs)
-    # tty/pty: the sender itself writes when nothing is queued (no hand-off; read at each send).
-    # Off by default: measured ~5 % faster round trip but a worse caller p99 (the woken reader
-    # can preempt the sender inside write(2)); docs/bench/firmware_bridge.md.
-    direct_write: bool = False
-    write_stall_s: float = 0.5  # a write blocked this long (peer not reading) -> ERROR state
+    url: str = help_field("/tmp/ttyRobot", "/dev/ttyUSB0, a pty path, socket://host:port, loop://")
+    baudrate: int = help_field(1_000_000, "ignored by ptys and sockets")
+    open_timeout_s: float = help_field(2.0, "keep retrying the open this long (the device may appear late)")
+    read_poll_s: float = help_field(0.05, "reader wakes at least this often (bounds shutdown time)")
+    write_queue_frames: int = help_field(64, "frames waiting for the writer; beyond that sends are dropped")
+    state_queue_size: int = help_field(0, "> 0: also put every state in `link.states` (oldest dropped)")
+    activate_timeout_s: float = help_field(1.0, "wait this long for a STATE in ENABLED after ENABLE")
+    low_latency: bool = help_field(True, "best effort ASYNC_LOW_LATENCY on a real tty (see docs)")
+    direct_write: bool = help_field(False,
+                                    "tty/pty: the sender itself writes when nothing is queued (no hand-off; read at "
+                                    "each send). Off by default: measured ~5 % faster round trip but a worse caller "
+                                    "p99 (the woken reader can preempt the sender inside write(2)); "
+                                    "docs/bench/firmware_bridge.md.")
+    write_stall_s: float = help_field(0.5, "a write blocked this long (peer not reading) -> ERROR state")
     # After an ERROR the robot program reopens the port (SerialLink.recover; onboard.link_watch).
-    recover_s: float = 0.1  # first reopen this long after a port failure, then doubling (0: never)
-    recover_max_s: float = 2.0  # longest wait between two reopen attempts
+    recover_s: float = help_field(0.1, "first reopen this long after a port failure, then doubling (0: never)")
+    recover_max_s: float = help_field(2.0, "longest wait between two reopen attempts")
 
 
 @dataclass

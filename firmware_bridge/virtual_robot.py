@@ -36,8 +36,7 @@ import signal
 import sys
 import threading
 import time
-import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -61,6 +60,7 @@ from protocol.frames import (
     unpack_heartbeat,
 )
 from protocol.robot_types import FaultFlags, MotorCommand, MotorMode, RobotState
+from protocol.config_cli import ConfigError, add_dataclass_arguments, build, help_field, load_cli, read_toml
 
 log = logging.getLogger(__name__)
 
@@ -87,16 +87,17 @@ class ByteRecorder(Protocol):
 
 @dataclass
 class VirtualRobotConfig:
-    profile: str = "moderate"  # sim_models profile name or TOML path: the hidden "real" dynamics
-    variant: str = "legs_locked"  # model variant: legs_locked (the paper's tasks) | full
-    device_link: str | None = "/tmp/ttyRobot"  # stable symlink to the pty (None: none)
-    lockstep: bool = False  # one physics step per COMMAND instead of wall-clock ticks
-    seed: int = 0  # plant noise and fault injection
-    watchdog_ms: float = 100.0
-    respawn_after_s: float = 0.0  # > 0: reset a robot down this long to its home pose (0: never)
-    respawn_tilt_rad: float = 1.0  # "fallen": base tilt from vertical beyond this (lying is ~1.57)
-    respawn_disabled_tilt_rad: float = 0.35  # motors not ENABLED and tilted beyond this also counts as down
-    faults: FaultConfig = field(default_factory=FaultConfig)
+    profile: str = help_field("moderate", "sim_models profile name or TOML path: the hidden \"real\" dynamics")
+    variant: str = help_field("legs_locked", "model variant: legs_locked (the paper's tasks) | full")
+    device_link: str | None = help_field("/tmp/ttyRobot", "stable symlink to the pty (None: none)")
+    lockstep: bool = help_field(False, "one physics step per COMMAND instead of wall-clock ticks")
+    seed: int = help_field(0, "plant noise and fault injection")
+    watchdog_ms: float = help_field(100.0, "motors off after this long without a COMMAND")
+    respawn_after_s: float = help_field(0.0, "> 0: reset a robot down this long to its home pose (0: never)")
+    respawn_tilt_rad: float = help_field(1.0, "\"fallen\": base tilt from vertical beyond this (lying is ~1.57)")
+    respawn_disabled_tilt_rad: float = help_field(0.35,
+                                                  "motors not ENABLED and tilted beyond this also counts as down")
+    faults: FaultConfig = help_field(factory=FaultConfig, help="fault injection on the line, the sensors and the motors")
 
 
 @dataclass
@@ -373,83 +374,38 @@ class VirtualRobot:
 # ---------------------------------------------------------------------------- CLI
 
 
-# CLI flag -> (section, field): section "" is VirtualRobotConfig, "faults" is its FaultConfig.
-_FLAG_FIELDS: dict[str, tuple[str, str]] = {
-    "profile": ("", "profile"),
-    "variant": ("", "variant"),
-    "lockstep": ("", "lockstep"),
-    "seed": ("", "seed"),
-    "watchdog_ms": ("", "watchdog_ms"),
-    "respawn_after_s": ("", "respawn_after_s"),
-    "respawn_tilt_rad": ("", "respawn_tilt_rad"),
-    "corrupt_bytes": ("faults", "corrupt_byte_prob"),
-    "drop_bytes": ("faults", "drop_byte_prob"),
-    "duplicate_bytes": ("faults", "duplicate_byte_prob"),
-    "drop_frames": ("faults", "drop_frame_prob"),
-    "duplicate_frames": ("faults", "duplicate_frame_prob"),
-    "delay_frames": ("faults", "delay_frame_prob"),
-    "delay_ms": ("faults", "delay_ms"),
-    "stall": ("faults", "stall_prob"),
-    "stall_ms": ("faults", "stall_ms"),
-    "fault_directions": ("faults", "directions"),
-    "sensor_dropout": ("faults", "sensor_dropout_prob"),
-    "stuck_motor": ("faults", "stuck_motor"),
-    "stuck_after_s": ("faults", "stuck_after_s"),
-}
-
-
 class VirtualRobotConfigError(ValueError):
     """A config file or flag names an unknown field or has a value of the wrong kind."""
 
 
+def _checked(config: VirtualRobotConfig, seed_given: bool = False) -> VirtualRobotConfig:
+    """'' as the device link means none; the fault seed follows `seed` unless given; probabilities
+    in range (FaultConfigError names the field)."""
+    if config.device_link == "":
+        config.device_link = None
+    if seed_given:
+        config.faults.seed = config.seed
+    config.faults.validate()
+    return config
+
+
 def load_config(path: str | Path) -> VirtualRobotConfig:
     """VirtualRobotConfig from TOML: top-level fields, plus a [faults] table of FaultConfig fields."""
-    with open(path, "rb") as f:
-        raw = tomllib.load(f)
-    fault_values = raw.pop("faults", {})
-    known = {f.name for f in fields(VirtualRobotConfig)} - {"faults"}
-    known_faults = {f.name for f in fields(FaultConfig)}
-    unknown = sorted(set(raw) - known) + [f"faults.{k}" for k in sorted(set(fault_values) - known_faults)]
-    if unknown:
-        raise VirtualRobotConfigError(f"{path}: unknown field(s) {', '.join(unknown)}")
     try:
-        return VirtualRobotConfig(**raw, faults=FaultConfig(**fault_values).validate())
-    except TypeError as exc:
-        raise VirtualRobotConfigError(f"{path}: {exc}") from exc
+        return _checked(build(VirtualRobotConfig, read_toml(str(path))))
+    except ConfigError as exc:
+        raise VirtualRobotConfigError(f"{path}: {exc}") from None
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
-    """Flags left out keep the value from --config (or the dataclass default)."""
+    """One flag per config field (`--faults.<field>` for the fault injection); flags left out keep
+    the value from --config (or the dataclass default)."""
     p = argparse.ArgumentParser(
         allow_abbrev=False, prog="python -m firmware_bridge.virtual_robot",
         description="Virtual motor firmware: MuJoCo with a hidden dynamics profile behind a pty.",
-        argument_default=None,
     )
     p.add_argument("--config", help="TOML file with VirtualRobotConfig fields and a [faults] table")
-    p.add_argument("--profile", help="sim_models profile name or TOML path, the 'real' robot (moderate)")
-    p.add_argument("--variant", choices=("legs_locked", "full"), help="model variant (legs_locked)")
-    p.add_argument("--device", help="symlink to create to the pty, '' for none (/tmp/ttyRobot)")
-    p.add_argument("--lockstep", action="store_true", default=None, help="one physics step per COMMAND (deterministic)")
-    p.add_argument("--seed", type=int, help="seed of the plant noise and of the fault injection (0)")
-    p.add_argument("--watchdog-ms", type=float, help="motors off after this long without a COMMAND (100)")
-    p.add_argument("--respawn-after-s", type=float,
-                   help="reset the robot to its home pose after it has been down this long, firmware "
-                        "time, like an operator picking it up (0: never, the default)")
-    p.add_argument("--respawn-tilt-rad", type=float, help="base tilt beyond which the robot counts as fallen (1.0)")
-    p.add_argument("--corrupt-bytes", type=float, help="probability a byte gets a bit flipped (0)")
-    p.add_argument("--drop-bytes", type=float, help="probability a byte is lost (0)")
-    p.add_argument("--duplicate-bytes", type=float, help="probability a byte arrives twice (0)")
-    p.add_argument("--drop-frames", type=float, help="probability a frame is lost (0)")
-    p.add_argument("--duplicate-frames", type=float, help="probability a frame is sent twice (0)")
-    p.add_argument("--delay-frames", type=float, help="probability a frame is held back (0)")
-    p.add_argument("--delay-ms", type=float, help="how long a delayed frame is held back (20)")
-    p.add_argument("--stall", type=float, help="probability per frame that the line stalls, later frames queue (0)")
-    p.add_argument("--stall-ms", type=float, help="how long a stall lasts (50)")
-    p.add_argument("--fault-directions", choices=("fw_to_host", "host_to_fw", "both"),
-                   help="which direction of the line the byte/frame faults hit (fw_to_host)")
-    p.add_argument("--sensor-dropout", type=float, help="probability a STATE holds stale sensor values (0)")
-    p.add_argument("--stuck-motor", type=int, help="actuator index that jams, -1 for none (-1)")
-    p.add_argument("--stuck-after-s", type=float, help="firmware time at which it jams (0)")
+    add_dataclass_arguments(p, VirtualRobotConfig, flag_names={"device_link": "--device"})
     p.add_argument("--record", help="write both directions' bytes to this MCAP recording")
     p.add_argument("--log-level", default="INFO", help="logging level (INFO)")
     return p
@@ -457,17 +413,13 @@ def build_arg_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> VirtualRobotConfig:
     """Defaults, then --config, then the flags given. The fault seed follows --seed unless set."""
-    config = load_config(args.config) if args.config else VirtualRobotConfig()
-    for flag, (section, name) in _FLAG_FIELDS.items():
-        value = getattr(args, flag)
-        if value is not None:
-            setattr(config.faults if section else config, name, value)
-    if args.device is not None:
-        config.device_link = args.device or None
-    if args.seed is not None:
-        config.faults.seed = args.seed
-    config.faults.validate()
-    return config
+    try:
+        base = load_config(args.config) if args.config else VirtualRobotConfig()
+        config = load_cli(VirtualRobotConfig, args, base)
+    except ConfigError as exc:
+        raise VirtualRobotConfigError(str(exc)) from None
+    fault_seed_given = getattr(args, "faults.seed", None) is not None
+    return _checked(config, seed_given=args.seed is not None and not fault_seed_given)
 
 
 def main(argv: list[str] | None = None) -> int:

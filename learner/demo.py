@@ -29,7 +29,7 @@ if __package__ in (None, ""):
 
 from protocol.logs import setup_logging  # noqa: E402
 from learner.demo_report import write_report  # noqa: E402
-from learner.cli_config import parse_cli  # noqa: E402
+from protocol.config_cli import parse_cli  # noqa: E402
 from learner.service.config import ConfigError, _f  # noqa: E402
 
 log = logging.getLogger("learner.demo")

@@ -35,7 +35,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from learner.demo import Children, _free_port, _wait_for  # noqa: E402
-from learner.cli_config import parse_cli  # noqa: E402
+from protocol.config_cli import parse_cli  # noqa: E402
 from learner.service.config import ConfigError, _f  # noqa: E402
 from protocol.logs import setup_logging  # noqa: E402
 

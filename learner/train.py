@@ -46,7 +46,7 @@ import torch
 from learner import algorithms
 from learner.algorithms.base import sample_update_batches
 from learner.buffers import PopulationSampler, RealStats, TransitionBuffer
-from learner.cli_config import add_dataclass_arguments, help_field, merge_layers
+from protocol.config_cli import add_dataclass_arguments, help_field, merge_layers
 from protocol.atomic_file import write_atomic
 from learner.device import check_device
 from learner.rollout import (GYM_PREFIX, PopulationEnvs, Transitions, make_env, population_evaluate,

@@ -44,6 +44,7 @@ from onboard.safety import Mode, tilt_from_quat  # noqa: E402
 from protocol import strict_json  # noqa: E402
 from protocol.endpoints import is_loopback  # noqa: E402
 from protocol.robot_types import FaultFlags, MotorMode  # noqa: E402
+from protocol.config_cli import help_field  # noqa: E402
 
 if TYPE_CHECKING:
     from onboard.loop import ControlLoop
@@ -72,9 +73,14 @@ HELP = {
 class ControlConfig:
     """The operator's control channel (python -m onboard.control --help)."""
 
-    endpoint: str = ""  # ipc://<path> (Unix socket, mode 0600) or tcp://127.0.0.1:<port>; empty: no channel (the configs set ipc://runs/onboard_control.sock)
-    explain_every_s: float = 30.0  # repeat the "not moving: why" line this often while it holds (logged at once on a change)
-    reply_timeout_s: float = 2.0  # a command the loop has not taken within this long is answered as not applied
+    endpoint: str = help_field("",
+                               "ipc://<path> (Unix socket, mode 0600) or tcp://127.0.0.1:<port>; empty: no channel "
+                               "(the configs set ipc://runs/onboard_control.sock)")
+    explain_every_s: float = help_field(30.0,
+                                        "repeat the \"not moving: why\" line this often while it holds (logged at once "
+                                        "on a change)")
+    reply_timeout_s: float = help_field(2.0,
+                                        "a command the loop has not taken within this long is answered as not applied")
 
     def __post_init__(self) -> None:
         check_endpoint(self.endpoint)

@@ -34,6 +34,7 @@ import onnxruntime as ort
 
 from task_contract.history import ObsLayout
 from task_contract.layout import layout_problem
+from protocol.config_cli import help_field
 
 log = logging.getLogger(__name__)
 
@@ -69,18 +70,18 @@ class PolicySpec:
 class ValidationConfig:
     """Limits applied to every candidate policy before it may be activated."""
 
-    max_bytes: int = 32 * 1024 * 1024  # reject larger files before parsing them
-    inference_budget_ms: float = 1.0  # p90 single-observation inference time must be below this
-    timing_runs: int = 30  # single-observation runs timed for the budget check
+    max_bytes: int = help_field(32 * 1024 * 1024, "reject larger files before parsing them")
+    inference_budget_ms: float = help_field(1.0, "p90 single-observation inference time must be below this")
+    timing_runs: int = help_field(30, "single-observation runs timed for the budget check")
     # A "too_slow" verdict can be a momentary load spike on the robot computer (a log rotation, a
     # compile) rather than a slow graph, so the loader re-times the candidate before rejecting it,
     # unless a newer candidate arrives meanwhile.
-    slow_retries: int = 2  # re-time a "too_slow" candidate this many more times before rejecting it
-    slow_retry_delay_s: float = 1.0  # wait this long before each re-timing
-    action_tolerance: float = 1e-5  # |action| may exceed 1 by this much (float rounding)
-    stall_ms: float = 20.0  # a run-time inference longer than this is a stall ...
-    stalls_to_quarantine: int = 2  # ... and this many stalls quarantine the policy
-    intra_op_threads: int = 1  # onnxruntime threads per session (1: leave the cores to the loop)
+    slow_retries: int = help_field(2, "re-time a \"too_slow\" candidate this many more times before rejecting it")
+    slow_retry_delay_s: float = help_field(1.0, "wait this long before each re-timing")
+    action_tolerance: float = help_field(1e-5, "|action| may exceed 1 by this much (float rounding)")
+    stall_ms: float = help_field(20.0, "a run-time inference longer than this is a stall ...")
+    stalls_to_quarantine: int = help_field(2, "... and this many stalls quarantine the policy")
+    intra_op_threads: int = help_field(1, "onnxruntime threads per session (1: leave the cores to the loop)")
 
 
 @dataclass

@@ -45,6 +45,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from protocol.config_cli import help_field
 
 log = logging.getLogger(__name__)
 
@@ -77,23 +78,33 @@ LEARNER_LOST_CHOICES = ("keep", "stand", "damping")
 class SafetyConfig:
     """Limits and choices of the safety state machine."""
 
-    tilt_limit_rad: float = 0.6  # base tilt from vertical beyond which the robot goes DAMPING
-    upright_rad: float = 0.3  # PASSIVE -> STAND only when tilted less than this
-    stale_state_ms: float = 50.0  # newest firmware state older than this -> DAMPING
-    overrun_burst: int = 5  # this many missed deadlines ...
-    overrun_window_ticks: int = 200  # ... within this many slots -> DAMPING
-    action_clip: float = 1.0  # actions are clipped to [-clip, clip] (the task's normalised range)
-    max_action_delta: float = 0.25  # largest change of any action component per tick
-    auto_stand: bool = True  # PASSIVE -> STAND by itself once the state is fresh and upright
-    auto_policy: bool = True  # STAND -> POLICY by itself once a validated policy is active
-    learner_lost: str = "keep"  # learner unreachable: keep (the last policy), stand, or damping
-    damping_recover_s: float = 0.0  # > 0: DAMPING -> PASSIVE by itself after this long
-    damping_kd: float = 0.5  # N·m·s/rad joint damping in DAMPING
-    recover_after_s: float = 0.0  # > 0: DAMPING after a fall -> STAND once fresh and upright this long (0: latched)
-    catch_tilt_rad: float = 0.0  # > 0: POLICY -> STAND (controller catches) beyond this tilt, below tilt_limit_rad
-    policy_retry_s: float = 0.0  # > 0: STAND -> POLICY only after this long steady (upright) under the controller
-    link_recover_s: float = 0.0  # > 0: DAMPING from a stale state -> PASSIVE once fresh and upright this long (0: latched)
-    require_arm: bool = False  # motors are enabled only after an operator "arm" (the real robot); an ESTOP disarms
+    tilt_limit_rad: float = help_field(0.6, "base tilt from vertical beyond which the robot goes DAMPING")
+    upright_rad: float = help_field(0.3, "PASSIVE -> STAND only when tilted less than this")
+    stale_state_ms: float = help_field(50.0, "newest firmware state older than this -> DAMPING")
+    overrun_burst: int = help_field(5, "this many missed deadlines ...")
+    overrun_window_ticks: int = help_field(200, "... within this many slots -> DAMPING")
+    action_clip: float = help_field(1.0, "actions are clipped to [-clip, clip] (the task's normalised range)")
+    max_action_delta: float = help_field(0.25, "largest change of any action component per tick")
+    auto_stand: bool = help_field(True, "PASSIVE -> STAND by itself once the state is fresh and upright")
+    auto_policy: bool = help_field(True, "STAND -> POLICY by itself once a validated policy is active")
+    learner_lost: str = help_field("keep", "learner unreachable: keep (the last policy), stand, or damping")
+    damping_recover_s: float = help_field(0.0, "> 0: DAMPING -> PASSIVE by itself after this long")
+    damping_kd: float = help_field(0.5, "N·m·s/rad joint damping in DAMPING")
+    recover_after_s: float = help_field(0.0,
+                                        "> 0: DAMPING after a fall -> STAND once fresh and upright this long (0: "
+                                        "latched)")
+    catch_tilt_rad: float = help_field(0.0,
+                                       "> 0: POLICY -> STAND (controller catches) beyond this tilt, below "
+                                       "tilt_limit_rad")
+    policy_retry_s: float = help_field(0.0,
+                                       "> 0: STAND -> POLICY only after this long steady (upright) under the "
+                                       "controller")
+    link_recover_s: float = help_field(0.0,
+                                       "> 0: DAMPING from a stale state -> PASSIVE once fresh and upright this long "
+                                       "(0: latched)")
+    require_arm: bool = help_field(False,
+                                   "motors are enabled only after an operator \"arm\" (the real robot); an ESTOP "
+                                   "disarms")
 
     def __post_init__(self) -> None:
         if self.learner_lost not in LEARNER_LOST_CHOICES:

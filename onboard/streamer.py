@@ -49,6 +49,7 @@ from onboard.policy import LOGP_CLIP, PolicyCandidate
 from onboard.spool import Spool
 from protocol.endpoints import is_loopback
 from protocol.handshake import HandshakeWatch
+from protocol.config_cli import help_field
 from protocol.messages import (
     Ack,
     Error,
@@ -82,21 +83,21 @@ class LinkConfigError(ValueError):
 class StreamerConfig:
     """Where the learner is, how we prove who we are, and the link's timing."""
 
-    endpoint: str = "tcp://127.0.0.1:5555"  # the learner's ROUTER
-    robot_id: str = "robot0"  # this robot's name in HELLO and in its stream ids
-    plaintext: bool = False  # no CURVE: only allowed for a loopback endpoint
-    client_secret_key_file: str = ""  # our key pair (zmq.auth .key_secret file)
-    server_public_key_file: str = ""  # the learner's public key (.key file)
-    spool_dir: str = "runs/spool"  # unacknowledged transitions on disk (survive a restart)
-    spool_max_mb: float = 256.0  # a full spool refuses new transitions (counted) until acks free it
-    queue_batches: int = 64  # batches waiting between the loop and this thread
-    max_inflight: int = 8  # unacknowledged batches on the wire
-    heartbeat_interval_s: float = 0.5  # HEARTBEAT period; also the liveness tick
-    liveness: int = 4  # missed heartbeat intervals before the socket is reset
-    reconnect_initial_s: float = 0.25  # first back-off before reopening the socket
-    reconnect_max_s: float = 8.0  # back-off doubles up to this
-    poll_ms: int = 10  # how often the thread wakes to drain the loop's queue
-    resend_after_s: float = 5.0  # no ACK progress this long with batches in flight -> resend them
+    endpoint: str = help_field("tcp://127.0.0.1:5555", "the learner's ROUTER")
+    robot_id: str = help_field("robot0", "this robot's name in HELLO and in its stream ids")
+    plaintext: bool = help_field(False, "no CURVE: only allowed for a loopback endpoint")
+    client_secret_key_file: str = help_field("", "our key pair (zmq.auth .key_secret file)")
+    server_public_key_file: str = help_field("", "the learner's public key (.key file)")
+    spool_dir: str = help_field("runs/spool", "unacknowledged transitions on disk (survive a restart)")
+    spool_max_mb: float = help_field(256.0, "a full spool refuses new transitions (counted) until acks free it")
+    queue_batches: int = help_field(64, "batches waiting between the loop and this thread")
+    max_inflight: int = help_field(8, "unacknowledged batches on the wire")
+    heartbeat_interval_s: float = help_field(0.5, "HEARTBEAT period; also the liveness tick")
+    liveness: int = help_field(4, "missed heartbeat intervals before the socket is reset")
+    reconnect_initial_s: float = help_field(0.25, "first back-off before reopening the socket")
+    reconnect_max_s: float = help_field(8.0, "back-off doubles up to this")
+    poll_ms: int = help_field(10, "how often the thread wakes to drain the loop's queue")
+    resend_after_s: float = help_field(5.0, "no ACK progress this long with batches in flight -> resend them")
 
     def __post_init__(self) -> None:
         if self.plaintext and not is_loopback(self.endpoint):

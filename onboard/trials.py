@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
+from protocol.config_cli import help_field
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +51,22 @@ NO_VERSION = -1  # the controller: no policy
 class TrialConfig:
     """When a new policy version is promoted or rolled back (docs/onboard.md, On-robot trials)."""
 
-    enabled: bool = True  # trial every new version; false: a new version simply drives (no rollback by the robot)
-    min_episodes: int = 5  # candidate episodes before the first test (and the incumbent's needed as a reference)
-    max_episodes: int = 30  # the trial ends here at the latest: rolled back unless shown not worse
-    max_s: float = 120.0  # ... or after this long standing or driving (STAND/POLICY) since the candidate first drove
-    reference_episodes: int = 50  # the incumbent's last episodes kept as its reference
-    alpha: float = 0.2  # significance of each one-sided Welch t-test (per look)
-    tolerance: float = 0.1  # margin d as a fraction of |incumbent mean return|
-    max_falls: int = 1  # this many falls (DAMPING from POLICY) during the trial: rolled back at once; 0: falls alone never do
+    enabled: bool = help_field(True,
+                               "trial every new version; false: a new version simply drives (no rollback by the "
+                               "robot)")
+    min_episodes: int = help_field(5,
+                                   "candidate episodes before the first test (and the incumbent's needed as a "
+                                   "reference)")
+    max_episodes: int = help_field(30, "the trial ends here at the latest: rolled back unless shown not worse")
+    max_s: float = help_field(120.0,
+                              "... or after this long standing or driving (STAND/POLICY) since the candidate first "
+                              "drove")
+    reference_episodes: int = help_field(50, "the incumbent's last episodes kept as its reference")
+    alpha: float = help_field(0.2, "significance of each one-sided Welch t-test (per look)")
+    tolerance: float = help_field(0.1, "margin d as a fraction of |incumbent mean return|")
+    max_falls: int = help_field(1,
+                                "this many falls (DAMPING from POLICY) during the trial: rolled back at once; 0: "
+                                "falls alone never do")
 
     def __post_init__(self) -> None:
         if not 2 <= self.min_episodes <= self.max_episodes:

@@ -50,7 +50,7 @@ import torch
 from protocol.logs import setup_logging
 from learner import algorithms
 from learner.buffers import TransitionBuffer
-from learner.cli_config import add_dataclass_arguments, help_field, merge_layers
+from protocol.config_cli import add_dataclass_arguments, help_field, merge_layers
 from learner.rollout import GYM_PREFIX, Transitions, env_dims, evaluate, make_env, rollout
 from protocol import strict_json
 

@@ -12,7 +12,7 @@ from urllib.parse import urlparse
 
 
 from protocol.endpoints import is_loopback as _is_loopback
-from learner.cli_config import ConfigError, add_dataclass_arguments, help_field, load_config  # noqa: F401
+from protocol.config_cli import ConfigError, add_dataclass_arguments, help_field, load_config  # noqa: F401
 
 _f = help_field
 add_arguments = add_dataclass_arguments  # the service's, demo's and replay's name for it

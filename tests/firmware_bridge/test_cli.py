@@ -67,8 +67,9 @@ def test_console_rejects_bad_torque_and_missing_device(tmp_path):
 def test_virtual_robot_cli_help_and_bad_probability():
     helptext = subprocess.run([sys.executable, "-m", "firmware_bridge.virtual_robot", "--help"],
                               cwd=REPO, capture_output=True, text=True, timeout=60)
-    assert helptext.returncode == 0 and "--lockstep" in helptext.stdout and "--corrupt-bytes" in helptext.stdout
-    bad = subprocess.run([sys.executable, "-m", "firmware_bridge.virtual_robot", "--corrupt-bytes", "2"],
+    assert helptext.returncode == 0 and "--lockstep" in helptext.stdout and "--faults.corrupt-byte-prob" in helptext.stdout
+    assert "flip one random bit of a byte" in helptext.stdout  # help from the field's metadata
+    bad = subprocess.run([sys.executable, "-m", "firmware_bridge.virtual_robot", "--faults.corrupt-byte-prob", "2"],
                          cwd=REPO, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "corrupt_byte_prob" in bad.stderr
 
@@ -87,8 +88,16 @@ def test_config_layering_defaults_then_toml_then_flags(tmp_path):
     assert (cfg.profile, cfg.watchdog_ms, cfg.seed, cfg.device_link) == ("severe", 75.0, 3, None)
     assert cfg.faults.corrupt_byte_prob == 0.02 and cfg.faults.seed == 3 and cfg.lockstep is False
     toml.write_text("watchdog = 5\n[faults]\nbogus = 1\n")
-    with pytest.raises(VirtualRobotConfigError, match="watchdog, faults.bogus"):
+    with pytest.raises(VirtualRobotConfigError, match="unknown key.*watchdog"):
         load_config(toml)
+    toml.write_text("[faults]\nbogus = 1\n")
+    with pytest.raises(VirtualRobotConfigError, match="faults: unknown key.*bogus"):
+        load_config(toml)
+    # the booleans and the sections as every program spells them
+    args = build_arg_parser().parse_args(["--lockstep", "--faults.seed", "9", "--seed", "4", "--faults.directions", "both"])
+    cfg = config_from_args(args)
+    assert cfg.lockstep is True and cfg.seed == 4 and cfg.faults.seed == 9 and cfg.faults.directions == "both"
+    assert config_from_args(build_arg_parser().parse_args(["--no-lockstep"])).lockstep is False
 
 
 def test_console_interactive_session(start_robot):

@@ -252,9 +252,12 @@ class PolicySupervisor:
     # ------------------------------------------------------------------ policies
     def _remember(self, p: OnnxPolicy) -> None:
         self._cache[p.version] = p
-        # never evict the best version this robot has measured: the learner's deployable policy is
-        # the best measured, and a demo's end pins it (it was evicted once, 8 versions later)
-        keep = {self.trials.incumbent, self.pinned, p.version, self.trials.best_measured(), *self._trusted[-2:]}
+        # never evict the best version this robot has measured, nor the best it promoted: the
+        # learner's deployable policy is the best promoted one by its own count of the episodes, and
+        # a demo's end pins it (it was evicted once, 8 versions later; once more when the best
+        # measured overall was a version the robot had rolled back)
+        keep = {self.trials.incumbent, self.pinned, p.version, self.trials.best_measured(),
+                self.trials.best_measured(among=set(self._trusted)), *self._trusted[-2:]}
         for v in list(self._cache):
             if len(self._cache) <= self.keep_policies:
                 break

@@ -37,7 +37,7 @@ import collections
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Collection, Sequence
 
 import numpy as np
 from protocol.config_cli import help_field
@@ -303,10 +303,12 @@ class TrialManager:
         self.trial: Trial | None = None
         self.verdicts: list[Verdict] = []
 
-    def best_measured(self) -> int:
+    def best_measured(self, among: "Collection[int] | None" = None) -> int:
         """The version with the highest mean robot return over at least `min_episodes` episodes
-        (NO_VERSION when none has that many): what a person would pin at the end of a run."""
-        measured = [s for s in self.stats.values() if s.episodes >= self.cfg.min_episodes and s.version >= 0]
+        (NO_VERSION when none has that many): what a person would pin at the end of a run.
+        `among`: only these versions (the promoted ones: the learner deploys only those)."""
+        measured = [s for s in self.stats.values() if s.episodes >= self.cfg.min_episodes and s.version >= 0
+                    and (among is None or s.version in among)]
         return max(measured, key=lambda s: s.mean_return).version if measured else NO_VERSION
 
     def version(self, v: int) -> VersionStats:

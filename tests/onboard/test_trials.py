@@ -217,3 +217,23 @@ def test_the_best_measured_version_stays_in_the_robots_cache():
     for v in range(1, 21):
         sup._remember(SimpleNamespace(version=v))
     assert 2 in sup._cache and 20 in sup._cache and len(sup._cache) == sup.keep_policies
+
+
+def test_the_best_promoted_version_stays_in_the_robots_cache_too():
+    """The learner deploys only promoted versions: when the best measured overall is one the robot
+    rolled back, the best promoted one must stay as well (a demo's end pin was refused once)."""
+    from types import SimpleNamespace
+
+    from onboard.supervisor import PolicySupervisor
+
+    m = TrialManager(CFG)
+    eps(m, 2, [900, 950, 1000, 980])  # promoted (trusted) below
+    eps(m, 5, [3000, 3100, 2900, 3050])  # measured best, never trusted (say it was rolled back on falls)
+    eps(m, 6, [400, 420, 410, 430])  # trusted, worse than 2
+    assert m.best_measured() == 5 and m.best_measured(among={2, 6}) == 2
+    sup = PolicySupervisor(CFG, report=lambda v: None)
+    sup.trials = m
+    sup._trusted = [2, 6, 8, 9]  # 2 is not among the last two trusted
+    for v in range(1, 30):
+        sup._remember(SimpleNamespace(version=v))
+    assert {2, 5, 29} <= set(sup._cache) and len(sup._cache) == sup.keep_policies

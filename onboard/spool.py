@@ -4,10 +4,15 @@ Why: the learner may be away for a minute or the robot process may be restarted;
 may be lost (at-least-once delivery; the learner dedups on (robot, stream, seq)). Every batch is
 appended to a segment file and fsync'd before it is sent, so what was handed to the spool
 survives kill -9. A segment is deleted when every record in it is acknowledged. On start-up the
-spool re-reads its segments (a torn last record is ignored) and everything in them is resent.
+spool re-reads its segments and everything in them is resent; a torn or damaged record is skipped
+and the records after it are still read (resync on the record marker), so one bad byte costs one
+batch, which the learner then reports as a hole.
 
-Record layout: u32 body length, u32 crc32(body), body = msgpack [stream_id, first_seq,
-last_seq, message bytes]. Segments are named seg-<n>.spool, n increasing.
+Record layout: the project's record framing (protocol/record_log.py, shared with the learner's
+store: magic, u32 length, u32 crc32, payload), payload = msgpack [stream_id, first_seq, last_seq,
+message bytes]. Segments are named seg-<n>.spool, n increasing; a new one is started after a
+restart, so nothing is appended behind damage. Segments written before this framing (u32 length,
+u32 crc32, payload; no marker) are still read.
 
 Bounded: a batch that would take the spool past `max_bytes` is refused (`has_room`), before
 it gets sequence numbers, and counted by the caller. Dropping the oldest data instead would
@@ -26,12 +31,31 @@ from dataclasses import dataclass
 import msgpack
 
 from protocol.atomic_file import fsync_dir
+from protocol.record_log import HEADER, MAGIC, frame, scan
 
 log = logging.getLogger(__name__)
 
-HEADER = struct.Struct("<II")
+LEGACY_HEADER = struct.Struct("<II")  # segments written before the shared framing
 SEGMENT_PREFIX = "seg-"
 SEGMENT_SUFFIX = ".spool"
+
+
+def _decode_body(body: bytes) -> tuple[str, int, int, bytes] | None:
+    """[stream_id, first_seq, last_seq, message] of one spool record, or None."""
+    stream_id, first, last, msg = msgpack.unpackb(body, raw=False)
+    if not (isinstance(stream_id, str) and isinstance(msg, bytes) and 0 <= int(first) <= int(last)):
+        return None
+    return stream_id, int(first), int(last), msg
+
+
+def _legacy_first_record_ok(data: bytes) -> bool:
+    """Whether a segment starts with a valid record of the framing used before the marker (a
+    segment of the current framing whose first marker is damaged does not)."""
+    if len(data) < LEGACY_HEADER.size:
+        return False
+    length, crc = LEGACY_HEADER.unpack_from(data, 0)
+    body = data[LEGACY_HEADER.size:LEGACY_HEADER.size + length]
+    return len(body) == length and zlib.crc32(body) == crc
 
 
 class SpoolError(RuntimeError):
@@ -90,44 +114,56 @@ class Spool:
         for seg in self._segments_on_disk():
             with open(self._path(seg), "rb") as f:
                 data = f.read()
-            pos, n_ok = 0, 0
-            while pos + HEADER.size <= len(data):
-                length, crc = HEADER.unpack_from(data, pos)
-                body = data[pos + HEADER.size : pos + HEADER.size + length]
-                if len(body) != length or zlib.crc32(body) != crc:
+            if data and not data.startswith(MAGIC) and _legacy_first_record_ok(data):
+                found, end = self._recover_legacy(seg, data)
+            else:
+                records, bad = scan(data, _decode_body)
+                for _off, end_, (stream_id, first, last, msg) in records:
+                    self.records.append(SpoolRecord(stream_id, first, last, seg, end_ - len(msg), len(msg)))
+                for start, stop in bad:
                     self.torn_records += 1
-                    log.warning("spool segment %d: torn record at byte %d ignored", seg, pos)
-                    break
-                try:
-                    stream_id, first, last, msg = msgpack.unpackb(body, raw=False)
-                except Exception:
-                    self.torn_records += 1
-                    break
-                msg_offset = pos + HEADER.size + (length - len(msg))
-                self.records.append(SpoolRecord(stream_id, first, last, seg, msg_offset, len(msg)))
-                pos += HEADER.size + length
-                n_ok += 1
-            self._seg_sizes[seg] = pos
-            if n_ok == 0:
+                    log.warning("spool segment %d: %d damaged byte(s) at %d skipped; the records after "
+                                "them are kept", seg, stop - start, start)
+                found, end = len(records), len(data)
+            self._seg_sizes[seg] = end
+            if found == 0:
                 os.unlink(self._path(seg))
                 del self._seg_sizes[seg]
         if self.records:
             log.info("spool: recovered %d unacknowledged batch(es) (%d rows) from %s", len(self.records), self.pending_rows, self.dir)
 
+    def _recover_legacy(self, seg: int, data: bytes) -> tuple[int, int]:
+        """Records of a segment in the framing used before protocol/record_log.py (no marker:
+        reading stops at the first bad record)."""
+        pos, found = 0, 0
+        while pos + LEGACY_HEADER.size <= len(data):
+            length, crc = LEGACY_HEADER.unpack_from(data, pos)
+            body = data[pos + LEGACY_HEADER.size: pos + LEGACY_HEADER.size + length]
+            decoded = _decode_body(body) if len(body) == length and zlib.crc32(body) == crc else None
+            if decoded is None:
+                self.torn_records += 1
+                log.warning("spool segment %d (old framing): torn record at byte %d ignored", seg, pos)
+                break
+            stream_id, first, last, msg = decoded
+            end = pos + LEGACY_HEADER.size + length
+            self.records.append(SpoolRecord(stream_id, first, last, seg, end - len(msg), len(msg)))
+            pos, found = end, found + 1
+        return found, pos
+
     # ------------------------------------------------------------------ append / read / ack
     def append(self, stream_id: str, first_seq: int, last_seq: int, msg: bytes) -> SpoolRecord:
         """Write one encoded batch durably (fsync) before it may be sent."""
-        body = msgpack.packb([stream_id, first_seq, last_seq, msg], use_bin_type=True)
-        if self._cur is None or self._seg_sizes.get(self._cur, 0) + len(body) + HEADER.size > self.segment_bytes:
+        record = frame(msgpack.packb([stream_id, first_seq, last_seq, msg], use_bin_type=True))
+        if self._cur is None or self._seg_sizes.get(self._cur, 0) + len(record) > self.segment_bytes:
             self._open_new_segment()
         assert self._cur_file is not None and self._cur is not None
-        pos = self._seg_sizes[self._cur]
-        self._cur_file.write(HEADER.pack(len(body), zlib.crc32(body)) + body)
+        end = self._seg_sizes[self._cur] + len(record)
+        self._cur_file.write(record)
         self._cur_file.flush()
         if self.fsync:
             os.fsync(self._cur_file.fileno())
-        self._seg_sizes[self._cur] = pos + HEADER.size + len(body)
-        rec = SpoolRecord(stream_id, first_seq, last_seq, self._cur, pos + HEADER.size + len(body) - len(msg), len(msg))
+        self._seg_sizes[self._cur] = end
+        rec = SpoolRecord(stream_id, first_seq, last_seq, self._cur, end - len(msg), len(msg))
         self.records.append(rec)
         return rec
 

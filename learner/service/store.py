@@ -7,8 +7,8 @@ returns. A failed write or fsync (disk full, I/O error) cuts the segment back to
 last successful sync and rolls the index back before anything else can be acknowledged, so no
 partial record is ever followed by acknowledged ones.
 
-Record layout (little-endian): magic b"H2OR" | u32 payload length | u32 crc32(payload) | payload,
-payload = msgpack {"robot", "stream", "first_seq", "n", "cols": {name: [dtype, shape, bytes]}}.
+Record layout: the project's record framing (protocol/record_log.py: magic b"H2OR" | u32 payload
+length | u32 crc32(payload) | payload, shared with the robot's spool), payload = msgpack {"robot", "stream", "first_seq", "n", "cols": {name: [dtype, shape, bytes]}}.
 A "lost" record ({"lost": reason, no columns}) marks rows that neither robot nor learner holds,
 so a stream can move past them (recorded once, loudly).
 
@@ -31,9 +31,7 @@ import bisect
 import logging
 import os
 import re
-import struct
 import time
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,15 +40,13 @@ import msgpack
 import numpy as np
 
 from protocol.atomic_file import fsync_dir
+from protocol.record_log import frame, scan
 
 log = logging.getLogger(__name__)
 
-MAGIC = b"H2OR"
-HEADER = struct.Struct("<4sII")
 SEGMENT_GLOB = "seg-*.log"
 SEGMENT_RE = re.compile(r"seg-(\d{6,})\.log")
 DAMAGED_DIR = "damaged"
-MAX_RECORD_BYTES = 256 * 1024 * 1024  # a sanity bound when reading a length from disk
 
 Key = tuple[str, str]
 
@@ -119,8 +115,7 @@ def _decode_columns(raw: dict) -> dict[str, np.ndarray]:
 
 
 def _frame(meta: dict) -> bytes:
-    payload = msgpack.packb(meta, use_bin_type=True)
-    return HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
+    return frame(msgpack.packb(meta, use_bin_type=True))
 
 
 def encode_record(batch: StoredBatch) -> bytes:
@@ -129,49 +124,22 @@ def encode_record(batch: StoredBatch) -> bytes:
                    "cols": _encode_columns(batch.columns)})
 
 
-def _parse_at(data: bytes, pos: int) -> tuple[dict, int] | None:
-    """(meta, end) of a valid record at `pos`, or None."""
-    if pos + HEADER.size > len(data):
+def _decode_meta(payload: bytes) -> dict | None:
+    """A store record's metadata, or None if it is not one."""
+    meta = msgpack.unpackb(payload, raw=False)
+    if not isinstance(meta, dict):
         return None
-    magic, length, crc = HEADER.unpack_from(data, pos)
-    end = pos + HEADER.size + length
-    if magic != MAGIC or length > MAX_RECORD_BYTES or end > len(data):
+    meta["robot"], meta["stream"] = str(meta["robot"]), str(meta["stream"])
+    meta["first_seq"], meta["n"] = int(meta["first_seq"]), int(meta["n"])
+    if meta["first_seq"] < 0 or meta["n"] < 0:
         return None
-    payload = data[pos + HEADER.size:end]
-    if zlib.crc32(payload) != crc:
-        return None
-    try:
-        meta = msgpack.unpackb(payload, raw=False)
-        if not isinstance(meta, dict):
-            return None
-        meta["robot"], meta["stream"] = str(meta["robot"]), str(meta["stream"])
-        meta["first_seq"], meta["n"] = int(meta["first_seq"]), int(meta["n"])
-        if meta["first_seq"] < 0 or meta["n"] < 0:
-            return None
-    except Exception:  # noqa: BLE001 - a payload that passes the CRC but does not decode
-        return None
-    return meta, end
+    return meta
 
 
 def scan_segment(data: bytes) -> tuple[list[tuple[int, int, dict]], list[tuple[int, int]]]:
     """Valid records [(offset, end, meta)] and damaged byte ranges [(start, end)] of a segment,
-    resyncing on the record marker after a bad record."""
-    records: list[tuple[int, int, dict]] = []
-    bad: list[tuple[int, int]] = []
-    pos = 0
-    while pos < len(data):
-        parsed = _parse_at(data, pos)
-        if parsed is not None:
-            records.append((pos, parsed[1], parsed[0]))
-            pos = parsed[1]
-            continue
-        nxt = data.find(MAGIC, pos + 1)
-        while nxt != -1 and _parse_at(data, nxt) is None:
-            nxt = data.find(MAGIC, nxt + 1)
-        end = len(data) if nxt == -1 else nxt
-        bad.append((pos, end))
-        pos = end
-    return records, bad
+    resyncing on the record marker after a bad record (protocol/record_log.py)."""
+    return scan(data, _decode_meta)
 
 
 class _Intervals:

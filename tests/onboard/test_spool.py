@@ -54,3 +54,37 @@ def test_has_room_bounds_the_spool_and_acks_free_it(tmp_path):
     assert [r.first_seq for r in sp.records] == [i * 10 for i in range(n)]  # contiguous: no hole
     sp.ack("s1", 29)
     assert sp.has_room(100)
+
+
+def test_a_damaged_record_costs_that_record_not_the_ones_after_it(tmp_path):
+    """A flipped byte inside one batch (or in its marker) must not lose the unacknowledged batches
+    written after it in the same segment (before the shared framing, reading stopped there)."""
+    sp = Spool(str(tmp_path), segment_bytes=100_000)
+    fill(sp, 6)
+    damaged = [sp.records[3], sp.records[0]]  # a payload byte of batch 3, the marker of batch 0
+    sp.close()
+    seg = tmp_path / sorted(os.listdir(tmp_path))[0]
+    data = bytearray(seg.read_bytes())
+    data[damaged[0].offset + 10] ^= 0x40
+    data[0] ^= 0x01
+    seg.write_bytes(bytes(data))
+    sp2 = Spool(str(tmp_path), segment_bytes=100_000)
+    assert [r.first_seq for r in sp2.records] == [10, 20, 40, 50]
+    assert sp2.torn_records == 2  # two damaged places
+    assert [sp2.read(r) for r in sp2.records] == [bytes([i]) * 100 for i in (1, 2, 4, 5)]
+
+
+def test_segments_of_the_old_framing_are_still_read(tmp_path):
+    """Batches a robot spooled before an upgrade are sent after it (u32 length, u32 crc, body)."""
+    import struct
+    import zlib
+
+    import msgpack
+
+    body = [msgpack.packb(["s1", i * 10, i * 10 + 9, bytes([i]) * 50], use_bin_type=True) for i in range(3)]
+    (tmp_path / "seg-00000001.spool").write_bytes(b"".join(struct.pack("<II", len(b), zlib.crc32(b)) + b for b in body))
+    sp = Spool(str(tmp_path))
+    assert [r.first_seq for r in sp.records] == [0, 10, 20]
+    assert sp.read(sp.records[2]) == bytes([2]) * 50
+    fill(sp, 1, stream="s2")  # new batches go to a new segment in the current framing
+    assert sp.read(sp.records[-1]) == bytes([0]) * 100 and len(os.listdir(tmp_path)) == 2

@@ -4,26 +4,21 @@ Why: when a robot misbehaves, the recording answers "what was on the wire": whic
 many were damaged or lost, and when. Serving the firmware->host bytes back over a pty (at the
 recorded pace) lets the exact same host code re-read the exact same bytes, corruption included.
 
-    python -m firmware_bridge.replay run.mcap                  # per-channel frame summary
-    python -m firmware_bridge.replay run.mcap --serve --device /tmp/ttyReplay [--speed 2]
+The library half of the one replay CLI, `python -m firmware_bridge.replay_cli` (`inspect` prints
+`summarise`; `replay --timed` plays the firmware side at the recorded pace).
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
-import signal
-import sys
 import threading
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from protocol.logs import setup_logging
 from firmware_bridge.pty_port import PtyPort
 from firmware_bridge.recorder import FW_TO_HOST
-from protocol import strict_json
 from protocol.frames import FrameDecoder, SeqTracker
 from protocol.recording import Reader
 
@@ -91,35 +86,3 @@ def serve(path: str | Path, device_link: str | None, speed: float, stop: threadi
         # Give the host a moment to read the tail before the pty goes away.
         stop.wait(0.2)
         return port.counters.bytes_written
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(allow_abbrev=False, prog="python -m firmware_bridge.replay", description=__doc__.split("\n")[0])
-    p.add_argument("recording", help="MCAP file written with --record (virtual robot) or a link recorder")
-    p.add_argument("--serve", action="store_true", help="play the firmware->host bytes into a pty")
-    p.add_argument("--device", default="/tmp/ttyReplay", help="symlink to the replay pty ('' for none)")
-    p.add_argument("--speed", type=float, default=1.0, help="replay speed factor (2 = twice as fast)")
-    p.add_argument("--no-wait", action="store_true", help="start playing at once, not on the host's first byte")
-    p.add_argument("--log-level", default="WARNING", help="logging level")
-    args = p.parse_args(argv)
-    setup_logging(args.log_level)
-    if not Path(args.recording).exists():
-        print(f"error: no such recording {args.recording}", file=sys.stderr)
-        return 2
-    if not args.serve:
-        print(strict_json.dumps({ch: asdict(s) for ch, s in summarise(args.recording).items()}, indent=2))
-        return 0
-    if not args.speed > 0:
-        print("error: --speed must be > 0", file=sys.stderr)
-        return 2
-    stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    written = serve(args.recording, args.device or None, args.speed, stop,
-                    on_ready=lambda dev: print(dev, flush=True), wait_for_host=not args.no_wait)
-    print(f"replayed {written} bytes", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

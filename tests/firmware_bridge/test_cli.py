@@ -46,9 +46,9 @@ def test_virtual_robot_cli_serves_console_and_shuts_down_on_sigterm(tmp_path):
     summary = summarise(record)  # the recording was finished on SIGTERM and holds both directions
     assert summary[HOST_TO_FW].frames["COMMAND"] > 5 and summary[HOST_TO_FW].frames["ENABLE"] == 1
     assert summary[FW_TO_HOST].frames["STATE"] > 5
-    replay = subprocess.run([sys.executable, "-m", "firmware_bridge.replay", str(record)],
-                            cwd=REPO, capture_output=True, text=True, timeout=60)
-    assert replay.returncode == 0 and json.loads(replay.stdout)[FW_TO_HOST]["frames"]["STATE"] > 5
+    inspect = subprocess.run([sys.executable, "-m", "firmware_bridge.replay_cli", "inspect", str(record), "--json"],
+                             cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert inspect.returncode == 0 and json.loads(inspect.stdout)["channels"][FW_TO_HOST]["frames"]["STATE"] > 5
 
 
 def test_console_rejects_bad_torque_and_missing_device(tmp_path):

@@ -21,7 +21,7 @@ What foreign tools see:
   carry a JSON Schema (`jsonschema`) of the decoded message maps; arrays inside are maps
   {dtype, shape, data: raw little-endian bytes}. `cobs-frames` channels hold raw serial bytes
   exactly as read/written (corruption included), which no schema language describes: their schema
-  (encoding `text`) says in words how to decode them; `python -m firmware_bridge.replay_cli
+  (encoding `text`) says in words how to decode them; `python -m firmware_bridge.hil
   foxglove` writes a decoded copy (JSON messages with JSON Schemas) for plotting.
 
 Each record here: channel name, t_ns (log_time, epoch ns), data bytes. A channel's message
@@ -101,7 +101,7 @@ SERIAL_SCHEMA = Schema(
         b"The stream is COBS-encoded frames, each ended by one 0x00 byte; a decoded frame is "
         b"version, type, seq, payload length, payload, CRC-16 (layout and frame types: "
         b"docs/protocol.md, protocol/frames.py). Decode with protocol.frames.FrameDecoder, or "
-        b"write a decoded JSON copy with `python -m firmware_bridge.replay_cli foxglove`."
+        b"write a decoded JSON copy with `python -m firmware_bridge.hil foxglove`."
     ),
 )
 

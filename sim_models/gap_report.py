@@ -26,7 +26,7 @@ Approximated, because a RobotState does not carry them:
 
 Commands are what the firmware applied: zero torque where the recorded mode was not ENABLED.
 This module is numpy + mujoco + matplotlib (plots only); it does not read recordings itself
-(firmware_bridge.recordings.recorded_steps does, and firmware_bridge.replay_cli wires both).
+(firmware_bridge.hil.recordings.recorded_steps does, and firmware_bridge.hil.cli wires both).
 """
 
 from __future__ import annotations

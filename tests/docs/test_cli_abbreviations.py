@@ -23,7 +23,7 @@ PROGRAMS = [
     (["-m", "learner.experiments"], ["--skip", "x.toml"]),
     (["-m", "learner.service.keys", "create"], ["--na", "x"]),
     (["-m", "firmware_bridge.virtual_robot"], ["--prof", "nominal"]),
-    (["-m", "firmware_bridge.replay_cli", "list"], ["--rec", "x"]),
+    (["-m", "firmware_bridge.hil", "list"], ["--rec", "x"]),
     (["-m", "sim_models.collect"], ["--behav", "medium"]),
 ]
 

@@ -7,7 +7,7 @@ someone's machine) sends the reader nowhere. What counts as a path (pragmatic, s
   resolved from the repository root or the doc's folder;
 - a bare file name of a source or doc type (`recorder.py`, `protocol.md`): some committed file has
   that name;
-- the module of a command (`python -m firmware_bridge.replay_cli ...`): its file exists. Other
+- the module of a command (`python -m firmware_bridge.hil ...`): its file exists. Other
   dotted names of a package (`protocol.recording.Reader`) count when a module prefix of two or
   more parts exists; otherwise they may be config keys (`learner.plaintext`) and are not judged.
 Skipped: run outputs and other generated places (runs/, data/, keys/, ...), URLs, placeholders
@@ -92,11 +92,11 @@ def test_every_path_a_doc_names_exists(doc: str) -> None:
 def test_the_checker_sees_real_and_missing_paths() -> None:
     """The rules on known cases, so a loosened rule cannot make the doc test pass vacuously."""
     doc = REPO / "docs" / "x.md"
-    text = ("See `learner/train.py`, [hil](hil.md), `python -m firmware_bridge.replay_cli recover a.mcap b.mcap`, "
+    text = ("See `learner/train.py`, [hil](hil.md), `python -m firmware_bridge.hil recover a.mcap b.mcap`, "
             "`protocol.recording.Reader`, `PLANNING.md`, `learner/nope.py`, `runs/demo-<date>/report.md`, "
             "`--link.url /dev/ttyUSB0`, [gone](gone.md), `python -m sim_models.no_such_module`, `learner.plaintext`")
     verdicts = {token: exists(kind, token, doc) for kind, token in candidates(text)}
-    assert verdicts["learner/train.py"] and verdicts["hil.md"] and verdicts["firmware_bridge.replay_cli"]
+    assert verdicts["learner/train.py"] and verdicts["hil.md"] and verdicts["firmware_bridge.hil"]
     assert verdicts["protocol.recording.Reader"]
     assert verdicts["PLANNING.md"] is False and verdicts["learner/nope.py"] is False and verdicts["gone.md"] is False
     assert verdicts["sim_models.no_such_module"] is False and verdicts["learner.plaintext"] is None

@@ -6,7 +6,7 @@ from collections import defaultdict
 
 import pytest
 
-from firmware_bridge.faults import FaultConfig
+from firmware_bridge.virtual_robot.faults import FaultConfig
 from firmware_bridge.link import SerialLink, SerialLinkConfig
 from firmware_bridge.virtual_robot import VirtualRobot, VirtualRobotConfig
 from protocol.robot_types import MotorCommand

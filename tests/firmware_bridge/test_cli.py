@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from firmware_bridge.recorder import FW_TO_HOST, HOST_TO_FW
-from firmware_bridge.replay import summarise
+from firmware_bridge.hil.summary import summarise
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -46,7 +46,7 @@ def test_virtual_robot_cli_serves_console_and_shuts_down_on_sigterm(tmp_path):
     summary = summarise(record)  # the recording was finished on SIGTERM and holds both directions
     assert summary[HOST_TO_FW].frames["COMMAND"] > 5 and summary[HOST_TO_FW].frames["ENABLE"] == 1
     assert summary[FW_TO_HOST].frames["STATE"] > 5
-    inspect = subprocess.run([sys.executable, "-m", "firmware_bridge.replay_cli", "inspect", str(record), "--json"],
+    inspect = subprocess.run([sys.executable, "-m", "firmware_bridge.hil", "inspect", str(record), "--json"],
                              cwd=REPO, capture_output=True, text=True, timeout=60)
     assert inspect.returncode == 0 and json.loads(inspect.stdout)["channels"][FW_TO_HOST]["frames"]["STATE"] > 5
 

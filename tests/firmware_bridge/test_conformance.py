@@ -2,7 +2,7 @@
 
 Each firmware runs in real time at 200 Hz behind a real pty, over a robot on a stand (joints
 held still, so the torques the rules produce show unchanged in STATE):
-- "python": firmware_bridge/firmware.py inside VirtualRobot, with firmware_bridge.stand_plant;
+- "python": firmware_bridge/virtual_robot/firmware.py inside VirtualRobot, with firmware_bridge.virtual_robot.stand_plant;
 - "c": firmware_bridge/c/h2o_firmware.c compiled as host/h2o_fw_host (compiled by the fixture).
 The test is the host: it writes frames to the pty and reads every frame back. Timing is checked
 on the firmware's own clock (STATE t_us), so a loaded machine delays the test, not the verdict.
@@ -25,8 +25,8 @@ import time
 import numpy as np
 import pytest
 
-from firmware_bridge.faults import FaultConfig
-from firmware_bridge.stand_plant import StandPlant
+from firmware_bridge.virtual_robot.faults import FaultConfig
+from firmware_bridge.virtual_robot.stand_plant import StandPlant
 from firmware_bridge.virtual_robot import VirtualRobot, VirtualRobotConfig
 from protocol.cobs import cobs_encode
 from protocol.crc import crc32

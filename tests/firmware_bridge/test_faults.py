@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from firmware_bridge.faults import ChannelFaults, FaultConfig, FaultConfigError
+from firmware_bridge.virtual_robot.faults import ChannelFaults, FaultConfig, FaultConfigError
 from protocol.frames import FrameDecoder, FrameType, encode_state, unpack_state
 from protocol.robot_types import RobotState
 

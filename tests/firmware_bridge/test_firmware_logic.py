@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from firmware_bridge.firmware import FirmwareConfig, FirmwareLogic
+from firmware_bridge.virtual_robot.firmware import FirmwareConfig, FirmwareLogic
 from protocol.robot_types import FaultFlags, MotorCommand, MotorMode, RobotState
 
 LIMITS = (27.0, 27.0, 5.0, 27.0, 27.0, 5.0)

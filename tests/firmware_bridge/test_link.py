@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from firmware_bridge.link import LinkError, LinkState, SerialLink, SerialLinkConfig, WriteStatus
-from firmware_bridge.pty_port import PtyPort
+from firmware_bridge.virtual_robot.pty_port import PtyPort
 from protocol.frames import encode_heartbeat, encode_state
 from protocol.robot_types import MotorCommand, MotorMode, RobotState
 
@@ -133,8 +133,8 @@ def test_stalled_peer_gives_queue_full_then_error_without_blocking_the_sender(di
 def test_robot_side_modules_import_without_torch_or_mujoco():
     code = (
         "import sys\n"
-        "import firmware_bridge.link, firmware_bridge.console, firmware_bridge.replay\n"
-        "import firmware_bridge.recorder, firmware_bridge.firmware, firmware_bridge.faults, firmware_bridge.pty_port\n"
+        "import firmware_bridge.link, firmware_bridge.console, firmware_bridge.hil.summary\n"
+        "import firmware_bridge.recorder, firmware_bridge.virtual_robot.firmware, firmware_bridge.virtual_robot.faults, firmware_bridge.virtual_robot.pty_port\n"
         "heavy = [m for m in sys.modules if m.split('.')[0] in ('torch', 'mujoco', 'gymnasium', 'sim_models')]\n"
         "print(heavy)\n"
     )

@@ -8,7 +8,7 @@ import numpy as np
 
 from firmware_bridge.link import SerialLink, SerialLinkConfig
 from firmware_bridge.recorder import FW_TO_HOST, HOST_TO_FW, SerialByteRecorder
-from firmware_bridge.replay import read_chunks, serve, summarise
+from firmware_bridge.hil.summary import read_chunks, serve, summarise
 from protocol.frames import FrameDecoder, FrameType, unpack_state
 
 from .conftest import ListRecorder, drive_lockstep

@@ -14,10 +14,10 @@ import pytest
 from mcap.exceptions import McapError
 from mcap.reader import make_reader
 
-from firmware_bridge import replay_cli
+from firmware_bridge.hil import cli as replay_cli
 from firmware_bridge.link import SerialLink, SerialLinkConfig
 from firmware_bridge.recorder import FW_TO_HOST, HOST_TO_FW, SerialByteRecorder
-from firmware_bridge.replay import read_chunks
+from firmware_bridge.hil.summary import read_chunks
 from protocol.frames import FrameDecoder, FrameType, unpack_state
 from protocol.recording import CLOCK_METADATA, ENCODING_SERIAL, Reader, Writer
 

@@ -9,9 +9,9 @@ import threading
 
 import numpy as np
 
-from firmware_bridge.faults import FaultConfig
+from firmware_bridge.virtual_robot.faults import FaultConfig
 from firmware_bridge.link import LinkState, WriteStatus
-from firmware_bridge.virtual_robot import FW_TO_HOST, HOST_TO_FW
+from firmware_bridge.recorder import FW_TO_HOST, HOST_TO_FW
 from protocol.frames import FrameType, encode_command
 from protocol.robot_types import FaultFlags, MotorCommand, MotorMode
 

@@ -21,7 +21,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from hil_testkit import record_onboard_run, replay_into_onboard  # noqa: E402
 
-from firmware_bridge.hil_replay import CommandDiff  # noqa: E402
+from firmware_bridge.hil.replayer import CommandDiff  # noqa: E402
 
 
 @pytest.fixture

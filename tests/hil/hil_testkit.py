@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from firmware_bridge.hil_replay import CommandDiff, SensorReplayer, SerialTap, compare_host_streams
-from firmware_bridge.recordings import HOST_TO_FW, decode_recording
+from firmware_bridge.hil.replayer import CommandDiff, SensorReplayer, SerialTap, compare_host_streams
+from firmware_bridge.hil.recordings import HOST_TO_FW, decode_recording
 from onboard.app import OnboardApp
 from onboard.config import OnboardConfig
 from protocol.frames import FrameType

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hil_testkit import record_onboard_run
 
-from firmware_bridge.recordings import decode_recording, recorded_steps
+from firmware_bridge.hil.recordings import decode_recording, recorded_steps
 from protocol.robot_types import MotorCommand
 from sim_models.controller import BalanceController
 from sim_models.gap_report import GapConfig, GapReportError, StateSetter, gap_report, plot_gap

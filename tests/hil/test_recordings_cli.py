@@ -12,7 +12,7 @@ import pytest
 from hil_testkit import record_onboard_run
 
 from firmware_bridge.recorder import FW_TO_HOST, HOST_TO_FW
-from firmware_bridge.recordings import (
+from firmware_bridge.hil.recordings import (
     command_to_action,
     cut,
     decode_recording,
@@ -21,7 +21,7 @@ from firmware_bridge.recordings import (
     recorded_steps,
     transitions,
 )
-from firmware_bridge.replay_cli import main
+from firmware_bridge.hil.cli import main
 from protocol.frames import FrameType, encode_command, encode_control, encode_state
 from protocol.recording import Writer
 from protocol.robot_types import MotorCommand, MotorMode, RobotState
@@ -146,7 +146,7 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path, capsys):
 
 
 def test_cli_help_runs_as_a_module():
-    out = subprocess.run([sys.executable, "-m", "firmware_bridge.replay_cli", "--help"], cwd=REPO,
+    out = subprocess.run([sys.executable, "-m", "firmware_bridge.hil", "--help"], cwd=REPO,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0
     for sub in ("list", "inspect", "cut", "merge", "export", "tap", "replay", "compare", "gap"):
@@ -156,7 +156,7 @@ def test_cli_help_runs_as_a_module():
 def test_harness_modules_import_without_mujoco_or_torch():
     """The tap, replayer, recordings and CLI may run on the robot computer (gap/export import lazily)."""
     code = ("import sys\n"
-            "import firmware_bridge.hil_replay, firmware_bridge.recordings, firmware_bridge.replay_cli\n"
+            "import firmware_bridge.hil.replayer, firmware_bridge.hil.recordings, firmware_bridge.hil.cli\n"
             "print(','.join(sorted(m for m in ('torch', 'mujoco', 'gymnasium') if m in sys.modules)))\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
@@ -167,8 +167,8 @@ def test_tap_passes_a_noisy_line_through_unchanged(tmp_path):
     """Real time, 1% corrupted bytes: the host receives exactly the bytes the tap recorded."""
     import time
 
-    from firmware_bridge.faults import FaultConfig
-    from firmware_bridge.hil_replay import SerialTap
+    from firmware_bridge.virtual_robot.faults import FaultConfig
+    from firmware_bridge.hil.replayer import SerialTap
     from firmware_bridge.link import SerialLink, SerialLinkConfig
     from firmware_bridge.virtual_robot import VirtualRobot, VirtualRobotConfig
 

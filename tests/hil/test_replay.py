@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from firmware_bridge.hil_replay import SensorReplayer, compare_host_streams
-from firmware_bridge.recordings import FW_TO_HOST, HOST_TO_FW, decode_recording, recorded_steps
+from firmware_bridge.hil.replayer import SensorReplayer, compare_host_streams
+from firmware_bridge.hil.recordings import FW_TO_HOST, HOST_TO_FW, decode_recording, recorded_steps
 from onboard.safety import Operator
 from protocol.frames import FrameType
 from sim_models.controller import LQR_GAIN, BalanceController

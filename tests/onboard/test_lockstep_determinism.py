@@ -14,7 +14,8 @@ import pytest
 
 import time
 
-from firmware_bridge.virtual_robot import HOST_TO_FW, VirtualRobot, VirtualRobotConfig, make_plant
+from firmware_bridge.recorder import HOST_TO_FW
+from firmware_bridge.virtual_robot import VirtualRobot, VirtualRobotConfig, make_plant
 from onboard.app import OnboardApp
 from onboard.config import OnboardConfig
 from devkit.dev_policies import mlp_policy_bytes, sha256_hex

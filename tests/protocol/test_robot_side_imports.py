@@ -29,4 +29,4 @@ def test_protocol_imports_no_heavy_packages() -> None:
 
 def test_firmware_side_modules_import_no_heavy_packages() -> None:
     """The firmware rules and the stand plant run where MuJoCo and torch are not installed."""
-    assert heavy_modules_after_importing("firmware_bridge.firmware, firmware_bridge.stand_plant, firmware_bridge.link") == ""
+    assert heavy_modules_after_importing("firmware_bridge.virtual_robot.firmware, firmware_bridge.virtual_robot.stand_plant, firmware_bridge.link") == ""

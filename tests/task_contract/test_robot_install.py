@@ -66,7 +66,7 @@ ROBOT_PROGRAM = """
 import task_contract.tasks, task_contract.history, task_contract.episodes, task_contract.controller
 import task_contract.layout
 import onboard.run, onboard.app, onboard.loop, onboard.policy, onboard.config, onboard.recorder
-import firmware_bridge.link, firmware_bridge.recordings
+import firmware_bridge.link, firmware_bridge.hil.recordings
 from task_contract.controller import BalanceController
 BalanceController("stand_still:action_history=2")
 heavy = sorted(m for m in ("gymnasium", "torch", "mujoco", "h5py", "sim_models", "learner") if m in sys.modules)
@@ -133,10 +133,10 @@ def test_hil_subcommands_that_need_the_simulator_say_so_on_the_robot_install(tmp
     path = tmp_path / "r.mcap"
     with Writer(path, default_encoding=ENCODING_SERIAL, clock="elapsed") as w:
         w.write("serial/fw_to_host", 0, b"\x00")
-    out = _script("firmware_bridge.replay_cli:main", ["gap", str(path)])
+    out = _script("firmware_bridge.hil.cli:main", ["gap", str(path)])
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "gap needs the sim install: pip install 'h2o-robot[sim]'" in out.stderr, out.stderr
-    assert _script("firmware_bridge.replay_cli:main", ["inspect", str(path)]).returncode == 0
+    assert _script("firmware_bridge.hil.cli:main", ["inspect", str(path)]).returncode == 0
 
 
 def test_no_install_ships_the_test_fakes():

@@ -43,9 +43,9 @@ from pathlib import Path
 import numpy as np
 import serial
 
-from firmware_bridge.pty_port import PtyPort
+from firmware_bridge.virtual_robot.pty_port import PtyPort
 from firmware_bridge.recorder import FW_TO_HOST, HOST_TO_FW, SerialByteRecorder
-from firmware_bridge.recordings import CONTROL_TYPES, DecodedRecording, TimedFrame, decode_recording
+from firmware_bridge.hil.recordings import CONTROL_TYPES, DecodedRecording, TimedFrame, decode_recording
 from protocol.frames import (
     Frame,
     FrameDecoder,

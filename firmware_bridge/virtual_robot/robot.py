@@ -43,9 +43,9 @@ from typing import Protocol
 import numpy as np
 
 from protocol.logs import setup_logging
-from firmware_bridge.faults import ChannelFaults, FaultConfig, SensorFaults
-from firmware_bridge.firmware import DEFAULT_TORQUE_LIMIT_NM, FirmwareConfig, FirmwareLogic
-from firmware_bridge.pty_port import PtyPort
+from firmware_bridge.virtual_robot.faults import ChannelFaults, FaultConfig, SensorFaults
+from firmware_bridge.virtual_robot.firmware import DEFAULT_TORQUE_LIMIT_NM, FirmwareConfig, FirmwareLogic
+from firmware_bridge.virtual_robot.pty_port import PtyPort
 from firmware_bridge.recorder import FW_TO_HOST, HOST_TO_FW
 from protocol.frames import (
     FaultReport,

@@ -1,7 +1,7 @@
 """The robot on a stand: a plant for the virtual robot that needs no MuJoCo.
 
 Why: the firmware's rules (power states, watchdog, e-stop latch, torque limits, fault frames) are
-tested over a real pty against both firmware_bridge/firmware.py and the C skeleton
+tested over a real pty against both firmware_bridge/virtual_robot/firmware.py and the C skeleton
 (firmware_bridge/c/); a plant whose joints never move makes every torque those rules produce
 show unchanged in STATE, and both sides can implement it identically (the C one is
 firmware_bridge/c/host/sim_hal.c). It also lets a host program be tried against the virtual
@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from firmware_bridge.firmware import DEFAULT_TORQUE_LIMIT_NM
+from firmware_bridge.virtual_robot.firmware import DEFAULT_TORQUE_LIMIT_NM
 from protocol.robot_types import N_ACTUATORS, MotorCommand, RobotState
 
 GRAVITY = 9.81

@@ -1,4 +1,4 @@
-"""The HIL harness on the command line: `python -m firmware_bridge.replay_cli --help`.
+"""The HIL harness on the command line: `python -m firmware_bridge.hil --help`.
 
 Subcommands (each has --help):
     list DIR                          recordings under DIR: size, records, time span, complete?
@@ -16,7 +16,7 @@ Subcommands (each has --help):
                                       open-loop drift of the model from the recording, per signal
 
 A replay session against the unchanged onboard program:
-    python -m firmware_bridge.replay_cli replay run.mcap --device /tmp/ttyReplay --out replayed.mcap --compare &
+    python -m firmware_bridge.hil replay run.mcap --device /tmp/ttyReplay --out replayed.mcap --compare &
     python -m onboard.run --link.url /tmp/ttyReplay --run.lockstep true --run.stream false
 """
 
@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from protocol.logs import setup_logging
-from firmware_bridge.recordings import (
+from firmware_bridge.hil.recordings import (
     CONTROL_TYPES,
     HOST_TO_FW,
     RecordingError,
@@ -59,7 +59,7 @@ def _stop_event() -> threading.Event:
 
 def inspect_recording(path: str) -> dict[str, object]:
     """Everything `inspect` prints, as plain data."""
-    from firmware_bridge.replay import summarise
+    from firmware_bridge.hil.summary import summarise
 
     records, reader = read_records(path)
     rec = decode_recording(path)
@@ -157,7 +157,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from firmware_bridge.recordings import transitions
+    from firmware_bridge.hil.recordings import transitions
     from sim_models.datasets import save_d4rl
 
     steps = recorded_steps(decode_recording(args.file))
@@ -174,7 +174,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_tap(args: argparse.Namespace) -> int:
-    from firmware_bridge.hil_replay import SerialTap
+    from firmware_bridge.hil.replayer import SerialTap
 
     stop = _stop_event()
     with SerialTap(args.url, args.out, drop_repeated_states=args.lockstep, link_path=args.device or None) as tap:
@@ -185,7 +185,7 @@ def cmd_tap(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from firmware_bridge.hil_replay import SensorReplayer, compare_host_streams
+    from firmware_bridge.hil.replayer import SensorReplayer, compare_host_streams
 
     if args.compare and not args.out:
         print("error: --compare needs --out (the replayed host stream is compared from it)", file=sys.stderr)
@@ -210,7 +210,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from firmware_bridge.hil_replay import compare_host_streams
+    from firmware_bridge.hil.replayer import compare_host_streams
 
     diff = compare_host_streams(args.original, args.replayed)
     print(strict_json.dumps(asdict(diff), indent=1) if args.json else diff.report())
@@ -240,7 +240,7 @@ def cmd_gap(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(allow_abbrev=False, prog="python -m firmware_bridge.replay_cli",
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="python -m firmware_bridge.hil",
                                 description="Hardware-in-the-loop harness: inspect, edit, replay and compare serial recordings.")
     p.add_argument("--log-level", default="WARNING", help="logging level")
     sub = p.add_subparsers(dest="command", required=True)

@@ -4,7 +4,7 @@ Why: when a robot misbehaves, the recording answers "what was on the wire": whic
 many were damaged or lost, and when. Serving the firmware->host bytes back over a pty (at the
 recorded pace) lets the exact same host code re-read the exact same bytes, corruption included.
 
-The library half of the one replay CLI, `python -m firmware_bridge.replay_cli` (`inspect` prints
+The library half of the one replay CLI, `python -m firmware_bridge.hil` (`inspect` prints
 `summarise`; `replay --timed` plays the firmware side at the recorded pace).
 """
 
@@ -17,7 +17,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from firmware_bridge.pty_port import PtyPort
+from firmware_bridge.virtual_robot.pty_port import PtyPort
 from firmware_bridge.recorder import FW_TO_HOST
 from protocol.frames import FrameDecoder, SeqTracker
 from protocol.recording import Reader

@@ -1,0 +1,7 @@
+"""`python -m firmware_bridge.hil`: the HIL harness's command line (cli.py)."""
+
+import sys
+
+from firmware_bridge.hil.cli import main
+
+sys.exit(main())

@@ -193,6 +193,26 @@ class Spool:
         self._delete_done_segments()
         return released
 
+    def gaps(self, max_ranges: int = 64) -> dict[str, list[int]]:
+        """stream -> [a0, b0, ...]: rows [a, b) between two held batches of a stream that this spool
+        no longer holds (a damaged record skipped at recovery), at most `max_ranges` per stream.
+        HELLO declares them so the learner records them as lost instead of awaiting them."""
+        by_stream: dict[str, list[SpoolRecord]] = {}
+        for r in self.records:
+            by_stream.setdefault(r.stream_id, []).append(r)
+        out: dict[str, list[int]] = {}
+        for stream, recs in by_stream.items():
+            recs.sort(key=lambda r: r.first_seq)
+            flat: list[int] = []
+            held_to = recs[0].last_seq + 1
+            for r in recs[1:]:
+                if r.first_seq > held_to and len(flat) < 2 * max_ranges:
+                    flat += [held_to, r.first_seq]
+                held_to = max(held_to, r.last_seq + 1)
+            if flat:
+                out[stream] = flat
+        return out
+
     @property
     def pending_rows(self) -> int:
         return sum(r.last_seq - r.first_seq + 1 for r in self.records)

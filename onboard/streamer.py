@@ -337,7 +337,8 @@ class Streamer:
         and the learner records rows below that which it lacks as lost instead of awaiting them."""
         streams = self.declared_streams()
         self._declared = set(streams)
-        return dataclasses.replace(self._hello(), streams=streams)
+        gaps = {k: v for k, v in self.spool.gaps().items() if k in streams}
+        return dataclasses.replace(self._hello(), streams=streams, gaps=gaps)
 
     def _close_socket(self) -> None:
         if self._handshakes is not None:

@@ -96,6 +96,10 @@ class Hello(Message):
     # stream starts there, and rows below it the learner lacks are recorded as lost, not awaited.
     # At most Limits.max_map_len streams; the robot says HELLO again for the rest.
     streams: dict[str, int] = wire(Map("int"), default_factory=dict)
+    # stream_id -> rows above its first held row that the robot no longer holds, as a flat list
+    # [a0, b0, a1, b1, ...] of ranges [a, b) (a damaged record its spool had to skip): the learner
+    # records those it lacks as lost, so the rows after them are not refused as a gap forever.
+    gaps: dict[str, list[int]] = wire(Map("ranges"), default_factory=dict)
 
     def validate(self, limits: Limits) -> None:
         if any(seq < 0 for seq in self.streams.values()):

@@ -155,7 +155,8 @@ class StrList(Kind):
 
 @dataclass(frozen=True)
 class Map(Kind):
-    """str -> value map; `values` is "number" (finite float/int), "int" or "scalar" (str/num/bool)."""
+    """str -> value map; `values` is "number" (finite float/int), "int", "scalar" (str/num/bool) or
+    "ranges" (a flat list [a0, b0, a1, b1, ...] of ascending, disjoint row ranges [a, b), a >= 0)."""
 
     values: str = "scalar"
 
@@ -179,6 +180,8 @@ class Map(Kind):
             where = f"{name}[{key!r}]"
             if self.values == "int":
                 out[key] = Int().check(where, item, limits)
+            elif self.values == "ranges":
+                out[key] = _check_ranges(where, item, limits)
             elif self.values == "number":
                 out[key] = Float().check(where, item, limits) if isinstance(item, float) else Int().check(where, item, limits)
             else:
@@ -191,6 +194,20 @@ class Map(Kind):
                 else:
                     out[key] = Int().check(where, item, limits)
         return out
+
+
+def _check_ranges(where: str, value: Any, limits: Limits) -> list[int]:
+    if not isinstance(value, (list, tuple)):
+        raise WrongType(f"{where}: expected a list of ints, got {_type_name(value)}")
+    if len(value) % 2 or len(value) > limits.max_dim:
+        raise OutOfRange(f"{where}: {len(value)} numbers: an even count up to {limits.max_dim} ([a, b) pairs)")
+    nums = [Int().check(f"{where}[{i}]", v, limits) for i, v in enumerate(value)]
+    prev = 0
+    for a, b in zip(nums[::2], nums[1::2]):
+        if not prev <= a < b:
+            raise OutOfRange(f"{where}: ranges must be ascending, disjoint and non-empty, got [{a}, {b})")
+        prev = b
+    return nums
 
 
 FINITE_ALL = "all"  # no NaN, no inf

@@ -399,8 +399,9 @@ class LearnerServer:
                     "authorise its .key", session.robot_id)
 
     def _resolve_declared(self, hello: wire.Hello) -> None:
-        """Rows below the first row the robot still holds, that the store does not hold, are
-        gone for good: record them as lost (durably, once) so the stream moves on."""
+        """Rows below the first row the robot still holds, and the gaps it declares above that,
+        that the store does not hold, are gone for good: record them as lost (durably, once) so
+        the stream moves on."""
         lost_any = False
         for stream, first_held in hello.streams.items():
             if first_held <= 0:
@@ -417,6 +418,16 @@ class LearnerServer:
                           "goes on from row %d", hello.robot_id, stream, lost, first_held,
                           first_held if before is None else self.store.next_seq(hello.robot_id,
                                                                                stream))
+        for stream, flat in hello.gaps.items():
+            for a, b in zip(flat[::2], flat[1::2]):
+                lost = self.store.record_lost(hello.robot_id, stream, a, b,
+                                              "the robot's spool lost these rows (a damaged record)")
+                if lost:
+                    lost_any = True
+                    self.counters["rows_lost"] += lost
+                    log.error("robot %r stream %s: %d row(s) in [%d, %d) are LOST (the robot's spool "
+                              "skipped a damaged record before sending them); recorded once, the "
+                              "stream goes on after them", hello.robot_id, stream, lost, a, b)
         if lost_any:
             self.store.sync()
 

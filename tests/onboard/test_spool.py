@@ -72,6 +72,8 @@ def test_a_damaged_record_costs_that_record_not_the_ones_after_it(tmp_path):
     assert [r.first_seq for r in sp2.records] == [10, 20, 40, 50]
     assert sp2.torn_records == 2  # two damaged places
     assert [sp2.read(r) for r in sp2.records] == [bytes([i]) * 100 for i in (1, 2, 4, 5)]
+    # what HELLO declares: the first held row per stream (10) and the rows lost above it
+    assert sp2.gaps() == {"s1": [30, 40]}
 
 
 def test_segments_of_the_old_framing_are_still_read(tmp_path):

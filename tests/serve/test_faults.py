@@ -78,6 +78,24 @@ def test_new_stream_starts_where_hello_says(server, keys, make_hello, make_batch
         c.close()
 
 
+def test_rows_the_robots_spool_lost_are_recorded_lost_and_the_stream_goes_on(server, keys, make_hello,
+                                                                            make_batch):
+    """A damaged spool record leaves a hole the robot can never fill: HELLO declares it, the
+    learner records it as lost (once) and takes the rows after it instead of refusing a gap."""
+    c = server.client(keys)
+    try:
+        assert c.hello(make_hello(streams={"u": 0}, gaps={"u": [20, 30]})).accepted
+        c.send(make_batch("u", 0, 20))
+        assert c.recv_until(wire.Ack).acked_seq == 29  # rows 20..29 are held now: recorded lost
+        c.send(make_batch("u", 30, 10))
+        assert c.recv_until(wire.Ack).acked_seq == 39
+        assert server.store.rows_lost == 10 and server.server.counters["rows_lost"] == 10
+        assert c.hello(make_hello(streams={"u": 30}, gaps={"u": [20, 30]})).acked == {"u": 39}
+        assert server.store.rows_lost == 10  # recorded once
+    finally:
+        c.close()
+
+
 # ------------------------------------------------------------------ item 4: finite garbage
 def test_finite_garbage_is_stored_acked_and_never_trained_on(server, keys, make_hello,
                                                              make_batch):

@@ -64,3 +64,53 @@ def test_stream_and_policy_push_through_the_learner_service(make_app, wait_for, 
         server.close()
         store.close()
         ctx.destroy(linger=0)
+
+
+def test_a_damaged_spool_record_does_not_stall_the_stream(make_app, wait_for, endpoint, tmp_path):
+    """Batches spooled by an earlier run, one of them damaged on disk: the restarted robot declares
+    the hole in HELLO, the learner records it as lost, stores the rest and ACKs past it, and the
+    spool drains (before, the learner refused the rows after the hole as a gap, for ever)."""
+    from onboard.spool import Spool
+    from protocol.messages import Transitions, encode
+
+    spool_dir = tmp_path / "spool"
+    old = Spool(str(spool_dir))
+    rng = np.random.default_rng(0)
+    for k in range(4):
+        rows = 10
+        msg = Transitions(stream_id="robot0-1", first_seq=10 * k, obs=rng.normal(size=(rows, 4)).astype(np.float32),
+                          act=np.zeros((rows, 1), np.float32), rew=np.ones(rows, np.float32),
+                          next_obs=rng.normal(size=(rows, 4)).astype(np.float32),
+                          terminated=np.zeros(rows, bool), truncated=np.zeros(rows, bool),
+                          policy_version=np.full(rows, -1, np.int64), logp=np.zeros(rows, np.float32),
+                          source=np.ones(rows, np.uint8), t_us=np.arange(rows, dtype=np.int64) + 10 * k)
+        old.append("robot0-1", 10 * k, 10 * k + rows - 1, encode(msg))
+    damaged = old.records[2]  # rows 20..29
+    old.close()
+    seg = spool_dir / sorted(p.name for p in spool_dir.iterdir())[0]
+    data = bytearray(seg.read_bytes())
+    data[damaged.offset + 20] ^= 0x10
+    seg.write_bytes(bytes(data))
+
+    ctx = zmq.Context()
+    store = RealStore(tmp_path / "store")
+    store.open()
+    ingest = Ingest(store, 4, 1, sink=lambda *args: None)
+    server = LearnerServer(LinkConfig(bind=endpoint, plaintext=True, heartbeat_timeout_s=2.0),
+                           store, HelloPolicy(wire.schema_hash(), 4, 1, "stand_still"), Publisher(), ingest,
+                           context=ctx)
+    server.start_socket()
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        app = make_app(stream=True, endpoint=endpoint)
+        assert app.streamer.spool.gaps() == {"robot0-1": [20, 30]}
+        assert wait_for(lambda: app.streamer.connected)
+        assert wait_for(lambda: not any(r.stream_id == "robot0-1" for r in app.streamer.spool.records), 20)
+        assert store.acked_seq("robot0", "robot0-1") == 39 and store.rows_lost == 10
+    finally:
+        server.stop()
+        thread.join(10)
+        server.close()
+        store.close()
+        ctx.destroy(linger=0)

@@ -97,7 +97,9 @@ def build_parser():
                        "Run the robot's control loop: policy or controller at a fixed rate, safety, streaming "
                        "to the learner.",
                        config_help="TOML file with [run] [link] [safety] [policy] [learner] [trials] [control] "
-                                   "sections (CLI flags override it)")
+                                   "sections (CLI flags override it)",
+                       example="python onboard/run.py --run.virtual-robot moderate --run.lockstep "
+                               "--learner.plaintext  (docs/onboard.md; configs/onboard.toml for a real robot)")
 
 
 def config_from_args(argv: list[str] | None = None) -> OnboardConfig:

@@ -298,9 +298,11 @@ def load_config(cls: type, toml_path: str | None, args: argparse.Namespace | Non
 
 
 def make_parser(cls: type, prog: str, description: str | None,
-                config_help: str | None = None) -> argparse.ArgumentParser:
-    """`--config file.toml`, then one flag per field (and per field of each section)."""
+                config_help: str | None = None, example: str | None = None) -> argparse.ArgumentParser:
+    """`--config file.toml`, then one flag per field (and per field of each section); `example`
+    is shown after the options."""
     parser = argparse.ArgumentParser(allow_abbrev=False, prog=prog, description=description,
+                                     epilog=f"example:\n  {example}" if example else None,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="", help=config_help or f"TOML file of {cls.__name__} fields "
                         "(CLI flags override it)")

@@ -403,6 +403,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         allow_abbrev=False, prog="python -m firmware_bridge.virtual_robot",
         description="Virtual motor firmware: MuJoCo with a hidden dynamics profile behind a pty.",
+        epilog="example:\n  python -m firmware_bridge.virtual_robot --profile moderate --device /tmp/ttyRobot "
+               "--faults.drop-frame-prob 0.01  (docs/firmware_bridge.md)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", help="TOML file with VirtualRobotConfig fields and a [faults] table")
     add_dataclass_arguments(p, VirtualRobotConfig, flag_names={"device_link": "--device"})

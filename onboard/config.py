@@ -18,7 +18,7 @@ from onboard.policy import ValidationConfig
 from onboard.safety import SafetyConfig
 from onboard.streamer import StreamerConfig
 from onboard.trials import TrialConfig
-from protocol.config_cli import (ConfigError, build, field_help, help_field, load_config,  # noqa: F401 - API
+from protocol.config_cli import (ConfigError, build, field_help, help_field, load_cli,  # noqa: F401 - API
                                  make_parser, read_toml)
 
 
@@ -103,7 +103,7 @@ def build_parser():
 
 
 def config_from_args(argv: list[str] | None = None) -> OnboardConfig:
+    """Defaults < --config TOML < flags (each layer checked: sections, keys, types)."""
     args = build_parser().parse_args(argv)
-    if args.config:
-        _check_sections(read_toml(args.config), args.config)
-    return load_config(OnboardConfig, args.config or None, args)
+    base = load_toml(args.config) if args.config else None
+    return load_cli(OnboardConfig, args, base)

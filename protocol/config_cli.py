@@ -229,12 +229,11 @@ def build(cls: type, values: dict[str, Any], base: Any = None, where: str = "") 
     unknown = sorted(set(values) - set(hints))
     if unknown:
         raise ConfigError(f"{where or cls.__name__}: unknown key(s) {unknown}; known: {sorted(hints)}")
-    current = base if base is not None else None
     kwargs: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         if not f.init:
             continue
-        old = getattr(current, f.name) if current is not None else _default(f)
+        old = getattr(base, f.name) if base is not None else _default(f)
         if f.name not in values:
             kwargs[f.name] = old
             continue

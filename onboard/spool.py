@@ -42,7 +42,10 @@ SEGMENT_SUFFIX = ".spool"
 
 def _decode_body(body: bytes) -> tuple[str, int, int, bytes] | None:
     """[stream_id, first_seq, last_seq, message] of one spool record, or None."""
-    stream_id, first, last, msg = msgpack.unpackb(body, raw=False)
+    try:
+        stream_id, first, last, msg = msgpack.unpackb(body, raw=False)
+    except (ValueError, TypeError, msgpack.UnpackException):  # passed the CRC, but not a spool record
+        return None
     if not (isinstance(stream_id, str) and isinstance(msg, bytes) and 0 <= int(first) <= int(last)):
         return None
     return stream_id, int(first), int(last), msg

@@ -11,6 +11,10 @@ last layers xavier_uniform(gain 1e-2), bias 0; discriminator output = 2 * tanh(f
 Speed: the twin critics are ONE module with stacked weights [n_critics, in, out]; one batched
 matmul chain (torch.baddbmm) evaluates both, instead of two separate MLPs.
 
+Observation normalisation: the policy and the critics read (obs - obs_mean) / obs_std (buffers,
+identity by default; the policy's travels into the ONNX graph). `Learner.set_obs_normalisation`
+sets them (learner/task_defaults.py says from what, and why it matters on the robot's tasks).
+
 Population training (docs/learner.md): P independent learners train as one computation. The
 Population* modules hold P members' weights stacked on a leading dimension and evaluate all of
 them with the same batched matmul chain: inputs [P, B, in] -> [P, B, out]. They are built FROM
@@ -175,9 +179,12 @@ class TwinQ(nn.Module):
         with torch.no_grad():
             last.weight.uniform_(-bound, bound)
             last.bias.zero_()
+        # the observation normalisation the policy has (identity by default; Learner.set_obs_normalisation)
+        self.register_buffer("obs_mean", torch.zeros(obs_dim))
+        self.register_buffer("obs_std", torch.ones(obs_dim))
 
     def forward(self, obs: torch.Tensor, act: torch.Tensor, detach_params: bool = False) -> torch.Tensor:
-        x = torch.cat([obs, act], dim=-1)
+        x = torch.cat([(obs - self.obs_mean) / self.obs_std, act], dim=-1)
         for layer in self.layers[:-1]:
             x = layer(x, detach_params).relu_()
         return self.layers[-1](x, detach_params).squeeze(-1)
@@ -305,10 +312,12 @@ class PopulationQ(nn.Module):
                 for stacked, layer in zip(self.layers, q.layers):
                     stacked.weight[k].copy_(layer.weight)
                     stacked.bias[k].copy_(layer.bias)
+        self.register_buffer("obs_mean", torch.stack([q.obs_mean for q in members]).unsqueeze(1))
+        self.register_buffer("obs_std", torch.stack([q.obs_std for q in members]).unsqueeze(1))
 
     def forward(self, obs: torch.Tensor, act: torch.Tensor, detach_params: bool = False) -> torch.Tensor:
         p, b = obs.shape[0], obs.shape[1]
-        x = torch.cat([obs, act], dim=-1)
+        x = torch.cat([(obs - self.obs_mean) / self.obs_std, act], dim=-1)
         x = x.unsqueeze(1).expand(p, self.n_critics, b, x.shape[-1]).reshape(p * self.n_critics, b, -1)
         for layer in self.layers[:-1]:
             x = layer(x, detach_params).relu_()

@@ -51,7 +51,7 @@ from protocol.atomic_file import write_atomic
 from learner.device import check_device
 from learner.rollout import (GYM_PREFIX, PopulationEnvs, Transitions, make_env, population_evaluate,
                              population_rollout)
-from learner.task_defaults import algorithm_config
+from learner.task_defaults import algorithm_config, obs_normalisation
 from protocol import strict_json
 from protocol.logs import setup_logging
 
@@ -89,6 +89,8 @@ class TrainConfig:
     sim_batch: int = _f(128, "sim rows per update")
     disc_batch: int = _f(256, "rows per source for each classifier update (h2o, darc)")
     hidden: str = _f("256-256", "policy/critic hidden sizes, e.g. 256-256")
+    obs_normalisation: bool = _f(True, "networks read the observation centred on the real data's mean and "
+                                 "scaled per field (learner/task_defaults.py; the robot's paper tasks only)")
     disc_hidden: str = _f("256-256", "classifier hidden sizes (h2o, darc)")
     algo: dict = _f({}, "algorithm config overrides, CLI: --set key=value (e.g. --set beta=0.02); they win over "
                         "the task's defaults in learner/task_defaults.py (e.g. the robot tasks' reward scale)")
@@ -293,7 +295,11 @@ class Run:
         member_cfgs = [algorithm_config(cfg.algorithm, cfg.task, hidden=cfg.hidden, seed=m.seed,
                                         disc_hidden=cfg.disc_hidden, overrides=cfg.algo) for m in self.members]
         self.algo = algorithms.make_population(cfg.algorithm, obs_dim, act_dim, member_cfgs, self.device)
-        self.algo.set_real_stats(RealStats.stack([m.real.stats() for m in self.members]))
+        stats = RealStats.stack([m.real.stats() for m in self.members])
+        self.algo.set_real_stats(stats)
+        norm = obs_normalisation(cfg.task, stats.obs_mean[0].cpu().numpy()) if cfg.obs_normalisation else None
+        if norm is not None:  # each member centred on its own real data
+            self.algo.set_obs_normalisation(np.nan_to_num(stats.obs_mean.cpu().numpy()), norm[1])
         self.real = PopulationSampler([m.real for m in self.members])
         self.sim = PopulationSampler([m.sim for m in self.members])
         self.epoch = 0

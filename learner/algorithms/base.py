@@ -178,7 +178,8 @@ class Noise:
 
 
 # state-dict entries that are not per-member tensors (copied whole into each member's state)
-_SHARED_KEYS = ("step", "gen", "algorithm", "population")
+_SHARED_KEYS = ("step", "gen", "algorithm", "population", "obs_normalised")
+_NORM_BUFFERS = {"obs_mean", "obs_std"}
 
 
 def _slice_member(obj: Any, k: int) -> Any:
@@ -244,6 +245,7 @@ class Learner:
         self.device = torch.device(device)
         self.noise = Noise(self.cfg.seed, self.device)
         self.step = 0
+        self.obs_normalised = False  # set_obs_normalisation was called (kept in checkpoints)
         self._modules: dict[str, nn.Module] = {}
         self._optims: dict[str, torch.optim.Optimizer] = {}
 
@@ -265,6 +267,23 @@ class Learner:
         hidden = parse_hidden(self.cfg.hidden)
         return PopulationPolicy(self.per_member(lambda: TanhGaussianPolicy(self.obs_dim, self.act_dim, hidden))
                                 ).to(self.device)
+
+    def set_obs_normalisation(self, mean: "np.ndarray | torch.Tensor", std: "np.ndarray | torch.Tensor") -> None:
+        """Every network reads (obs - mean) / std from now on: the policy (and so its ONNX
+        export), the critics and their targets. `mean`, `std`: [obs_dim] for every member or
+        [P, obs_dim] per member. Set once, before training (learner/task_defaults.py
+        `obs_normalisation`): changing it later moves every network's input under it."""
+        def shaped(x) -> torch.Tensor:
+            t = torch.as_tensor(np.asarray(x, np.float32), device=self.device)
+            return t.reshape(-1, 1, self.obs_dim).expand(self.population, 1, self.obs_dim)
+
+        m, s = shaped(mean), shaped(std).clamp(min=1e-6)
+        for name in ("policy", "critic", "critic_target"):
+            net = self._modules.get(name)
+            if net is not None:
+                net.obs_mean.copy_(m)
+                net.obs_std.copy_(s)
+        self.obs_normalised = True
 
     def set_real_stats(self, stats: RealStats) -> None:
         """The real data's per-dimension statistics (learner/buffers.py RealStats, [obs] or
@@ -336,6 +355,7 @@ class Learner:
         sd: dict[str, Any] = {name: copy.deepcopy(m.state_dict()) for name, m in self._modules.items()}
         sd.update({name: copy.deepcopy(o.state_dict()) for name, o in self._optims.items()})
         sd["step"] = self.step
+        sd["obs_normalised"] = self.obs_normalised
         sd["gen"] = self.noise.get_state()
         sd["algorithm"] = self.name
         sd["population"] = self.population
@@ -357,7 +377,13 @@ class Learner:
         if int(sd.get("population", 1)) != self.population:
             raise ValueError(f"checkpoint holds {sd.get('population', 1)} member(s), this learner {self.population}")
         for name, m in self._modules.items():
-            m.load_state_dict(sd[name])
+            own, mine = sd[name], m.state_dict()
+            missing = set(mine) - set(own)
+            if missing and missing <= _NORM_BUFFERS:  # from before the critics' normalisation: identity
+                own = {**own, **{k: (torch.zeros_like if k == "obs_mean" else torch.ones_like)(mine[k])
+                                 for k in missing}}
+            m.load_state_dict(own)
+        self.obs_normalised = bool(sd.get("obs_normalised", False))
         for name, o in self._optims.items():
             o.load_state_dict(copy.deepcopy(sd[name]))  # never share moments with the source
         self.step = int(sd["step"])

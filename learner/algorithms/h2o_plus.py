@@ -53,16 +53,20 @@ class H2OPlus(OffPolicyAlgorithm):
             next_act, next_logp = self.sample_policy(batch.next_obs)
             soft_next = (self.critic_target(batch.next_obs, next_act).amin(1)
                          - self.log_alpha.exp()[:, None] * next_logp)
-            v_next = self.value(batch.next_obs).squeeze(-1)
+            v_next = self.value_of(batch.next_obs)
             rew = self.cfg.reward_scale * batch.rew + self.cfg.reward_bias
             lam, disc = self.cfg.blend_lambda, self.cfg.gamma * (1.0 - batch.done)
             return lam * (rew + disc * v_next) + (1.0 - lam) * (rew + disc * soft_next)
+
+    def value_of(self, obs: torch.Tensor) -> torch.Tensor:
+        """V(s), [P, B], on the observation normalised as the critics read it."""
+        return self.value((obs - self.critic.obs_mean) / self.critic.obs_std).squeeze(-1)
 
     def value_loss(self, real: Batch) -> torch.Tensor:
         """Expectile regression of V(s) toward min_i Q_i'(s, a_data) on real data, per member [P]."""
         with torch.no_grad():
             q_data = self.critic_target(real.obs, real.act).amin(1)
-        diff = q_data - self.value(real.obs).squeeze(-1)
+        diff = q_data - self.value_of(real.obs)
         weight = torch.abs(self.cfg.expectile - (diff < 0).float())
         return (weight * diff * diff).mean(1)
 

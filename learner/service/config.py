@@ -52,6 +52,11 @@ class ServeConfig:
     device: str = _f("cpu", "torch device for training (cpu, cuda, cuda:0)")
     hidden: str = _f("256-256", "policy/critic hidden sizes, '-'-separated")
     disc_hidden: str = _f("256-256", "classifier hidden sizes (h2o, darc)")
+    obs_normalisation: bool = _f(True, "networks read the observation centred on the robot's operating point "
+                                 "and scaled per field (learner/task_defaults.py; paper tasks only)")
+    obs_centre_rows: int = _f(2000, "the centre is the mean of the robot's first this-many streamed rows, "
+                              "whoever drove them (its stand controller swings about its balance point); "
+                              "training waits for them. 0: the mean of the real buffer when training starts")
     disc_batch: int = _f(256, "rows per source for each classifier update (h2o, darc)")
     real_capacity: int = _f(1_000_000, "streamed real rows kept beside the offline data (FIFO)")
     batch_real: int = _f(128, "real rows per update")

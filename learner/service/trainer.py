@@ -44,7 +44,7 @@ from learner.service.ingest import RealFeed
 from learner.service.simworkers import RaySimWorkers, SimWorkers, WorkerSpec
 from learner.service.tasks import task_info
 from learner.algorithms.base import sample_update_batches
-from learner.task_defaults import algorithm_config
+from learner.task_defaults import algorithm_config, obs_normalisation
 from protocol import strict_json
 from protocol.atomic_file import write_atomic
 
@@ -121,6 +121,7 @@ class Trainer:
         if n_off:
             self.real.load_fixed(data)
         self.sim = TransitionBuffer(o, a, cfg.sim_capacity, self.device, seed=cfg.seed * 2 + 2)
+        self._centre_sum, self._centre_n = np.zeros(o), 0  # the first streamed rows (_normalise_obs)
         algo_cfg = algorithm_config(cfg.algorithm, cfg.task, hidden=cfg.hidden, seed=cfg.seed,
                                     disc_hidden=cfg.disc_hidden, overrides=cfg.algo)
         self.algo = algorithms.make(cfg.algorithm, o, a, algo_cfg, self.device)
@@ -286,6 +287,11 @@ class Trainer:
         from task_contract.episodes import in_task_episode
 
         for cols in self.feed.drain():
+            need = self.cfg.obs_centre_rows - self._centre_n
+            if need > 0:  # every streamed row, whoever drove it (_normalise_obs says why)
+                first = np.asarray(cols["obs"][:need], np.float64)
+                self._centre_sum += np.nan_to_num(first).sum(0)
+                self._centre_n += len(first)
             keep = in_task_episode(cols.get("flags"), len(cols["rew"]))
             if not keep.all():
                 cols = {k: v[keep] for k, v in cols.items()}
@@ -329,6 +335,30 @@ class Trainer:
         """How far ahead of the budget the workers may run: two chunks each."""
         return 2 * SIM_CHUNK_STEPS * self.cfg.sim_workers
 
+    def _wants_obs_centre(self) -> bool:
+        """Normalisation is on for this task and not set yet (a resumed learner keeps its own)."""
+        return (self.cfg.obs_normalisation and not self.algo.obs_normalised
+                and obs_normalisation(self.cfg.task, np.zeros(self.info.obs_dim)) is not None)
+
+    def _normalise_obs(self, real_stats) -> None:
+        """Once, when training starts: the networks' input centred on the robot's operating point
+        and scaled per field (learner/task_defaults.py). The centre is the mean of the robot's
+        first `obs_centre_rows` streamed rows, whoever drove them: the stand controller's drive,
+        catches and recoveries, a swing about the robot's balance point (on `moderate` a lean of
+        -0.166 rad from 2,000 rows). Not the real buffer's rows: the offline dataset's behaviour
+        may run away (the demo's leans -0.015 on average) and the task-episode rows alone hold
+        the controller's first second from upright (-0.019)."""
+        if self.cfg.obs_centre_rows > 0:
+            centre = self._centre_sum / max(self._centre_n, 1)
+            source = f"the robot's first {self._centre_n} streamed rows"
+        else:
+            centre, source = np.nan_to_num(real_stats.obs_mean.cpu().numpy()), f"{len(self.real)} real rows"
+        norm = obs_normalisation(self.cfg.task, centre)
+        if norm is not None:
+            self.algo.set_obs_normalisation(*norm)
+            log.info("observation normalisation: centre %s, scale %s (the mean of %s)",
+                     np.round(norm[0], 3).tolist(), norm[1].tolist(), source)
+
     def _sample(self) -> dict:
         c = self.cfg
         return sample_update_batches(self.algo, self.real.sample, self.sim.sample, c.batch_real, c.batch_sim,
@@ -338,6 +368,9 @@ class Trainer:
         """'' when an update can run, else what it waits for."""
         if self.algo.uses_real and len(self.real) < self.cfg.min_real_rows:
             return f"waiting for real rows ({len(self.real)}/{self.cfg.min_real_rows})"
+        if self._centre_n < self.cfg.obs_centre_rows and self._wants_obs_centre():
+            return (f"waiting for robot rows to centre the observation ({self._centre_n}/{self.cfg.obs_centre_rows}; "
+                    "no robot: obs_centre_rows = 0 centres on the offline data)")
         if self.algo.uses_sim:
             if len(self.sim) < max(1, self.cfg.warmup_sim_steps):
                 return f"warming up sim ({len(self.sim)}/{self.cfg.warmup_sim_steps})"
@@ -377,7 +410,10 @@ class Trainer:
                     continue
                 self.stats.state = "training" if self.stats.updates >= cfg.pretrain_updates else "pretraining"
                 if real_std_set_at < 0 or self.stats.updates - real_std_set_at >= 1000:
-                    self.algo.set_real_stats(self.real.stats())
+                    real_stats = self.real.stats()
+                    self.algo.set_real_stats(real_stats)
+                    if self._wants_obs_centre():
+                        self._normalise_obs(real_stats)
                     real_std_set_at = self.stats.updates
                 losses = self.algo.update(**self._sample())
                 if not _losses_finite(losses):

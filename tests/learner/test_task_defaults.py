@@ -42,3 +42,65 @@ def test_gym_tasks_keep_the_paper_defaults():
 def test_disc_hidden_only_goes_to_algorithms_with_classifiers():
     assert "disc_hidden" not in algorithm_config("sac", "stand_still", hidden="8-8", seed=0, disc_hidden="8-8")
     assert algorithm_config("darc", "stand_still", hidden="8-8", seed=0, disc_hidden="16-16")["disc_hidden"] == "16-16"
+
+
+# ---- observation normalisation -------------------------------------------------------------------
+def test_obs_normalisation_scales_each_field_and_its_history_and_keeps_actions_at_one():
+    from learner.task_defaults import FIELD_SCALES, obs_normalisation
+
+    mean = np.array([0.1, -0.05, -0.16, 0.0, 0.1, -0.05, -0.15, 0.01, 0.3, -0.2], np.float32)
+    centre, scale = obs_normalisation("stand_still:obs_history=1,action_history=2", mean)
+    np.testing.assert_array_equal(centre, mean)
+    paper = [FIELD_SCALES[f] for f in ("x", "v", "pitch", "pitch_rate")]
+    np.testing.assert_array_equal(scale, np.array(paper + paper + [1.0, 1.0], np.float32))
+    with pytest.raises(ValueError, match="entries"):
+        obs_normalisation("stand_still:action_history=2", mean)
+
+
+def test_obs_normalisation_is_the_identity_where_no_scale_was_measured():
+    from learner.task_defaults import obs_normalisation
+
+    assert obs_normalisation("gym:Pendulum-v1", np.zeros(3)) is None
+    assert obs_normalisation("turn", np.zeros(5)) is None
+    assert obs_normalisation("locomotion", np.zeros(19)) is None
+    assert obs_normalisation("move_straight", np.zeros(4)) is not None
+
+
+@pytest.mark.parametrize("name", ["sac", "cql", "h2o", "h2o_plus", "bc"])
+def test_a_normalised_learner_on_raw_obs_is_an_identity_learner_on_normalised_obs(name):
+    """set_obs_normalisation changes what every network reads, nothing else: policy, critics and
+    their targets of a normalised learner on obs equal an untouched copy's on (obs - m) / s."""
+    import torch
+
+    obs_dim, act_dim = 6, 1
+    plain = algorithms.make(name, obs_dim, act_dim, {"hidden": "32-32", "seed": 3})
+    normed = algorithms.make(name, obs_dim, act_dim, {"hidden": "32-32", "seed": 3})
+    m = np.array([0.1, 0.0, -0.16, 0.02, 0.0, 0.0], np.float32)
+    s = np.array([0.5, 0.5, 0.05, 0.5, 1.0, 1.0], np.float32)
+    normed.set_obs_normalisation(m, s)
+    assert normed.obs_normalised and not plain.obs_normalised
+    obs = np.random.default_rng(0).normal(m, 3 * s, (64, obs_dim)).astype(np.float32)
+    np.testing.assert_allclose(normed.act(obs, deterministic=True), plain.act((obs - m) / s, deterministic=True),
+                               rtol=1e-5, atol=1e-6)
+    if hasattr(plain, "critic"):
+        x, xn = torch.as_tensor(obs)[None], torch.as_tensor((obs - m) / s)[None]
+        a = torch.zeros(1, 64, act_dim)
+        for net in ("critic", "critic_target"):
+            torch.testing.assert_close(getattr(normed, net)(x, a), getattr(plain, net)(xn, a), rtol=1e-5, atol=1e-5)
+    # the exported policy carries it (the robot feeds raw observations)
+    exported = normed.policy_for_export()
+    torch.testing.assert_close(exported(torch.as_tensor(obs), deterministic=True)[0],
+                               torch.as_tensor(normed.act(obs, deterministic=True)), rtol=1e-5, atol=1e-6)
+    # checkpoints keep it, and a checkpoint from before the critics had it still loads (identity)
+    again = algorithms.make(name, obs_dim, act_dim, {"hidden": "32-32", "seed": 3})
+    again.load_state_dict(normed.state_dict())
+    assert again.obs_normalised
+    np.testing.assert_array_equal(again.act(obs, deterministic=True), normed.act(obs, deterministic=True))
+    if hasattr(plain, "critic"):
+        old = plain.state_dict()
+        for net in ("critic", "critic_target"):
+            old[net] = {k: v for k, v in old[net].items() if k not in ("obs_mean", "obs_std")}
+        del old["obs_normalised"]
+        normed.load_state_dict(old)
+        assert not normed.obs_normalised
+        torch.testing.assert_close(normed.critic(x, a), plain.critic(x, a))

@@ -24,6 +24,7 @@ disc_hidden = "16-16"
 export_every_updates = 100
 hidden = "16-16"
 min_real_rows = 64
+obs_centre_rows = 64
 status_every_s = 1.0
 warmup_sim_steps = 200
 """

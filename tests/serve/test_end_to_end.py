@@ -18,7 +18,7 @@ from protocol import strict_json
 pytestmark = [pytest.mark.timeout(170), pytest.mark.slow]
 
 TINY = ["--hidden", "16-16", "--disc-hidden", "16-16", "--batch-real", "16", "--batch-sim", "16",
-        "--disc-batch", "16", "--warmup-sim-steps", "200", "--min-real-rows", "64",
+        "--disc-batch", "16", "--warmup-sim-steps", "200", "--min-real-rows", "64", "--obs-centre-rows", "64",
         "--export-every-updates", "100", "--checkpoint-every-s", "0", "--policy-resend-s", "1"]
 
 

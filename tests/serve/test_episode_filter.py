@@ -62,3 +62,34 @@ def test_flagged_rows_are_stored_but_never_trained_on(tmp_path):
     # Returns: the policy episode (4 rows, terminated) and the controller episode (3 rows).
     assert [(e["return"], e["length"], e["terminated"]) for e in returns.episodes] == [(40.0, 4, True), (30.0, 3, False)]
     store.close()
+
+
+def test_the_observation_is_centred_on_every_streamed_row_and_training_waits_for_them(tmp_path):
+    """The centre is the robot's operating point: the mean of its first obs_centre_rows streamed
+    rows whoever drove them (caught and recovering rows included), not the real buffer's
+    task-episode rows; until that many have streamed, training waits and says why."""
+    feed = RealFeed()
+    cfg = ServeConfig(run_dir=str(tmp_path / "run"), algorithm="cql", hidden="8-8", real_capacity=100,
+                      min_real_rows=1, checkpoint_every_s=0.0, obs_centre_rows=2 * len(FLAGS) - 3).validate()
+    trainer = Trainer(cfg, Publisher(), feed, [])
+    def cols():  # the caught, recovering, ... rows lie far from the task-episode rows
+        m = _batch()
+        obs = m.obs + 100.0 * (np.array(FLAGS) != 0)[:, None].astype(np.float32)
+        return {"obs": obs, "act": m.act, "rew": m.rew, "next_obs": m.next_obs, "terminated": m.terminated,
+                "flags": m.flags}
+
+    feed.put(cols())
+    trainer._drain_real()
+    assert "centre the observation (15/27" in trainer._ready()
+    feed.put(cols())
+    trainer._drain_real()
+    assert trainer._ready() == ""
+    once = np.arange(len(FLAGS)) + 100.0 * (np.array(FLAGS) != 0)
+    rows = np.concatenate([once, once[:len(FLAGS) - 3]])
+    trainer._normalise_obs(trainer.real.stats())
+    assert trainer.algo.obs_normalised
+    np.testing.assert_allclose(trainer.algo.policy.obs_mean[0, 0].numpy(), np.full(4, rows.mean()), rtol=1e-6)
+    np.testing.assert_allclose(trainer.algo.critic.obs_std[0, 0].numpy(), [0.5, 0.5, 0.05, 0.5])
+    # the task-episode rows alone (the real buffer) would have centred it elsewhere
+    assert abs(trainer.real.stats().obs_mean[0].item() - rows.mean()) > 30.0
+    assert not trainer._wants_obs_centre()  # set once: a resumed or running learner keeps its own

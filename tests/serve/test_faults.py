@@ -246,7 +246,7 @@ def test_poisoned_trainer_undoes_nonfinite_updates_and_checkpoints_finite(tmp_pa
     feed.put({"obs": obs, "act": rng.uniform(-1, 1, (n, 1)).astype(np.float32), "rew": rew,
               "next_obs": obs + 0.01, "terminated": np.zeros(n, bool)})
     cfg = ServeConfig(run_dir=str(tmp_path / "run"), algorithm="cql", hidden="16-16",
-                      batch_real=16, batch_sim=16, min_real_rows=32, export_every_updates=20,
+                      batch_real=16, batch_sim=16, min_real_rows=32, obs_centre_rows=32, export_every_updates=20,
                       max_updates=60, checkpoint_every_s=0.0, real_capacity=1000).validate()
     tr = Trainer(cfg, Publisher(), feed)
     tr.run(threading.Event())

@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.timeout(480), pytest.mark.slow]
 
 # tiny networks, every export published (no gate, no pretraining), a fixed number of versions
 SERVE_ARGS = ("--hidden 16-16 --disc-hidden 16-16 --batch-real 16 --batch-sim 16 --disc-batch 16 "
-              "--warmup-sim-steps 200 --min-real-rows 64 --export-every-updates 100 --export-every-s 0 "
+              "--warmup-sim-steps 200 --min-real-rows 64 --obs-centre-rows 64 --export-every-updates 100 --export-every-s 0 "
               "--pretrain-updates 0 --publish-gate-steps 0 --checkpoint-every-s 0 --policy-resend-s 1 "
               "--status-every-s 1 --max-updates 400")
 ROBOTS = ["robot0", "robot1", "robot2", "robot3"]

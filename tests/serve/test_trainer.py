@@ -26,7 +26,7 @@ def _offline(n: int = 300) -> dict:
 def _cfg(tmp_path, **kw) -> ServeConfig:
     # cql trains on real data only: no sim worker processes, so the test stays small
     base = dict(run_dir=str(tmp_path / "run"), algorithm="cql", hidden="16-16", batch_real=16,
-                batch_sim=16, min_real_rows=32, export_every_updates=10, max_updates=30,
+                batch_sim=16, min_real_rows=32, obs_centre_rows=32, export_every_updates=10, max_updates=30,
                 checkpoint_every_s=0.0, real_capacity=1000)
     base.update(kw)
     return ServeConfig(**base).validate()
@@ -66,7 +66,7 @@ def test_exports_checkpoints_and_resumes(tmp_path):
 
 def test_publish_gate_holds_back_or_publishes_each_export(tmp_path):
     pub = Publisher()
-    tr = Trainer(_cfg(tmp_path, publish_gate_steps=50), pub, RealFeed(), [_offline()])
+    tr = Trainer(_cfg(tmp_path, publish_gate_steps=50, obs_centre_rows=0), pub, RealFeed(), [_offline()])
     tr.run(threading.Event())
     # every export either passed the gate (published, contiguous versions) or was held back
     assert tr.stats.policy_version + tr.stats.gated == 3
@@ -78,7 +78,7 @@ def test_pretraining_then_only_improving_policies_are_published(tmp_path):
     import json
 
     pub = Publisher()
-    cfg = _cfg(tmp_path, pretrain_updates=25, export_every_updates=5, max_updates=45,
+    cfg = _cfg(tmp_path, pretrain_updates=25, export_every_updates=5, max_updates=45, obs_centre_rows=0,
                publish_gate_improve=True, publish_gate_steps=0)
     tr = Trainer(cfg, pub, RealFeed(), [_offline()])
     tr.run(threading.Event())
@@ -128,7 +128,7 @@ def test_sim_workers_are_paced_to_the_updates(tmp_path):
     unpaced it took the CPU the updates needed (18 sim steps per update in the demo)."""
     from learner.service.trainer import SIM_CHUNK_STEPS
 
-    cfg = _cfg(tmp_path, algorithm="h2o", disc_hidden="16-16", disc_batch=16, warmup_sim_steps=200,
+    cfg = _cfg(tmp_path, algorithm="h2o", disc_hidden="16-16", disc_batch=16, warmup_sim_steps=200, obs_centre_rows=0,
                sim_steps_per_update=0.5, max_updates=1200, export_every_updates=10_000)
     tr = Trainer(cfg, Publisher(), RealFeed(), [_offline()])
     tr.run(threading.Event())

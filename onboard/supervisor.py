@@ -42,6 +42,7 @@ OPERATOR_COMMANDS: dict[str, Operator] = {
     "damp": Operator.DAMP, "estop": Operator.ESTOP, "clear": Operator.RESET,
 }
 POLICY_COMMANDS = ("rollback", "pin", "unpin")
+KEEP_BEST_PROMOTED = 4  # the best promoted versions by the robot's measure, never evicted (_remember)
 FALL_AFTER_CATCH_S = 2.0  # a fall this soon after a catch of a version counts as that version's
 
 
@@ -252,12 +253,13 @@ class PolicySupervisor:
     # ------------------------------------------------------------------ policies
     def _remember(self, p: OnnxPolicy) -> None:
         self._cache[p.version] = p
-        # never evict the best version this robot has measured, nor the best it promoted: the
-        # learner's deployable policy is the best promoted one by its own count of the episodes, and
-        # a demo's end pins it (it was evicted once, 8 versions later; once more when the best
-        # measured overall was a version the robot had rolled back)
+        # never evict the best version this robot has measured, nor the best few it promoted: the
+        # learner's deployable policy is the best promoted one by its own count of the episodes
+        # (the trial reports'), and a demo's end pins it. It was evicted once, 8 versions later;
+        # once more when the best measured overall was a version the robot had rolled back; once
+        # more when the learner's count ranked the robot's second-best promoted version first.
         keep = {self.trials.incumbent, self.pinned, p.version, self.trials.best_measured(),
-                self.trials.best_measured(among=set(self._trusted)), *self._trusted[-2:]}
+                *self.trials.top_measured(KEEP_BEST_PROMOTED, among=set(self._trusted)), *self._trusted[-2:]}
         for v in list(self._cache):
             if len(self._cache) <= self.keep_policies:
                 break

@@ -307,9 +307,14 @@ class TrialManager:
         """The version with the highest mean robot return over at least `min_episodes` episodes
         (NO_VERSION when none has that many): what a person would pin at the end of a run.
         `among`: only these versions (the promoted ones: the learner deploys only those)."""
+        best = self.top_measured(1, among)
+        return best[0] if best else NO_VERSION
+
+    def top_measured(self, n: int, among: "Collection[int] | None" = None) -> list[int]:
+        """The n versions with the highest mean robot return (best first), as best_measured."""
         measured = [s for s in self.stats.values() if s.episodes >= self.cfg.min_episodes and s.version >= 0
                     and (among is None or s.version in among)]
-        return max(measured, key=lambda s: s.mean_return).version if measured else NO_VERSION
+        return [s.version for s in sorted(measured, key=lambda s: s.mean_return, reverse=True)[:n]]
 
     def version(self, v: int) -> VersionStats:
         s = self.stats.get(v)

@@ -237,3 +237,25 @@ def test_the_best_promoted_version_stays_in_the_robots_cache_too():
     for v in range(1, 30):
         sup._remember(SimpleNamespace(version=v))
     assert {2, 5, 29} <= set(sup._cache) and len(sup._cache) == sup.keep_policies
+
+
+def test_the_best_few_promoted_versions_stay_in_the_robots_cache():
+    """The learner ranks promoted versions by its own window of episodes (the trial reports'), the
+    robot by its own; a demo's end pin was refused when the learner's first was the robot's second
+    (evicted). The robot keeps its best KEEP_BEST_PROMOTED promoted versions."""
+    from types import SimpleNamespace
+
+    from onboard.supervisor import KEEP_BEST_PROMOTED, PolicySupervisor
+
+    m = TrialManager(CFG)
+    promoted = [2, 4, 6, 8, 10, 12]
+    for k, v in enumerate(promoted):
+        eps(m, v, [1000.0 + 100 * k] * 4)
+    top = sorted(promoted, reverse=True)[:KEEP_BEST_PROMOTED]
+    assert m.top_measured(KEEP_BEST_PROMOTED, among=set(promoted)) == top
+    sup = PolicySupervisor(CFG, report=lambda v: None)
+    sup.trials = m
+    sup._trusted = promoted + [40, 41]
+    for v in range(1, 60):
+        sup._remember(SimpleNamespace(version=v))
+    assert set(top) <= set(sup._cache) and 59 in sup._cache

@@ -171,10 +171,40 @@ def finish_on_best(run_dir: Path, control: str) -> dict:
         log.warning("could not pin v%d on the robot: %s", best, exc)
         return {"how": f"pin failed: {exc}"}
     log.info("end of the run: pin v%d (the best measured on the robot): %s", best, reply.get("message"))
+    how = f"pinned by `python -m onboard.control pin {best}` at the end"
+    if not reply.get("ok"):
+        how = f"pin refused: {reply.get('message')}"
+        # the robot no longer holds it (the robot and the learner rank by different windows of
+        # episodes): pin the best version it still holds by the robot's episodes in the store
+        held = set((status.get("trials") or {}).get("policies_held") or [])
+        fallback = best_held(run_dir / "learner" / "episodes.jsonl", held)
+        if fallback is not None:
+            try:
+                again = request(control, "pin", str(fallback), timeout_s=10)
+            except Exception as exc:  # noqa: BLE001 - the report says so
+                again = {"ok": False, "message": str(exc)}
+            if again.get("ok"):
+                reply = again
+                how += f"; pinned v{fallback} instead, the best version it holds by its robot episodes"
     time.sleep(2.0)  # it drives a little before the stop
-    return {"robot_version": reply.get("policy_version", -1),
-            "how": f"pinned by `python -m onboard.control pin {best}` at the end" if reply.get("ok")
-            else f"pin refused: {reply.get('message')}"}
+    return {"robot_version": reply.get("policy_version", -1), "how": how}
+
+
+def best_held(episodes: Path, held: "set[int]", min_episodes: int = 5) -> "int | None":
+    """Among the versions a robot holds, the one with the best mean robot return over its
+    episodes in the learner's `episodes.jsonl` (at least `min_episodes`); None if none has."""
+    returns: dict[int, list[float]] = {}
+    if held and episodes.exists():
+        for line in episodes.read_text().splitlines():
+            try:
+                e = json.loads(line)
+                v = int(e["policy_version"])
+                if v in held:
+                    returns.setdefault(v, []).append(float(e["return"]))
+            except (ValueError, KeyError, TypeError):
+                continue  # a torn last line: skipped
+    means = {v: sum(r) / len(r) for v, r in returns.items() if len(r) >= min_episodes}
+    return max(means, key=means.get) if means else None
 
 
 def run(cfg: DemoConfig) -> Path:

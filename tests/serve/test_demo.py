@@ -66,3 +66,18 @@ def test_demo_runs_and_reports(tmp_path, algorithm):
     # both children were stopped cleanly (SIGINT -> exit 0) and the robot's data arrived
     assert "learner exited with 0" in r.stderr and "robot exited with 0" in r.stderr
     assert (tmp_path / "data.hdf5").exists() and (run_dir / "keys" / "robot0.key_secret").exists()
+
+
+def test_best_held_ranks_the_versions_a_robot_still_holds_by_their_robot_episodes(tmp_path):
+    """The demo's fallback when the robot no longer holds the learner's deployable version."""
+    import json
+
+    from learner.demo import best_held
+
+    path = tmp_path / "episodes.jsonl"
+    rows = [(3, 900.0)] * 5 + [(4, 2000.0)] * 5 + [(5, 5000.0)] * 4 + [(6, 1500.0)] * 6 + [(9, 9000.0)] * 9
+    path.write_text("".join(json.dumps({"policy_version": v, "return": r}) + "\n" for v, r in rows)
+                    + '{"policy_version": 4, "ret')  # a torn last line
+    assert best_held(path, {3, 4, 5, 6}) == 4  # v5 has too few episodes, v9 is not held
+    assert best_held(path, {3}) == 3
+    assert best_held(path, {7}) is None and best_held(tmp_path / "missing.jsonl", {3}) is None

@@ -122,6 +122,8 @@ class Trainer:
             self.real.load_fixed(data)
         self.sim = TransitionBuffer(o, a, cfg.sim_capacity, self.device, seed=cfg.seed * 2 + 2)
         self._centre_sum, self._centre_n = np.zeros(o), 0  # the first streamed rows (_normalise_obs)
+        # decided once: _ready() asks on every pass of the training loop
+        self._norm_applies = cfg.obs_normalisation and obs_normalisation(cfg.task, np.zeros(o)) is not None
         algo_cfg = algorithm_config(cfg.algorithm, cfg.task, hidden=cfg.hidden, seed=cfg.seed,
                                     disc_hidden=cfg.disc_hidden, overrides=cfg.algo)
         self.algo = algorithms.make(cfg.algorithm, o, a, algo_cfg, self.device)
@@ -337,8 +339,7 @@ class Trainer:
 
     def _wants_obs_centre(self) -> bool:
         """Normalisation is on for this task and not set yet (a resumed learner keeps its own)."""
-        return (self.cfg.obs_normalisation and not self.algo.obs_normalised
-                and obs_normalisation(self.cfg.task, np.zeros(self.info.obs_dim)) is not None)
+        return self._norm_applies and not self.algo.obs_normalised
 
     def _normalise_obs(self, real_stats) -> None:
         """Once, when training starts: the networks' input centred on the robot's operating point

@@ -74,7 +74,8 @@ class TrainConfig:
     sim_profile: str = _f("nominal", "dynamics profile of the simulator (name, TOML path, or gym kwargs)")
     real_profile: str = _f("moderate", "dynamics profile playing the real robot")
     # real (offline) data
-    dataset: str = _f("", "D4RL-style HDF5 of real transitions; empty = collect one in the real profile")
+    dataset: str = _f("", "D4RL-style HDF5 of real transitions, or minari:<id> (a Minari dataset under "
+                          "$MINARI_DATASETS_PATH) or minari:<folder>; empty = collect one in the real profile")
     collect_steps: int = _f(10_000, "transitions to collect when no dataset is given")
     collect_noise: float = _f(0.3, "Gaussian action noise std of the behaviour policy during collection")
     collect_detuned: bool = _f(True, "collect with the detuned controller (genuinely medium data: the tuned one plus noise is near-expert)")
@@ -168,10 +169,11 @@ def dump_toml(values: dict) -> str:
 
 # ---- data ------------------------------------------------------------------------------------------
 def load_dataset(path: str) -> dict[str, np.ndarray]:
-    """D4RL-style HDF5 through the sim_models contract (also reads original D4RL files)."""
-    from sim_models.datasets import load_d4rl
+    """D4RL-style HDF5 through the sim_models contract (also reads original D4RL files), or a
+    Minari dataset given as minari:<id or folder> (sim_models/minari_io.py)."""
+    from sim_models.datasets import load_dataset as load
 
-    data, _meta = load_d4rl(path)
+    data, _meta = load(path)
     return data
 
 

@@ -6,6 +6,10 @@ Our metadata (task, profile, behaviour, seed, ...) is a JSON string in the root 
 `h2o_metadata`. Real D4RL files carry extra keys (infos/..., metadata/...): `load_d4rl` ignores
 unknown datasets, reads scalar `metadata/*` entries into the metadata dict, and rebuilds
 next_observations (as d4rl.qlearning_dataset does) when a file lacks them.
+
+`load_dataset` also reads a Minari dataset, `minari:<id or folder>` (sim_models/minari_io.py):
+the programs that take a dataset path (`learner.train --dataset`, the service's `datasets`) read
+through it.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ D4RL_KEYS: tuple[str, ...] = (
 _DTYPES = {"observations": np.float32, "actions": np.float32, "rewards": np.float32,
            "next_observations": np.float32, "terminals": np.bool_, "timeouts": np.bool_}
 METADATA_ATTR = "h2o_metadata"
+MINARI_PREFIX = "minari:"  # load_dataset("minari:h2o/stand_still/moderate-medium-v0")
 
 
 class DatasetError(ValueError):
@@ -85,6 +90,16 @@ def load_d4rl(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     if "next_observations" not in data and "observations" in data:
         data = _with_next_observations(data)
     return validate(data), metadata
+
+
+def load_dataset(spec: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """`load_d4rl(spec)`, or for `minari:<id or folder>` the Minari dataset as the same arrays (its
+    root: MINARI_DATASETS_PATH, else Minari's default; sim_models.minari_io.load_minari)."""
+    if str(spec).startswith(MINARI_PREFIX):
+        from sim_models.minari_io import load_minari
+
+        return load_minari(str(spec)[len(MINARI_PREFIX):])
+    return load_d4rl(spec)
 
 
 def _read_scalar(out: dict[str, Any], name: str, obj: Any) -> None:

@@ -32,18 +32,23 @@ log = logging.getLogger(__name__)
 def check_datasets(paths: list[str]) -> None:
     """A missing offline dataset is a configuration error, said before anything starts."""
     for p in paths:
+        if p.startswith("minari:"):  # a Minari dataset: DatasetError (a ValueError) when it is not there
+            from sim_models.minari_io import dataset_folder
+
+            dataset_folder(p[len("minari:"):])
+            continue
         if not Path(p).is_file():
             raise FileNotFoundError(f"offline dataset {p} not found: fix `datasets` in the config "
                                     "(or --datasets), or drop it to train on streamed rows only")
 
 
 def load_datasets(paths: list[str]) -> list:
-    from sim_models.datasets import load_d4rl
+    from sim_models.datasets import load_dataset
 
     check_datasets(paths)
     out = []
     for p in paths:
-        data, _meta = load_d4rl(p)
+        data, _meta = load_dataset(p)  # D4RL HDF5, or minari:<id or folder>
         log.info("offline dataset %s: %d rows", p, len(data["rewards"]))
         out.append(data)
     return out

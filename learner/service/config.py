@@ -44,7 +44,8 @@ class ServeConfig:
                                   "(obs/act spec and task id checked at HELLO)")
     task_options: str = _f("", "observation options of the task, e.g. action_history=2,obs_history=1 "
                                "(docs/task_contract.md); the robot's run.task_options must match")
-    datasets: list = _f([], "offline real datasets (D4RL HDF5) that seed the real buffer")
+    datasets: list = _f([], "offline real datasets (D4RL HDF5, or minari:<id> under $MINARI_DATASETS_PATH) that "
+                            "seed the real buffer")
     run_dir: str = _f("runs/serve", "store, checkpoints, policies, metrics and plots go here")
     # --- training
     train: bool = _f(True, "run the background trainer (off: ingest-only service)")

@@ -25,6 +25,8 @@ PROGRAMS = [
     (["-m", "firmware_bridge.virtual_robot"], ["--prof", "nominal"]),
     (["-m", "firmware_bridge.hil", "list"], ["--rec", "x"]),
     (["-m", "sim_models.collect"], ["--behav", "medium"]),
+    (["-m", "sim_models.minari_io", "export"], ["--desc", "x"]),
+    (["-m", "sim_models.minari_io", "import"], ["--sour", "h2o/x-v0"]),
 ]
 
 

@@ -49,6 +49,7 @@ from learner.buffers import PopulationSampler, RealStats, TransitionBuffer
 from protocol.config_cli import add_dataclass_arguments, help_field, merge_layers
 from protocol.atomic_file import write_atomic
 from learner.device import check_device
+from learner.tb_writer import add_scalars, open_writer
 from learner.rollout import (GYM_PREFIX, PopulationEnvs, Transitions, make_env, population_evaluate,
                              population_rollout)
 from learner.task_defaults import algorithm_config, obs_normalisation
@@ -102,7 +103,8 @@ class TrainConfig:
     run_dir: str = _f("runs", "parent folder; each seed writes <run_dir>/<name>_seed<k>/")
     name: str = _f("", "run name (default: <task>_<algorithm>_<real_profile>)")
     resume: bool = _f(False, "continue from checkpoint.pt in the run folder if present")
-    tensorboard: bool = _f(False, "also write TensorBoard events (needs the tensorboard package)")
+    tensorboard: bool = _f(False, "also write TensorBoard events into each run folder's tb/ (needs the tensorboard "
+                           "package: the learner extra)")
     progress: bool = _f(True, "show a tqdm progress bar")
     # machine
     seeds: list = _f([0], "seeds to run, one run folder each; trained together as one population", nargs="+",
@@ -267,9 +269,7 @@ class Member:
         self.rows.append(row)
         self.rewrite_csv()
         if self.tb is not None:
-            for k, v in row.items():
-                if isinstance(v, (int, float)) and k != "update":
-                    self.tb.add_scalar(k, v, row["update"])
+            add_scalars(self.tb, row, row["update"], skip=("update",))
 
 
 class Run:
@@ -388,13 +388,8 @@ class Run:
         c = self.cfg
         self.try_resume()
         if c.tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                for m in self.members:
-                    m.tb = SummaryWriter(str(m.dir / "tb"))
-            except ImportError:
-                log.warning("tensorboard is not installed; writing CSV only")
+            for m in self.members:
+                m.tb = open_writer(m.dir)
         for m in self.members:
             write_atomic(m.dir / "config.toml", dump_toml({**asdict(m.cfg), "seed": m.seed}).encode())
         if self.algo.step == 0 and not self.members[0].rows:

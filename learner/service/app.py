@@ -106,7 +106,8 @@ class Service:
                                                                   self.info.act_dim, cfg.task),
                                     self.publisher, self.ingest,
                                     evidence=RobotEvidence(run))  # robots' trials, deployable policy
-        self.status = StatusBoard(run, self.server, self.trainer, self.returns, cfg.status_every_s)
+        self.status = StatusBoard(run, self.server, self.trainer, self.returns, cfg.status_every_s,
+                                  tensorboard=cfg.tensorboard)
         self._threads: list[threading.Thread] = []
         self._trainer_stop = threading.Event()
 

@@ -89,6 +89,8 @@ class ServeConfig:
     resume: bool = _f(True, "resume from run_dir's checkpoint if one is there")
     # --- status
     status_every_s: float = _f(5.0, "status line and metrics row period")
+    tensorboard: bool = _f(False, "also write TensorBoard events into <run_dir>/tb/ every status period (needs the "
+                                  "tensorboard package: the learner extra)")
     log_level: str = _f("INFO", "logging level")
 
     def validate(self) -> "ServeConfig":

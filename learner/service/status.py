@@ -5,7 +5,8 @@ computed from the streamed rewards (episode = rows up to terminated/truncated), 
 shown beside the sim return everywhere (status line, metrics.jsonl, plots).
 
 Files in the run folder: metrics.jsonl (one row every status period), episodes.jsonl (one row per
-finished robot episode), plots/*.png (`python -m learner.service.status plot RUN_DIR`).
+finished robot episode), plots/*.png (`python -m learner.service.status plot RUN_DIR`), and with
+`tensorboard` on, TensorBoard events in tb/ (`TensorBoardCharts`).
 """
 
 from __future__ import annotations
@@ -92,19 +93,90 @@ class RobotReturns:
             self._fh = None
 
 
-class StatusBoard:
-    """Collects the server's and trainer's snapshots every period: a log line + a metrics row."""
+class TensorBoardCharts:
+    """The status rows as TensorBoard scalars in <run_dir>/tb/ (the writer learner.train uses,
+    learner/tb_writer.py). Each tag keeps one x axis whose steps only grow, across restarts too:
 
-    def __init__(self, run_dir: Path, server, trainer, returns: RobotReturns, period_s: float) -> None:
+    - training, at step = updates (learner.train's axis), once the trainer has made updates since
+      the last row: `losses/*` and `charts/*` (the algorithm's, e.g. H2O's `charts/u_mean`; means
+      over the updates since the last row), `trainer/updates_per_s`, `trainer/sim_return`,
+      `trainer/gated`, `trainer/nonfinite_updates`, `buffer/real_rows`, `buffer/real_offline_rows`,
+      `buffer/sim_rows`;
+    - the service and its robots, at step = the row's index in metrics.jsonl (one per status period;
+      TensorBoard's relative or wall-time axis shows them against time): `service/store_rows`,
+      `service/updates`, `service/policy_version` (the latest published; published.jsonl has the
+      update count of each), `service/rejected` and the other problem
+      counters, `robot/return` (mean of the last 5 robot episodes), per robot
+      `robot/<id>/{rows,stored_rows,duplicates,rejected,trial_reports,policy_version,return}`, and
+      the robots' trial evidence `trials/reports`, `trials/deployable_version`,
+      `trials/deployable_mean_return`.
+    """
+
+    SERVICE_KEYS = ("store_rows", "updates", "policy_version", "rejected", "store_errors", "rows_lost",
+                    "rows_out_of_bounds", "robot_id_shared", "handshake_failed")
+    TRAINER_KEYS = {"updates_per_s": "trainer/updates_per_s", "sim_return": "trainer/sim_return",
+                    "gated": "trainer/gated", "nonfinite_updates": "trainer/nonfinite_updates",
+                    "real_rows": "buffer/real_rows", "real_offline_rows": "buffer/real_offline_rows",
+                    "sim_rows": "buffer/sim_rows"}
+    ROBOT_KEYS = ("rows", "stored_rows", "duplicates", "rejected", "trial_reports", "policy_version", "return")
+
+    def __init__(self, writer, first_row: int) -> None:
+        self.writer = writer
+        self.next_row = first_row  # metrics.jsonl's row count when the service started
+        self.last_updates = -1
+
+    @classmethod
+    def open(cls, run_dir: Path, first_row: int) -> "TensorBoardCharts | None":
+        from learner.tb_writer import open_writer
+
+        writer = open_writer(run_dir)
+        return None if writer is None else cls(writer, first_row)
+
+    def write(self, row: dict, evidence: dict, loss_means: dict) -> None:
+        """One status row: the service tags at the next row index, the training tags when the
+        trainer got further; flushed, so TensorBoard shows it within a status period."""
+        from learner.tb_writer import add_scalars
+
+        step = self.next_row
+        self.next_row += 1
+        add_scalars(self.writer, {k: row.get(k) for k in self.SERVICE_KEYS}, step, prefix="service/")
+        add_scalars(self.writer, {"return": row.get("robot_return")}, step, prefix="robot/")
+        for rid, r in row.get("robots", {}).items():
+            add_scalars(self.writer, {k: r.get(k) for k in self.ROBOT_KEYS}, step, prefix=f"robot/{rid}/")
+        if evidence:
+            deployable = evidence.get("deployable")
+            versions = evidence.get("versions", {})
+            add_scalars(self.writer, {"reports": evidence.get("reports"), "deployable_version": deployable,
+                                      "deployable_mean_return": versions.get(deployable, {}).get("mean_return")},
+                        step, prefix="trials/")
+        updates = int(row.get("updates") or 0)
+        if updates > self.last_updates and (updates > 0 or loss_means):
+            self.last_updates = updates
+            add_scalars(self.writer, {tag: row.get(k) for k, tag in self.TRAINER_KEYS.items()}, updates)
+            losses = loss_means or {k: v for k, v in row.items() if k.startswith(("losses/", "charts/"))}
+            add_scalars(self.writer, losses, updates)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class StatusBoard:
+    """Collects the server's and trainer's snapshots every period: a log line + a metrics row
+    (and TensorBoard scalars with `tensorboard`)."""
+
+    def __init__(self, run_dir: Path, server, trainer, returns: RobotReturns, period_s: float,
+                 tensorboard: bool = False) -> None:
         self.server, self.trainer, self.returns = server, trainer, returns
         self.period_s = period_s
         self.path = run_dir / "metrics.jsonl"
+        self.charts = TensorBoardCharts.open(run_dir, len(read_jsonl(self.path))) if tensorboard else None
         self._fh = open(self.path, "a", buffering=1)
         self._write_failed = False
         self.t0 = time.time()
 
-    def row(self) -> dict:
-        srv = self.server.snapshot()
+    def row(self, srv: dict | None = None) -> dict:
+        srv = srv if srv is not None else self.server.snapshot()
         tr = self.trainer.snapshot() if self.trainer is not None else {}
         row = {"t": time.time(), "elapsed_s": time.time() - self.t0,
                "updates": tr.get("updates", 0), "updates_per_s": tr.get("updates_per_s", 0.0),
@@ -137,8 +209,15 @@ class StatusBoard:
         return status_line(row)
 
     def tick(self) -> dict:
-        row = self.row()
+        srv = self.server.snapshot()
+        row = self.row(srv)
         log.info("%s", self.line(row))
+        if self.charts is not None:
+            losses = self.trainer.take_loss_means() if self.trainer is not None else {}
+            try:
+                self.charts.write(row, srv.get("evidence") or {}, losses)
+            except OSError as exc:  # a full disk: metrics.jsonl and the log line still tell
+                log.warning("cannot write TensorBoard events: %s", exc)
         try:
             self._fh.write(strict_json.dumps(row, default=str) + "\n")
         except OSError as exc:  # a full disk: the log line above still says how things stand
@@ -161,6 +240,8 @@ class StatusBoard:
             self._fh.close()
         except OSError:
             pass
+        if self.charts is not None:
+            self.charts.close()
 
 
 def fmt_number(x: float | None, nd: int = 0) -> str:

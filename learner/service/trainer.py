@@ -139,6 +139,7 @@ class Trainer:
         self._good_state: dict | None = None
         self._good_at = -1
         self._nonfinite_logged = 0.0
+        self._loss_sums: dict[str, list] = {}  # key -> [sum, count] since the last take_loss_means()
 
     # ------------------------------------------------------------------ non-finite guard
     def _keep_good_state(self) -> None:
@@ -427,6 +428,7 @@ class Trainer:
                 with self._lock:
                     self.stats.updates += 1
                     self.stats.losses = losses
+                    self._add_losses(losses)
                     if len(self._update_times) > 1:
                         span = self._update_times[-1] - self._update_times[0]
                         self.stats.updates_per_s = (len(self._update_times) - 1) / max(span, 1e-9)
@@ -454,6 +456,24 @@ class Trainer:
                 self.workers.close()
             if self.stats.updates:
                 self.checkpoint()
+
+    def _add_losses(self, losses: dict) -> None:
+        """Sum the update's scalar losses for take_loss_means (the caller holds the lock)."""
+        for k, v in losses.items():
+            try:
+                value = float(v)
+            except (TypeError, ValueError):
+                continue
+            acc = self._loss_sums.setdefault(k, [0.0, 0])
+            acc[0] += value
+            acc[1] += 1
+
+    def take_loss_means(self) -> dict[str, float]:
+        """Each loss and chart's mean over the updates since the last call (what the TensorBoard
+        rows show, as learner.train's rows hold epoch means), and start a new period."""
+        with self._lock:
+            sums, self._loss_sums = self._loss_sums, {}
+        return {k: total / n for k, (total, n) in sums.items() if n}
 
     def snapshot(self) -> dict:
         with self._lock:

@@ -108,3 +108,31 @@ def test_runs_from_a_d4rl_file_and_reports_a_missing_one(tmp_path):
     assert summary["real_transitions"] == 300 and summary["updates"] == 100
     missing = run_cli(*BASE, "--dataset", str(tmp_path / "nope.hdf5"), "--run-dir", str(tmp_path / "m"))
     assert missing.returncode == 2 and "nope.hdf5" in missing.stderr
+
+
+def test_trains_from_a_minari_dataset_and_writes_tensorboard(tmp_path, monkeypatch):
+    """--dataset minari:<id> reads through sim_models.datasets.load_dataset (the root from
+    MINARI_DATASETS_PATH); --tensorboard writes the progress rows as scalars at their update."""
+    pytest.importorskip("minari")
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from learner.rollout import make_env, rollout
+    from learner.train import Run
+    from sim_models.minari_io import export_minari
+
+    env = make_env("gym:Pendulum-v1", "g=12.0", seed=0)
+    data = rollout(env, lambda obs: np.zeros(1, np.float32), 300, seed=0).as_dict()
+    dataset_id, _ = export_minari(data, "tests/pendulum-v0", tmp_path / "minari", metadata={"source": "test"})
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    cfg = load_config([*BASE, "--total-updates", "200", "--dataset", f"minari:{dataset_id}", "--tensorboard",
+                       "--run-dir", str(tmp_path / "r")])
+    summary = Run(cfg, 0).train()[0]
+    assert summary["real_transitions"] == 300 and summary["updates"] == 200
+    events = EventAccumulator(str(Path(summary["run_dir"]) / "tb"))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    assert {"losses/policy", "charts/alpha", "eval/real_return", "perf/updates_per_s"} <= set(tags)
+    assert [e.step for e in events.Scalars("eval/real_return")] == [0, 100, 200]
+    assert [e.step for e in events.Scalars("losses/policy")] == [100, 200]
+    assert "update" not in tags

@@ -129,7 +129,10 @@ class TrainConfig:
     @property
     def run_name(self) -> str:
         task = self.task.replace(GYM_PREFIX, "").replace("/", "_")
-        return self.name or f"{task}_{self.algorithm}_{self.real_profile}".replace(",", "_").replace("=", "")
+        # A profile given as a TOML path names the folder by its file stem: the path's slashes
+        # would otherwise nest the seed folders under configs/experiments/profiles/...
+        real = Path(self.real_profile).stem if self.real_profile.endswith(".toml") else self.real_profile
+        return self.name or f"{task}_{self.algorithm}_{real}".replace(",", "_").replace("=", "").replace("/", "_")
 
 
 # ---- config: defaults <- TOML <- CLI -----------------------------------------------------------

@@ -136,3 +136,12 @@ def test_trains_from_a_minari_dataset_and_writes_tensorboard(tmp_path, monkeypat
     assert [e.step for e in events.Scalars("eval/real_return")] == [0, 100, 200]
     assert [e.step for e in events.Scalars("losses/policy")] == [100, 200]
     assert "update" not in tags
+
+
+def test_run_folder_names_a_profile_file_by_its_stem():
+    """A real profile given as a TOML path must not nest the seed folders under the path's folders."""
+    cfg = TrainConfig(task="stand_still:action_history=2", algorithm="h2o",
+                      real_profile="configs/experiments/profiles/moderate_markov.toml")
+    assert cfg.run_name == "stand_still:action_history2_h2o_moderate_markov"
+    assert "/" not in cfg.run_name
+    assert TrainConfig(real_profile="moderate").run_name == "stand_still_h2o_moderate"

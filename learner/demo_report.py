@@ -97,7 +97,7 @@ def verdict(by_version: dict[int, list[float]], gate: dict, last: dict) -> str:
             f"v{versions[i_best]} {means[i_best]:.0f}, last v{versions[-1]} {last_mean:.0f}.")
     g_best, g_last = gate.get(versions[i_best]), gate.get(versions[-1])
     if last_mean < 0.8 * means[i_best] and g_best is not None and g_last is not None and g_last > g_best:
-        text += (f" After v{versions[i_best]} the nominal-sim gate return kept rising ({g_best:.0f} -> "
+        text += (f" After v{versions[i_best]} the simulator's gate return kept rising ({g_best:.0f} -> "
                  f"{g_last:.0f}) while the robot return fell: the simulator ranks policies the robot "
                  "does not (the dynamics gap; the publish gate only sees the simulator).")
     return text
@@ -199,7 +199,7 @@ def write_report(run_dir: Path, cfg, started: float, interrupted: bool, ending: 
         "Each policy stint is its own episode (it ends where the controller catches the robot, at a "
         "fall, or after the task's 1000 steps); controller episodes are the baseline. Outcome: the "
         "version's own trial on the robot." + noise_note(data.robot), "",
-        "| policy version | gate return (nominal sim) | outcome on the robot | episodes | mean return "
+        "| policy version | gate return (learner's simulator) | outcome on the robot | episodes | mean return "
         "| mean length | best |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -316,7 +316,7 @@ def _plot_returns(out: Path, data: RunData, started: float) -> Path:
     if g:
         twin.plot(*zip(*g), "ko", ms=4)
     twin.ticklabel_format(axis="y", useOffset=False, style="plain")
-    twin.set_ylabel("nominal-sim gate return (dots)")
+    twin.set_ylabel("simulator gate return (dots)")
     bars.set_title("Per version: robot mean return (bars) vs the simulator's score (dots)", fontsize=9)
     return _save(fig, out / "returns.png")
 

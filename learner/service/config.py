@@ -80,7 +80,7 @@ class ServeConfig:
     export_every_s: float = _f(0.0, "... or every T seconds (0 = off), whichever comes first")
     publish_gate_steps: int = _f(0, "publish only a policy that keeps the nominal sim robot up "
                                     "this many steps, deterministic (0 = publish every export)")
-    publish_gate_improve: bool = _f(False, "publish only a policy whose gate return (nominal sim, "
+    publish_gate_improve: bool = _f(False, "publish only a policy whose gate return (the learner's simulator, "
                                            "fixed seeds) beats the last published one's")
     publish_gate_episodes: int = _f(1, "deterministic episodes the publish gate runs")
     pretrain_updates: int = _f(0, "publish nothing before this many updates (offline real data + "

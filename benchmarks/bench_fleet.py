@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 from learner.fleet import Fleet, FleetConfig  # noqa: E402
 from learner.service.status import read_jsonl  # noqa: E402
 from learner.service.tasks import task_info  # noqa: E402
-from onboard.recorder import empty_batch  # noqa: E402
+from onboard.batcher import empty_batch  # noqa: E402
 from onboard.streamer import Streamer, StreamerConfig  # noqa: E402
 from protocol.messages import Hello, schema_hash  # noqa: E402
 from protocol.logs import setup_logging  # noqa: E402

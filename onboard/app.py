@@ -22,7 +22,7 @@ from onboard.link_watch import LinkWatch
 from onboard.loop import ControlLoop, LoopOptions
 from onboard.policy import PolicyLoader, PolicyRejected, PolicySpec, load_policy_file
 from onboard.realtime import apply_realtime, raise_helper_threads
-from onboard.recorder import TransitionRecorder
+from onboard.batcher import TransitionRecorder
 from onboard.safety import ActionFilter, Mode, SafetyFSM
 from onboard.scheduler import DeadlineScheduler, LockStepClock, MonotonicClock
 from onboard.status import StatusReporter

@@ -4,6 +4,7 @@ Why columnar: the learner ingests arrays, and a batch of 50 rows as a dict of nu
 encodes to msgpack as a few raw buffers. Rows are written into preallocated arrays (one store
 per column per tick); a full batch (or one older than `max_batch_age_s`) is handed to a sink
 with a non-blocking call; when the sink refuses (queue full) the batch is dropped and counted.
+(Not a recording: firmware_bridge/recorder.py records the serial line's bytes to MCAP.)
 """
 
 from __future__ import annotations

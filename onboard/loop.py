@@ -33,7 +33,7 @@ import numpy as np
 
 from firmware_bridge.link import SerialLink, WriteStatus
 from onboard.policy import OnnxPolicy, PolicyCandidate, PolicyLoader
-from onboard.recorder import Row, TransitionRecorder
+from onboard.batcher import Row, TransitionRecorder
 from onboard.safety import ActionFilter, Mode, Operator, SafetyFSM, SafetyInputs, tilt_from_quat
 from onboard.scheduler import DeadlineScheduler, RollingStats
 from protocol.messages import Source
@@ -386,7 +386,7 @@ class ControlLoop:
     def _reactivate(self) -> None:
         try:
             self.link.activate(enable=self.fsm.armed)  # a disarmed robot keeps its motors off
-        except Exception as e:  # LinkError in a wrong state: logged, the FSM stays safe
+        except Exception as e:  # noqa: BLE001 - LinkError in a wrong state: logged, the FSM stays safe
             log.warning("link re-activation failed: %s", e)
 
     def _write(self, mode: Mode, action: np.ndarray | None) -> None:

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from onboard.recorder import Row, TransitionRecorder
+from onboard.batcher import Row, TransitionRecorder
 from protocol.messages import Source, Transitions, decode, encode
 
 

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CODE = """
 import sys
 import onboard.run, onboard.app, onboard.loop, onboard.streamer, onboard.policy, onboard.config
-import onboard.status, onboard.spool, onboard.recorder, onboard.safety, onboard.scheduler, onboard.realtime
+import onboard.status, onboard.spool, onboard.batcher, onboard.safety, onboard.scheduler, onboard.realtime
 from onboard.app import make_controller
 make_controller("stand_still")
 print(",".join(m for m in ("torch", "mujoco", "onnx") if m in sys.modules))

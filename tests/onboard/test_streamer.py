@@ -11,7 +11,7 @@ import zmq.auth
 from devkit.dev_learner import DevLearner
 from devkit.dev_policies import mlp_policy_bytes
 from onboard.policy import PolicyCandidate
-from onboard.recorder import empty_batch
+from onboard.batcher import empty_batch
 from onboard.streamer import LinkConfigError, Streamer, StreamerConfig
 from protocol.messages import Hello, schema_hash
 

@@ -65,7 +65,7 @@ sys.meta_path.insert(0, Refuse())
 ROBOT_PROGRAM = """
 import task_contract.tasks, task_contract.history, task_contract.episodes, task_contract.controller
 import task_contract.layout
-import onboard.run, onboard.app, onboard.loop, onboard.policy, onboard.config, onboard.recorder
+import onboard.run, onboard.app, onboard.loop, onboard.policy, onboard.config, onboard.batcher
 import firmware_bridge.link, firmware_bridge.hil.recordings
 from task_contract.controller import BalanceController
 BalanceController("stand_still:action_history=2")

@@ -26,7 +26,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from firmware_bridge.hil.replayer import SensorReplayer, SerialTap, compare_host_streams  # noqa: E402
+from firmware_bridge.hil.compare import compare_host_streams  # noqa: E402
+from firmware_bridge.hil.replayer import SensorReplayer  # noqa: E402
+from firmware_bridge.hil.tap import SerialTap  # noqa: E402
 from firmware_bridge.hil.recordings import decode_recording, recorded_steps  # noqa: E402
 from firmware_bridge.virtual_robot import VirtualRobot, VirtualRobotConfig  # noqa: E402
 from onboard.app import OnboardApp  # noqa: E402

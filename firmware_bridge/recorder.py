@@ -1,8 +1,8 @@
 """Byte-level recording of the serial line, both directions, timestamped (protocol.recording, MCAP).
 
 Why bytes and not decoded frames: a recording is for finding out what went wrong on the wire,
-so it keeps exactly what was read and written, corrupt bytes included; replay.py decodes it
-later with the same FrameDecoder the link uses.
+so it keeps exactly what was read and written, corrupt bytes included; the HIL tools
+(firmware_bridge/hil/) decode it later with the same FrameDecoder the link uses.
 
 Why a thread: `record()` is called from the control loop's side (the link's sender and reader,
 or the virtual firmware tick), and nothing in that path may wait on disk. It only appends to a

@@ -3,5 +3,6 @@ that records what a host sees; a replayer that answers a host from a recording; 
 their one command line, `python -m firmware_bridge.hil` (docs/hil.md).
 
 `recordings.py` (a recording as frames), `summary.py` (per-channel frame summary, timed serve),
-`replayer.py` (SerialTap, SensorReplayer, compare_host_streams), `cli.py` (the subcommands).
+`tap.py` (SerialTap), `replayer.py` (SensorReplayer), `compare.py` (compare_host_streams), `cli.py`
+(the subcommands).
 """

@@ -174,7 +174,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_tap(args: argparse.Namespace) -> int:
-    from firmware_bridge.hil.replayer import SerialTap
+    from firmware_bridge.hil.tap import SerialTap
 
     stop = _stop_event()
     with SerialTap(args.url, args.out, drop_repeated_states=args.lockstep, link_path=args.device or None) as tap:
@@ -185,7 +185,8 @@ def cmd_tap(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from firmware_bridge.hil.replayer import SensorReplayer, compare_host_streams
+    from firmware_bridge.hil.compare import compare_host_streams
+    from firmware_bridge.hil.replayer import SensorReplayer
 
     if args.compare and not args.out:
         print("error: --compare needs --out (the replayed host stream is compared from it)", file=sys.stderr)
@@ -210,7 +211,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from firmware_bridge.hil.replayer import compare_host_streams
+    from firmware_bridge.hil.compare import compare_host_streams
 
     diff = compare_host_streams(args.original, args.replayed)
     print(strict_json.dumps(asdict(diff), indent=1) if args.json else diff.report())

@@ -2,8 +2,9 @@
 
 Why here: the virtual robot, the link, the HIL tap and the replayer record the raw bytes of both
 directions of the serial line (firmware_bridge.recorder, MCAP) on the channels
-`serial/host_to_fw` and `serial/fw_to_host`; replay.py summarises them. Everything the HIL harness does with a recording starts from the same
-decoded view: the frames of each direction, in the order they were recorded, with their times.
+`serial/host_to_fw` and `serial/fw_to_host`; summary.py summarises them. Everything the HIL
+harness does with a recording starts from the same decoded view: the frames of each direction, in
+the order they were recorded, with their times.
 Keeping that one view here means the replayer, the command comparison, the gap report input and
 the CLI cannot disagree on what a recording contains.
 

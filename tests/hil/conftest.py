@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from hil_testkit import record_onboard_run, replay_into_onboard  # noqa: E402
+from hil_testkit import record_onboard_run, replay_into_onboard
 
-from firmware_bridge.hil.replayer import CommandDiff  # noqa: E402
+from firmware_bridge.hil.compare import CommandDiff
 
 
 @pytest.fixture

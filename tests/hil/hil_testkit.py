@@ -7,7 +7,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from firmware_bridge.hil.replayer import CommandDiff, SensorReplayer, SerialTap, compare_host_streams
+from firmware_bridge.hil.compare import CommandDiff, compare_host_streams
+from firmware_bridge.hil.replayer import SensorReplayer
+from firmware_bridge.hil.tap import SerialTap
 from firmware_bridge.hil.recordings import HOST_TO_FW, decode_recording
 from onboard.app import OnboardApp
 from onboard.config import OnboardConfig

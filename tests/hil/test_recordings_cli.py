@@ -156,7 +156,8 @@ def test_cli_help_runs_as_a_module():
 def test_harness_modules_import_without_mujoco_or_torch():
     """The tap, replayer, recordings and CLI may run on the robot computer (gap/export import lazily)."""
     code = ("import sys\n"
-            "import firmware_bridge.hil.replayer, firmware_bridge.hil.recordings, firmware_bridge.hil.cli\n"
+            "import firmware_bridge.hil.tap, firmware_bridge.hil.replayer, firmware_bridge.hil.compare, "
+            "firmware_bridge.hil.recordings, firmware_bridge.hil.cli\n"
             "print(','.join(sorted(m for m in ('torch', 'mujoco', 'gymnasium') if m in sys.modules)))\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
@@ -168,7 +169,7 @@ def test_tap_passes_a_noisy_line_through_unchanged(tmp_path):
     import time
 
     from firmware_bridge.virtual_robot.faults import FaultConfig
-    from firmware_bridge.hil.replayer import SerialTap
+    from firmware_bridge.hil.tap import SerialTap
     from firmware_bridge.link import SerialLink, SerialLinkConfig
     from firmware_bridge.virtual_robot import VirtualRobot, VirtualRobotConfig
 

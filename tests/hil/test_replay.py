@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from firmware_bridge.hil.replayer import SensorReplayer, compare_host_streams
+from firmware_bridge.hil.compare import compare_host_streams
+from firmware_bridge.hil.replayer import SensorReplayer
 from firmware_bridge.hil.recordings import FW_TO_HOST, HOST_TO_FW, decode_recording, recorded_steps
 from onboard.safety import Operator
 from protocol.frames import FrameType

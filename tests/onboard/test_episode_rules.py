@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from firmware_bridge.hil.replayer import SerialTap
+from firmware_bridge.hil.tap import SerialTap
 from firmware_bridge.hil.recordings import decode_recording, recorded_steps
 from firmware_bridge.virtual_robot import VirtualRobot, VirtualRobotConfig
 from onboard.app import OnboardApp

@@ -23,6 +23,7 @@ import time
 
 import numpy as np
 
+from protocol.config_cli import ArgumentParser
 from protocol.logs import setup_logging
 from firmware_bridge.link import LinkState, SerialLink, SerialLinkConfig, StateSample
 from protocol.robot_types import N_ACTUATORS, FaultFlags, MotorCommand, MotorMode
@@ -123,7 +124,9 @@ def run_line(line: str, link: SerialLink, pump: CommandPump) -> bool:
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(allow_abbrev=False, prog="python -m firmware_bridge.console", description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="python -m firmware_bridge.console", description=__doc__.split("\n")[0],
+                       example="python -m firmware_bridge.console --device /tmp/ttyRobot --enable --torque 0,0,0,0,0.5,0.5 "
+                               "--duration 2\npython -m firmware_bridge.console --device /dev/ttyUSB0 --interactive")
     p.add_argument("--device", default="/tmp/ttyRobot", help="serial URL: /dev/ttyUSB0, pty path, socket://h:p")
     p.add_argument("--baudrate", type=int, default=1_000_000, help="baud rate (real UARTs only)")
     p.add_argument("--open-timeout-s", type=float, default=2.0, help="keep retrying the open this long")

@@ -34,10 +34,10 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from learner.demo import Children, _free_port, _wait_for  # noqa: E402
-from protocol.config_cli import parse_cli  # noqa: E402
-from learner.service.config import ConfigError, _f  # noqa: E402
-from protocol.logs import setup_logging  # noqa: E402
+from learner.demo import Children, _free_port, _wait_for
+from protocol.config_cli import parse_cli
+from learner.service.config import ConfigError, _f
+from protocol.logs import setup_logging
 
 log = logging.getLogger("learner.fleet")
 ROOT = Path(__file__).resolve().parent.parent
@@ -321,7 +321,8 @@ class Fleet:
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = parse_cli(FleetConfig, "python -m learner.fleet", __doc__, argv)
+    cfg = parse_cli(FleetConfig, "python -m learner.fleet", __doc__, argv,
+                    example="python -m learner.fleet --robots 4 --minutes 4 --profiles moderate,severe")
     if cfg is None:
         return 2
     setup_logging("INFO")

@@ -24,7 +24,6 @@ memoryless linear policy of docs/results.md).
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from dataclasses import dataclass
@@ -36,7 +35,8 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from protocol.logs import setup_logging  # noqa: E402
+from protocol.config_cli import ArgumentParser
+from protocol.logs import setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -145,13 +145,12 @@ def load_policy(name: str, task: str) -> Policy:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m learner.robot_rules", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    p = ArgumentParser(prog="python -m learner.robot_rules", description=__doc__)
     p.add_argument("policies", nargs="+", help="ONNX files, 'controller' or 'linear:k_x,k_v,k_pitch,k_rate,h_1,h_2'")
     p.add_argument("--task", default="stand_still:action_history=2", help="task id the policies observe")
     p.add_argument("--profile", default="moderate", help="the robot's dynamics profile (hidden 'real' one)")
     p.add_argument("--seconds", type=float, default=120.0, help="simulated robot time per policy")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the simulator's resets")
     p.add_argument("--catch-rad", type=float, default=RobotRules.catch_rad, help="the safety catch (tilt, rad)")
     args = p.parse_args(argv)
     setup_logging()

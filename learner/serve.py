@@ -14,13 +14,14 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python learner/serve.py` from the project root
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from learner.service.config import ConfigError, ServeConfig, add_arguments, load_config  # noqa: E402
-from protocol.logs import setup_logging  # noqa: E402
+from learner.service.config import ConfigError, ServeConfig, add_arguments, load_config
+from protocol.config_cli import ArgumentParser
+from protocol.logs import setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(allow_abbrev=False, prog="learner/serve.py", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="python learner/serve.py", description=__doc__,
+                            example="python learner/serve.py --config configs/serve.toml --max-updates 20000")
     parser.add_argument("--config", help="TOML file of ServeConfig fields (CLI flags override it)")
     add_arguments(parser, ServeConfig)
     return parser

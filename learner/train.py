@@ -46,7 +46,7 @@ import torch
 from learner import algorithms
 from learner.algorithms.base import sample_update_batches
 from learner.buffers import PopulationSampler, RealStats, TransitionBuffer
-from protocol.config_cli import add_dataclass_arguments, help_field, merge_layers
+from protocol.config_cli import ArgumentParser, add_dataclass_arguments, help_field, merge_layers
 from protocol.atomic_file import write_atomic
 from learner.device import check_device
 from learner.tb_writer import add_scalars, open_writer
@@ -137,8 +137,7 @@ class TrainConfig:
 
 # ---- config: defaults <- TOML <- CLI -----------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(allow_abbrev=False, prog="python -m learner.train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m learner.train", description=__doc__)
     p.add_argument("--config", help="TOML file with TrainConfig keys (CLI flags override it)")
     add_dataclass_arguments(p, TrainConfig, flag_names={"algo": "--set"})
     return p

@@ -23,7 +23,6 @@ the reason changes and every `explain_every_s` while it holds: not armed, waitin
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -40,11 +39,11 @@ import zmq
 if __package__ in (None, ""):  # `python onboard/control.py`: make the project root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from onboard.safety import Mode, tilt_from_quat  # noqa: E402
-from protocol import strict_json  # noqa: E402
-from protocol.endpoints import is_loopback  # noqa: E402
-from protocol.robot_types import FaultFlags, MotorMode  # noqa: E402
-from protocol.config_cli import help_field  # noqa: E402
+from onboard.safety import Mode, tilt_from_quat
+from protocol import strict_json
+from protocol.endpoints import is_loopback
+from protocol.robot_types import FaultFlags, MotorMode
+from protocol.config_cli import ArgumentParser, help_field
 
 if TYPE_CHECKING:
     from onboard.loop import ControlLoop
@@ -232,7 +231,7 @@ class ControlServer:
                 if self.explainer is not None:
                     try:
                         self.explainer.maybe_log()
-                    except Exception:  # noqa: BLE001 - a status helper must not end the channel
+                    except Exception:  # a status helper must not end the channel
                         log.exception("explainer failed")
                 if not sock.poll(100):
                     continue
@@ -297,10 +296,11 @@ def _endpoint_from_config(path: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(allow_abbrev=False, prog="python -m onboard.control",
-                                description="Command a running robot program (onboard/run.py) over its local control channel.",
-                                epilog="\n".join(f"  {k:9s} {v}" for k, v in HELP.items()),
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m onboard.control",
+                       description="Command a running robot program (onboard/run.py) over its local control channel.",
+                       epilog="\n".join(f"  {k:9s} {v}" for k, v in HELP.items()),
+                       example="python -m onboard.control status\n"
+                               "python -m onboard.control pin 12 --config configs/onboard.toml")
     p.add_argument("cmd", choices=COMMANDS, metavar="COMMAND", help="one of: " + ", ".join(COMMANDS))
     p.add_argument("arg", nargs="?", default="", help="pin: the version (or 'controller')")
     p.add_argument("--endpoint", default="", help=f"the channel (default: the config's, else {DEFAULT_ENDPOINT})")

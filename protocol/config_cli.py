@@ -10,6 +10,8 @@ Building the parser and merging the layers in one place keeps their command line
 - booleans are `--x` / `--no-x` (`--x true|false` is accepted too, for scripts);
 - flags are spelled with dashes; the underscore spelling of the same name is accepted as well;
 - no abbreviations (`allow_abbrev=False`: `--run.rate` is an error, not `--run.rate-hz`);
+- every option's --help shows its default, every program's --help an example (`ArgumentParser`,
+  which the programs without a config dataclass use too; tests/docs/test_cli_help.py);
 - an unknown TOML key or section, or a value of the wrong type, is a `ConfigError` naming it.
 Help comes from field metadata, never from the source (which a robot install may not ship).
 """
@@ -29,7 +31,7 @@ class ConfigError(ValueError):
     """A config value is unknown, out of range or inconsistent; the message names the field."""
 
 
-def help_field(default: Any = dataclasses.MISSING, help: str = "", *,  # noqa: A002 - argparse's name
+def help_field(default: Any = dataclasses.MISSING, help: str = "", *,  # argparse's name
                factory: Any = dataclasses.MISSING, **meta: Any) -> Any:
     """A dataclass field with its --help text (and optional argparse `nargs`/`type` in `meta`).
 
@@ -117,6 +119,41 @@ def parse_toml_value(text: str) -> Any:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+
+
+# ---------------------------------------------------------------------------- parsers
+def _shows_default(value: Any) -> bool:
+    """Whether a default is a value worth printing (0 is; None, False and empty are not)."""
+    if value is None or value is False or value is argparse.SUPPRESS:
+        return False
+    return not (isinstance(value, (str, list, tuple, dict)) and not value)
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and epilogs as written (their examples keep their lines); an option's help
+    ends with "(default X)" where it has a default and does not already say it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if not action.option_strings or not _shows_default(action.default) or "default" in text.lower():
+            return text
+        return f"{text} (default %(default)r)" if text else "(default %(default)r)"
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """Every program's parser: no abbreviations, defaults shown (`HelpFormatter`), and `example`
+    (a command line, or several on their own lines) printed after the options as "example:".
+    A subcommand made by `add_subparsers().add_parser(...)` is one too (argparse builds it with
+    the parent's class), so it takes `example=` as well."""
+
+    def __init__(self, *args: Any, example: str | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        if example:
+            lines = "\n".join("  " + line for line in example.strip().splitlines())
+            epilog = kwargs.get("epilog")
+            kwargs["epilog"] = f"{epilog}\n\nexample:\n{lines}" if epilog else f"example:\n{lines}"
+        super().__init__(*args, **kwargs)
 
 
 # ---------------------------------------------------------------------------- flags
@@ -300,21 +337,20 @@ def make_parser(cls: type, prog: str, description: str | None,
                 config_help: str | None = None, example: str | None = None) -> argparse.ArgumentParser:
     """`--config file.toml`, then one flag per field (and per field of each section); `example`
     is shown after the options."""
-    parser = argparse.ArgumentParser(allow_abbrev=False, prog=prog, description=description,
-                                     epilog=f"example:\n  {example}" if example else None,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog=prog, description=description, example=example)
     parser.add_argument("--config", default="", help=config_help or f"TOML file of {cls.__name__} fields "
                         "(CLI flags override it)")
     add_dataclass_arguments(parser, cls)
     return parser
 
 
-def parse_cli(cls: type, prog: str, description: str | None, argv: list[str] | None):
+def parse_cli(cls: type, prog: str, description: str | None, argv: list[str] | None,
+              example: str | None = None):
     """The command line of a program configured by one dataclass (the demo, the fleet). Returns
     the validated config, or None after logging the error (the caller exits 2)."""
     import logging
 
-    args = make_parser(cls, prog, description).parse_args(argv)
+    args = make_parser(cls, prog, description, example=example).parse_args(argv)
     try:
         return load_config(cls, args.config, args)
     except (ConfigError, OSError, TypeError) as exc:

@@ -18,7 +18,6 @@ The stored action is the noisy action the env received.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 import time
@@ -29,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from protocol.config_cli import ArgumentParser
 from protocol.logs import setup_logging
 from sim_models.behaviours import BEHAVIOURS, DEFAULT_NOISE, Behaviour
 from sim_models.behaviours import collect as collect_behaviour
@@ -91,9 +91,11 @@ def collect(config: CollectConfig) -> tuple[dict[str, np.ndarray], dict[str, Any
 
 
 def parse_args(argv: list[str] | None = None) -> CollectConfig:
-    parser = argparse.ArgumentParser(
-        allow_abbrev=False, prog="python -m sim_models.collect",
-        description="Collect a D4RL-layout HDF5 dataset with a behaviour policy on a profile.")
+    parser = ArgumentParser(
+        prog="python -m sim_models.collect",
+        description="Collect a D4RL-layout HDF5 dataset with a behaviour policy on a profile.",
+        example="python -m sim_models.collect --task stand_still --profile moderate --behaviour medium "
+                "--steps 20000 --out data/stand_still-moderate-medium.hdf5")
     parser.add_argument("--config", type=Path, help="TOML file with CollectConfig fields (CLI wins)")
     defaults = CollectConfig()
     helps = {

@@ -44,7 +44,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from protocol import strict_json
-from protocol.config_cli import ConfigError, add_dataclass_arguments, help_field, load_config
+from protocol.config_cli import ArgumentParser, ConfigError, add_dataclass_arguments, help_field, load_config
 from sim_models.datasets import DatasetError, load_d4rl, save_d4rl, validate
 
 log = logging.getLogger(__name__)
@@ -311,14 +311,11 @@ COMMANDS = {
 
 
 def build_parser():
-    import argparse
 
-    parser = argparse.ArgumentParser(allow_abbrev=False, prog="python -m sim_models.minari_io", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="python -m sim_models.minari_io", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (cls, summary, example) in COMMANDS.items():
-        p = sub.add_parser(name, help=summary, description=summary, allow_abbrev=False,
-                           epilog=f"example:\n  {example}", formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = sub.add_parser(name, help=summary, description=summary, example=example)
         p.add_argument("--config", default="", help=f"TOML file of {cls.__name__} fields (CLI flags override it)")
         add_dataclass_arguments(p, cls)
     return parser

@@ -44,6 +44,7 @@ from firmware_bridge.hil.recordings import (
     to_json_recording,
 )
 from protocol import strict_json
+from protocol.config_cli import ArgumentParser
 from protocol.install import install_hint
 from protocol.recording import CLOCK_METADATA, recover
 
@@ -241,8 +242,11 @@ def cmd_gap(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(allow_abbrev=False, prog="python -m firmware_bridge.hil",
-                                description="Hardware-in-the-loop harness: inspect, edit, replay and compare serial recordings.")
+    p = ArgumentParser(prog="python -m firmware_bridge.hil",
+                       description="Hardware-in-the-loop harness: inspect, edit, replay and compare serial recordings.",
+                       example="python -m firmware_bridge.hil inspect runs/robot.mcap\n"
+                               "python -m firmware_bridge.hil replay run.mcap --device /tmp/ttyReplay --out replayed.mcap "
+                               "--compare")
     p.add_argument("--log-level", default="WARNING", help="logging level")
     sub = p.add_subparsers(dest="command", required=True)
 

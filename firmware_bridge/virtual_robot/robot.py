@@ -60,7 +60,8 @@ from protocol.frames import (
     unpack_heartbeat,
 )
 from protocol.robot_types import FaultFlags, MotorCommand, MotorMode, RobotState
-from protocol.config_cli import ConfigError, add_dataclass_arguments, build, help_field, load_cli, read_toml
+from protocol.config_cli import (ArgumentParser, ConfigError, add_dataclass_arguments, build, help_field, load_cli,
+                                 read_toml)
 
 log = logging.getLogger(__name__)
 
@@ -400,17 +401,16 @@ def load_config(path: str | Path) -> VirtualRobotConfig:
 def build_arg_parser() -> argparse.ArgumentParser:
     """One flag per config field (`--faults.<field>` for the fault injection); flags left out keep
     the value from --config (or the dataclass default)."""
-    p = argparse.ArgumentParser(
-        allow_abbrev=False, prog="python -m firmware_bridge.virtual_robot",
+    p = ArgumentParser(
+        prog="python -m firmware_bridge.virtual_robot",
         description="Virtual motor firmware: MuJoCo with a hidden dynamics profile behind a pty.",
-        epilog="example:\n  python -m firmware_bridge.virtual_robot --profile moderate --device /tmp/ttyRobot "
-               "--faults.drop-frame-prob 0.01  (docs/firmware_bridge.md)",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        example="python -m firmware_bridge.virtual_robot --profile moderate --device /tmp/ttyRobot "
+                "--faults.drop-frame-prob 0.01  (docs/firmware_bridge.md)",
     )
     p.add_argument("--config", help="TOML file with VirtualRobotConfig fields and a [faults] table")
     add_dataclass_arguments(p, VirtualRobotConfig, flag_names={"device_link": "--device"})
     p.add_argument("--record", help="write both directions' bytes to this MCAP recording")
-    p.add_argument("--log-level", default="INFO", help="logging level (INFO)")
+    p.add_argument("--log-level", default="INFO", help="logging level")
     return p
 
 

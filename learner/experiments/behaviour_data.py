@@ -50,7 +50,7 @@ import torch
 from protocol.logs import setup_logging
 from learner import algorithms
 from learner.buffers import TransitionBuffer
-from protocol.config_cli import add_dataclass_arguments, help_field, merge_layers
+from protocol.config_cli import ArgumentParser, add_dataclass_arguments, help_field, merge_layers
 from learner.rollout import GYM_PREFIX, Transitions, env_dims, evaluate, make_env, rollout
 from protocol import strict_json
 
@@ -301,8 +301,7 @@ def _episodes_in(blocks: list[Transitions], snap: Snapshot) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(allow_abbrev=False, prog="python -m learner.experiments.behaviour_data", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m learner.experiments.behaviour_data", description=__doc__)
     p.add_argument("--config", help="TOML file with the keys below (underscored); CLI flags override it")
     add_dataclass_arguments(p, BehaviourConfig, flag_names={"algo": "--set"})
     return p

@@ -15,10 +15,12 @@ from learner.experiments.driver import run_grid
 from learner.experiments.gates import format_table, run_gates
 from learner.experiments.report import write_report
 from protocol import strict_json
+from protocol.config_cli import ArgumentParser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(allow_abbrev=False, prog="python -m learner.experiments",
+    p = ArgumentParser(prog="python -m learner.experiments",
+                       example="python -m learner.experiments configs/experiments/wheel_legged_reduced.toml --workers 2",
                                 description="Run the H2O comparison grid (algorithms x gaps x datasets x seeds); "
                                             "re-running the same command skips finished cells and resumes partial ones.")
     p.add_argument("config", help="grid TOML (see configs/experiments/)")

@@ -20,7 +20,6 @@ unless given --skip-gates. Results: <out_dir>/gates/gates.json and a table on st
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -34,6 +33,7 @@ from learner.experiments import config as grid_config
 from learner.experiments.config import GapSpec, GridConfig
 from learner.experiments.datasets import DatasetSpec
 from protocol import strict_json
+from protocol.config_cli import ArgumentParser
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +131,7 @@ def format_table(results: list[GateResult]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(allow_abbrev=False, prog="python -m learner.experiments.gates", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m learner.experiments.gates", description=__doc__)
     p.add_argument("config", help="the grid TOML whose budget, seeds and [train] settings the gates use")
     p.add_argument("--total-updates", type=int, help="override the budget")
     p.add_argument("--seeds", type=int, nargs="+", help="override the seeds")

@@ -15,7 +15,6 @@ old public key, a new robot key must be authorised again.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import shutil
@@ -26,6 +25,7 @@ from pathlib import Path
 import zmq
 import zmq.auth
 
+from protocol.config_cli import ArgumentParser
 from protocol.logs import setup_logging
 
 log = logging.getLogger(__name__)
@@ -139,8 +139,7 @@ def ensure_demo_keys(key_dir: str | os.PathLike, robot_names: list[str]) -> dict
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(allow_abbrev=False, prog="python -m learner.service.keys", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="python -m learner.service.keys", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
     p_create = sub.add_parser("create", help="create a CURVE key pair", allow_abbrev=False)
     p_create.add_argument("--name", required=True, help="file stem, e.g. robot1 or learner")

@@ -16,7 +16,6 @@ Its times are the dataset's steps at the control rate, placed at the wall time o
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from protocol.config_cli import ArgumentParser
 from protocol.logs import setup_logging
 from learner.service import wire
 from learner.service.client import LinkClosed, RobotLinkClient
@@ -155,8 +155,7 @@ def dataset_to_recording(dataset: str | Path, out: str | Path, stream_id: str, b
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(allow_abbrev=False, prog="python -m learner.service.replay", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="python -m learner.service.replay", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("send", help="replay a recording into a learner", allow_abbrev=False)
     p.add_argument("recording", help="MCAP file of protocol messages")

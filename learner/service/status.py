@@ -11,7 +11,6 @@ finished robot episode), plots/*.png (`python -m learner.service.status plot RUN
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from protocol import strict_json
+from protocol.config_cli import ArgumentParser
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +232,7 @@ class StatusBoard:
         while not stop.wait(self.period_s):
             try:
                 self.tick()
-            except Exception:  # noqa: BLE001 - status must never take the service down
+            except Exception:  # status must never take the service down
                 log.exception("status tick failed")
 
     def close(self) -> None:
@@ -365,8 +365,9 @@ def _save(fig, path: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(allow_abbrev=False, prog="python -m learner.service.status",
-                                     description="Plots and a summary of a service run folder.")
+    parser = ArgumentParser(prog="python -m learner.service.status", description="Plots and a summary of a service run folder.",
+                            example="python -m learner.service.status show runs/demo-<date>/learner --follow\n"
+                                    "python -m learner.service.status plot runs/demo-<date>/learner")
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("plot", help="write PNG plots into RUN_DIR/plots", allow_abbrev=False)
     p.add_argument("run_dir", help="the service's run folder (holds metrics.jsonl)")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from pathlib import Path
 import zmq
 import zmq.auth
 
+from protocol.atomic_file import fsync_dir, write_atomic
 from protocol.config_cli import ArgumentParser
 from protocol.logs import setup_logging
 
@@ -57,18 +57,17 @@ def _cert_text(kind: str, note: str, public: bytes, secret: bytes | None) -> str
 
 
 def _write_new(path: Path, text: str, mode: int, force: bool) -> None:
-    """Create `path` with `mode` from the start (O_EXCL unless force: then replace atomically)."""
+    """Create `path` with `mode` from the start (O_EXCL unless force: then replace it with the one
+    atomic writer, whose temp file is 0600 from its first byte); durable either way."""
     if force:
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.unlink(missing_ok=True)
-        _write_new(tmp, text, mode, force=False)
-        os.replace(tmp, path)
+        write_atomic(path, text, mode)
         return
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     with os.fdopen(fd, "w") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
+    fsync_dir(path.parent)
 
 
 def create_keypair(name: str, key_dir: str | os.PathLike, force: bool = False) -> tuple[Path, Path]:
@@ -114,7 +113,7 @@ def authorise(public_key_file: str | os.PathLike, authorized_dir: str | os.PathL
     dst_dir = Path(authorized_dir)
     dst_dir.mkdir(parents=True, exist_ok=True)
     dst = dst_dir / src.name
-    shutil.copyfile(src, dst)
+    write_atomic(dst, src.read_bytes())  # the learner never reads half a key file
     return dst
 
 

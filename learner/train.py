@@ -14,7 +14,7 @@ process, one batched update for all of them, sim rollouts and evaluations throug
 envs with one policy call per step); each seed still writes its own run folder. `--separate-seeds`
 trains them one after the other instead (each a population of one: the same code).
 
-Run dir per seed: config.toml (resolved), progress.csv, checkpoint.pt (atomic, exact resume,
+Run dir per seed: config.toml (resolved; --config reads it back), progress.csv, checkpoint.pt (atomic, exact resume,
 loaded with torch.load(weights_only=True)), summary.json, learning_curve.png, train.log, and
 TensorBoard events if tensorboard is installed and --tensorboard is given.
 
@@ -31,16 +31,16 @@ import argparse
 import csv
 import dataclasses
 import io
-import json
 import logging
 import sys
 import time
 import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
+import tomli_w
 import torch
 
 from learner import algorithms
@@ -148,27 +148,6 @@ def load_config(argv: list[str] | None = None) -> TrainConfig:
     cfg = TrainConfig(**merge_layers(TrainConfig, args.config, args))
     cfg.validate()
     return cfg
-
-
-def dump_toml(values: dict) -> str:
-    """Minimal TOML writer for the flat config (+ one [algo] table), keys sorted."""
-
-    def fmt(v: Any) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, (int, float)):
-            return repr(v)
-        if isinstance(v, (list, tuple)):
-            return "[" + ", ".join(fmt(x) for x in v) + "]"
-        if v is None:
-            return '""'
-        return json.dumps(str(v))
-
-    lines = [f"{k} = {fmt(v)}" for k, v in sorted(values.items()) if not isinstance(v, dict)]
-    for k, v in sorted(values.items()):
-        if isinstance(v, dict):
-            lines += ["", f"[{k}]"] + [f"{kk} = {fmt(vv)}" for kk, vv in sorted(v.items())]
-    return "\n".join(lines) + "\n"
 
 
 # ---- data ------------------------------------------------------------------------------------------
@@ -393,7 +372,8 @@ class Run:
             for m in self.members:
                 m.tb = open_writer(m.dir)
         for m in self.members:
-            write_atomic(m.dir / "config.toml", dump_toml({**asdict(m.cfg), "seed": m.seed}).encode())
+            # this seed's resolved settings, in the TOML that `--config` reads back
+            write_atomic(m.dir / "config.toml", tomli_w.dumps({**asdict(m.cfg), "seeds": [m.seed]}))
         if self.algo.step == 0 and not self.members[0].rows:
             for m, ev in zip(self.members, self.evaluate()):
                 m.log_row({"update": 0, "epoch": 0, "env_steps": 0, **ev})

@@ -47,7 +47,7 @@ def _launch(script: str, extra: str, modules: tuple[str, ...], target: str) -> i
 
 def train() -> int:
     """h2o-train: offline/online training (torch, MuJoCo, gymnasium)."""
-    return _launch("h2o-train", "learner", ("torch", "mujoco", "gymnasium", "h5py"), "learner.train:main")
+    return _launch("h2o-train", "learner", ("torch", "mujoco", "gymnasium", "h5py", "tomli_w"), "learner.train:main")
 
 
 def serve() -> int:

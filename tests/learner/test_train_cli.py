@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from learner.train import TrainConfig, load_config
+from protocol import strict_json
 
 ROOT = Path(__file__).resolve().parents[2]
 # Pendulum (gymnasium) keeps this test independent of the robot model's tuning; the robot task runs
@@ -63,6 +64,13 @@ def test_cli_trains_evaluates_and_resumes_exactly(tmp_path):
         assert summary["updates"] == 300 and summary["env_steps"] == 300
         for name in ("config.toml", "progress.csv", "checkpoint.pt", "summary.json", "learning_curve.png"):
             assert (run_a / name).stat().st_size > 0, name
+        # config.toml is this seed's resolved config, and --config reads it back as such
+        again = load_config(["--config", str(run_a / "config.toml")])
+        assert again == load_config([*BASE, "--seeds", str(summary["seed"]), "--total-updates", "300",
+                                     "--run-dir", str(tmp_path / "a")])
+        for path in [*run_a.rglob("*.json"), *run_a.rglob("*.jsonl")]:  # strict JSON: no NaN / Infinity
+            for text in [path.read_text()] if path.suffix == ".json" else path.read_text().splitlines():
+                strict_json.loads(text)
         rows_a = rows(run_a)
         assert [r["update"] for r in rows_a] == ["0", "100", "200", "300"]
         assert all(float(r["losses/qf1"]) > 0 and r["eval/real_return"] and r["eval/sim_return"] for r in rows_a[1:])

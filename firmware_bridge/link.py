@@ -124,9 +124,9 @@ class SerialLinkConfig:
     low_latency: bool = help_field(True, "best effort ASYNC_LOW_LATENCY on a real tty (see docs)")
     direct_write: bool = help_field(False,
                                     "tty/pty: the sender itself writes when nothing is queued (no hand-off; read at "
-                                    "each send). Off by default: measured ~5 % faster round trip but a worse caller "
-                                    "p99 (the woken reader can preempt the sender inside write(2)); "
-                                    "docs/bench/firmware_bridge.md.")
+                                    "each send). Off by default: a slightly shorter round trip but a costlier send "
+                                    "for the caller (the woken reader can preempt the sender inside write(2)); "
+                                    "figures: docs/bench/firmware_bridge.md.")
     write_stall_s: float = help_field(0.5, "a write blocked this long (peer not reading) -> ERROR state")
     # After an ERROR the robot program reopens the port (SerialLink.recover; onboard.link_watch).
     recover_s: float = help_field(0.1, "first reopen this long after a port failure, then doubling (0: never)")
@@ -660,7 +660,7 @@ class SerialLink:
             if self.on_state is not None:
                 try:
                     self.on_state(sample)
-                except Exception:  # noqa: BLE001 - a bad callback must not kill the reader
+                except Exception:  # a bad callback must not kill the reader
                     self.counters.callback_errors += 1
                     log.exception("on_state callback failed")
         elif frame.type == FrameType.HEARTBEAT:

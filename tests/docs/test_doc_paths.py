@@ -1,4 +1,5 @@
-"""Every repository path a doc names exists: README.md and docs/**/*.md, in backticks or links.
+"""Every repository path a doc names exists: README.md and docs/**/*.md, in backticks or links;
+and every path, document and `python -m` module the code names (docstrings, comments, --help).
 
 Why: a doc that points at a file that was moved, renamed or never committed (a planning note on
 someone's machine) sends the reader nowhere. What counts as a path (pragmatic, see `candidates`):
@@ -102,3 +103,61 @@ def test_the_checker_sees_real_and_missing_paths() -> None:
     assert verdicts["sim_models.no_such_module"] is False and verdicts["learner.plaintext"] is None
     assert verdicts["a.mcap"] is None and verdicts["/dev/ttyUSB0"] is None
     assert "runs/demo-<date>/report.md" not in verdicts or verdicts["runs/demo-<date>/report.md"] is None
+
+
+def test_the_readme_layout_table_names_every_top_level_folder() -> None:
+    """README "Layout" has a row for every committed top-level folder (hidden ones aside)."""
+    section = (REPO / "README.md").read_text(encoding="utf-8").split("## Layout\n", 1)[1].split("\n## ", 1)[0]
+    listed = {m.group(1) for m in re.finditer(r"^\| `([^`/]+)/`", section, re.M)}
+    folders = {p.split("/", 1)[0] for p in TRACKED if "/" in p and not p.startswith(".")}
+    assert folders <= listed, f"top-level folders missing from README's layout table: {sorted(folders - listed)}"
+    assert listed <= folders, f"README's layout table lists folders that are not committed: {sorted(listed - folders)}"
+
+
+# ------------------------------------------------------------------------------ docstrings
+# Code names paths too: in docstrings, comments, --help texts and error messages. There a path
+# is any word that starts with a top-level folder of the repository, a *.md file name, or the
+# module of a `python -m` command line. Skipped besides the generated places: placeholders
+# (`<grid>`, `{p}`, `*`) and files the programs write (a run folder's `learner/metrics.jsonl`).
+CODE_DIRS = (*PACKAGES, "benchmarks", "devkit", "scripts")
+OUTPUT_TYPES = (".json", ".jsonl", ".csv", ".png", ".gif", ".mp4", ".onnx", ".pt", ".mcap", ".hdf5", ".log")
+OUTPUT_DOCS = {"report.md"}  # the demo's report, written into its run folder
+CODE_PATH = re.compile(r"(?<![\w./-])((?:%s)/[A-Za-z0-9_./<>*{}-]*[A-Za-z0-9_>}*])"
+                       % "|".join(re.escape(t) for t in sorted(TOP_LEVEL) if "." not in t))
+CODE_DOC = re.compile(r"(?<![\w/.-])([A-Za-z0-9_]+\.md)\b")
+CODE_MODULE = re.compile(r"python3? -m ([A-Za-z_][\w.]*[A-Za-z0-9_])")
+OTHER_MACHINES = re.compile(r"(?<![\w.])(/home/(?!robot/)\w+|/Users/\w+|/work/\w+|\.\./shared\b)")
+
+
+def code_files() -> list[str]:
+    return sorted(p for p in TRACKED if p.endswith((".py", ".sh")) and p.split("/", 1)[0] in CODE_DIRS)
+
+
+def missing_in_code(text: str, where: Path) -> list[str]:
+    missing: set[str] = set()
+    for m in CODE_PATH.finditer(text):
+        token = m.group(1)
+        if any(c in token for c in "<>{}*") or token.endswith(OUTPUT_TYPES) or token.startswith("results/grid"):
+            continue
+        if exists("code", token, where) is False:
+            missing.add(token)
+    missing |= {m.group(1) for m in CODE_DOC.finditer(text)
+                if m.group(1) not in BASENAMES and m.group(1) not in OUTPUT_DOCS}
+    missing |= {m.group(1) for m in CODE_MODULE.finditer(text) if exists("module", m.group(1), where) is False}
+    missing |= {m.group(1) for m in OTHER_MACHINES.finditer(text)}
+    return sorted(missing)
+
+
+@pytest.mark.parametrize("path", code_files())
+def test_every_path_the_code_names_exists(path: str) -> None:
+    missing = missing_in_code((REPO / path).read_text(encoding="utf-8"), REPO / path)
+    assert not missing, f"{path} names paths or documents that are not in the repository: {missing}"
+
+
+def test_the_code_checker_sees_real_and_missing_paths() -> None:
+    where = REPO / "learner" / "x.py"
+    text = ('"""See docs/service.md and learner/train.py (DESIGN.md, STYLE.md, ../shared/notes.md, '
+            '/home/alice/h2o/README.md); run `python -m learner.nope --x` or python -m learner.train; '
+            'writes learner/metrics.jsonl and configs/experiments/<grid>.toml; learner/gone.py."""')
+    assert missing_in_code(text, where) == sorted(["DESIGN.md", "STYLE.md", "../shared", "/home/alice",
+                                                   "learner.nope", "learner/gone.py"])

@@ -27,10 +27,10 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from protocol.logs import setup_logging  # noqa: E402
-from learner.demo_report import write_report  # noqa: E402
-from protocol.config_cli import parse_cli  # noqa: E402
-from learner.service.config import ConfigError, _f  # noqa: E402
+from protocol.logs import setup_logging
+from learner.demo_report import write_report
+from protocol.config_cli import parse_cli
+from learner.service.config import ConfigError, _f
 
 log = logging.getLogger("learner.demo")
 ROOT = Path(__file__).resolve().parent.parent

@@ -174,7 +174,7 @@ def build_policy(
     opts.log_severity_level = 3
     try:
         session = ort.InferenceSession(cand.onnx_bytes, sess_options=opts, providers=["CPUExecutionProvider"])
-    except Exception as e:  # onnxruntime raises several types for malformed models
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises several types for malformed models
         raise PolicyRejected("unloadable", str(e).splitlines()[0][:200]) from None
     metadata = dict(session.get_modelmeta().custom_metadata_map)
     _check_metadata(metadata, cand, spec)
@@ -254,7 +254,7 @@ def _check_outputs(policy: OnnxPolicy, spec: PolicySpec, cfg: ValidationConfig, 
     obs = _probe_obs(spec, recent_obs)
     try:
         action, mean, log_std = policy.run_batch(obs)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - any inference failure rejects the policy, named
         raise PolicyRejected("inference_failed", str(e).splitlines()[0][:200]) from None
     for name, arr in (("action", action), ("mean", mean), ("log_std", log_std)):
         if arr.shape != (len(obs), spec.act_dim):
@@ -447,6 +447,6 @@ def load_policy_file(path: str, sha256: str | None = None) -> PolicyCandidate:
         opts.log_severity_level = 3
         meta = ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"]).get_modelmeta()
         version = int(meta.custom_metadata_map.get("h2o.version", -1))
-    except Exception:
-        pass  # build_policy reports the real reason
+    except Exception:  # noqa: BLE001 - build_policy reports the real reason
+        pass
     return PolicyCandidate(version=version, sha256=sha256, onnx_bytes=data, source="file")

@@ -18,10 +18,10 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python onboard/run.py`: make the project root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from firmware_bridge.link import LinkError  # noqa: E402
-from onboard.config import ConfigError, config_from_args  # noqa: E402
-from onboard.streamer import LinkConfigError  # noqa: E402
-from protocol.logs import setup_logging  # noqa: E402
+from firmware_bridge.link import LinkError
+from onboard.config import ConfigError, config_from_args
+from onboard.streamer import LinkConfigError
+from protocol.logs import setup_logging
 
 log = logging.getLogger("onboard.run")
 

@@ -353,7 +353,7 @@ def decode(buf: bytes | bytearray | memoryview, limits: Limits = DEFAULT_LIMITS)
         )
     except ProtocolError:
         raise
-    except Exception as exc:  # msgpack raises many types (FormatError, ExtraData, ValueError, ...)
+    except Exception as exc:  # noqa: BLE001 - msgpack raises many types (FormatError, ExtraData, ValueError, ...)
         raise MalformedMessage(f"not a single msgpack message: {type(exc).__name__}: {exc}") from None
     if not isinstance(body, dict):
         raise MalformedMessage(f"top level must be a map, got {type(body).__name__}")

@@ -315,7 +315,7 @@ class Reader:
             elif opcode in (Opcode.CHANNEL, Opcode.CHUNK, Opcode.SCHEMA, Opcode.METADATA):
                 try:
                     records = list(self._parse(opcode, content, topics, schemas))
-                except Exception as exc:  # a malformed record body (corruption, not truncation)
+                except Exception as exc:  # noqa: BLE001 - a malformed record body (corruption, not truncation)
                     logger.warning("%s: malformed record at offset %d: %s", self.path, offset - length - _RECORD_PREFIX.size, exc)
                     self._stop(offset - length - _RECORD_PREFIX.size, size)
                     return

@@ -18,8 +18,8 @@ if "mujoco" not in sys.modules:  # too late to choose once mujoco is imported
     os.environ.setdefault("MUJOCO_GL", "egl")
     os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 
-import mujoco  # noqa: E402  (after MUJOCO_GL is chosen)
-import numpy as np  # noqa: E402
+import mujoco  # after MUJOCO_GL is chosen
+import numpy as np
 
 log = logging.getLogger(__name__)
 

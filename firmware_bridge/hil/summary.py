@@ -61,7 +61,7 @@ def summarise(path: str | Path) -> dict[str, ChannelSummary]:
 
 
 def serve(path: str | Path, device_link: str | None, speed: float, stop: threading.Event,
-          on_ready=None, wait_for_host: bool = True) -> int:  # noqa: ANN001 - callback(device)
+          on_ready=None, wait_for_host: bool = True) -> int:  # callback(device)
     """Write the recorded firmware->host bytes into a fresh pty at the recorded pace.
 
     With `wait_for_host`, playback starts when the host first writes (e.g. its ENABLE): a host

@@ -259,7 +259,7 @@ def _collect(pool: JobPool, jobs: list[PopulationJob], result: dict, cfg: GridCo
         for fut in ready:
             try:
                 out = fut.result()
-            except Exception as exc:  # the executor lost the job (pool broken, Ray retries used up)
+            except Exception as exc:  # noqa: BLE001 - the executor lost the job (pool broken, Ray retries used up)
                 job = futures[fut]
                 log.error("job %s lost: %r", job.key, exc)
                 out = {"keys": [c.key for c in job.cells], "ok": False, "error": repr(exc)}

@@ -131,7 +131,7 @@ class Service:
         def guarded():
             try:
                 target()
-            except BaseException:  # noqa: BLE001 - a dead thread stops the whole service, loudly
+            except BaseException:  # a dead thread stops the whole service, loudly
                 log.exception("%s thread failed; stopping the service (exit code 1: a "
                               "supervisor should restart it)", name)
                 self.failed = self.failed or name

@@ -438,7 +438,7 @@ class Trainer:
                 if pretrained and (due_k or due_t or self.stats.updates == cfg.pretrain_updates):
                     try:
                         self.export_and_publish()
-                    except Exception:  # noqa: BLE001 - e.g. an export parity failure: skip it
+                    except Exception:  # e.g. an export parity failure: skip it
                         log.exception("export at %d updates failed; nothing published, "
                                       "training goes on", self.stats.updates)
                     last_export_t = now

@@ -59,7 +59,7 @@ def drain(robot: VirtualRobot) -> bytes:
     return bytes(data)
 
 
-def teardown_module(module) -> None:  # noqa: ANN001
+def teardown_module(module) -> None:
     if _robot is not None:
         _robot.stop()
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from learner_testkit import synthetic_batch  # noqa: E402
+from learner_testkit import synthetic_batch
 
 
 @pytest.fixture(autouse=True)

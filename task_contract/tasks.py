@@ -242,7 +242,7 @@ class TaskSpec:
             return np.zeros(0, np.float32)
         # One scalar draw per component: the same values, in the same order, as
         # rng.uniform(low, high) with arrays (low + (high - low) * next_double each), without its
-        # array checks (~10x faster; the env draws a command at every reset).
+        # array checks (far cheaper; the env draws a command at every reset).
         return np.array([rng.uniform(lo, hi) for lo, hi in zip(self.command_low, self.command_high)],
                         np.float32)
 

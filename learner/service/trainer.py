@@ -318,8 +318,8 @@ class Trainer:
                 if self._sim_returns:
                     self.stats.sim_return = float(np.mean(self._sim_returns))
         # Pace the workers to sim_steps_per_update (a couple of chunks ahead, so an update never
-        # waits): unpaced, a worker refilled at every poll collected ~18 sim steps per update in
-        # the demo (244k sim rows for 13.5k updates) and took the CPU the updates needed.
+        # waits): unpaced, a worker refilled at every poll collected many times more sim steps
+        # than the updates used and took the CPU the updates needed (docs/results.md).
         if self.workers.idle == self.cfg.sim_workers:  # nothing in flight: a lost chunk (a replaced
             self._sim_requested = self.stats.sim_steps  # Ray actor) must not hold the workers back
         if not self.workers.idle or self._sim_requested >= self._sim_budget() + self._sim_lead():

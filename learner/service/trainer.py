@@ -428,7 +428,8 @@ class Trainer:
                 with self._lock:
                     self.stats.updates += 1
                     self.stats.losses = losses
-                    self._add_losses(losses)
+                    if self.cfg.tensorboard:  # only the TensorBoard rows read these sums
+                        self._add_losses(losses)
                     if len(self._update_times) > 1:
                         span = self._update_times[-1] - self._update_times[0]
                         self.stats.updates_per_s = (len(self._update_times) - 1) / max(span, 1e-9)

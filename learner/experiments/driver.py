@@ -108,7 +108,7 @@ def make_jobs(cfg: GridConfig, datasets: dict) -> tuple[list[PopulationJob], lis
     done = []
     for cell in cfg.cells():
         run_dir = cell.run_dir(Path(cfg.out_dir))
-        if cell_done(run_dir, cfg.total_updates):
+        if cell_done(run_dir, cfg.updates_for(cell.algorithm)):
             done.append(cell.key)
             continue
         path, _meta = datasets[(cell.task, cell.gap.name, cell.dataset.name)]
@@ -116,7 +116,7 @@ def make_jobs(cfg: GridConfig, datasets: dict) -> tuple[list[PopulationJob], lis
             CellJob(cell.key, str(run_dir), cell.seed, str(path), cell.gap.sim_profile, cell.gap.real_profile))
     jobs = []
     for (task, algorithm, _), cells in groups.items():
-        train = {**cfg.train, "algorithm": algorithm, "task": task, "total_updates": cfg.total_updates,
+        train = {**cfg.train, "algorithm": algorithm, "task": task, "total_updates": cfg.updates_for(algorithm),
                  "resume": True, "threads": 1, "progress": False}
         size = cfg.population if cfg.population > 0 else len(cells)
         n = math.ceil(len(cells) / size)
@@ -230,9 +230,9 @@ def cell_updates(run_dir: Path) -> int:
 class Progress:
     """Updates done inside the running cells, the grid's fraction done and an estimated time to finish."""
 
-    def __init__(self, jobs: list[PopulationJob], total_updates: int):
+    def __init__(self, jobs: list[PopulationJob]):
         self.dirs = [Path(c.run_dir) for j in jobs for c in j.cells]
-        self.total = total_updates * len(self.dirs)
+        self.total = sum(int(j.train["total_updates"]) * len(j.cells) for j in jobs)
         self.t0 = time.perf_counter()
         self.start = self.done_updates()
 
@@ -251,7 +251,7 @@ class Progress:
 def _collect(pool: JobPool, jobs: list[PopulationJob], result: dict, cfg: GridConfig) -> None:
     """Submit every job; log each cell as its job finishes, and progress with an ETA meanwhile."""
     futures: dict[Future, PopulationJob] = {pool.submit(run_job, job): job for job in jobs}
-    progress = Progress(jobs, cfg.total_updates)
+    progress = Progress(jobs)
     total = len(progress.dirs)
     pending, finished = set(futures), 0
     while pending:

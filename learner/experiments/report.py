@@ -22,7 +22,7 @@ import numpy as np
 from learner.experiments.config import GridConfig
 
 CSV_FIELDS = ("task", "gap", "dataset", "algorithm", "n_seeds", "real_mean", "real_std", "sim_mean", "sim_std",
-              "best_real_mean", "updates", "real_per_seed", "sim_per_seed", "behaviour_return", "tuned_return")
+              "best_real_mean", "last5_real_mean", "updates", "real_per_seed", "sim_per_seed", "behaviour_return", "tuned_return")
 
 
 def _read_rows(csv_path: Path) -> list[dict]:
@@ -33,14 +33,14 @@ def _read_rows(csv_path: Path) -> list[dict]:
 
 
 def collect(cfg: GridConfig) -> list[dict]:
-    """One dict per cell finished at cfg.total_updates: summary figures plus its evaluation curve."""
+    """One dict per cell finished at its algorithm's budget: summary figures plus its evaluation curve."""
     out = []
     for cell in cfg.cells():
         d = cell.run_dir(Path(cfg.out_dir))
         if not (d / "summary.json").exists():
             continue
         s = json.loads((d / "summary.json").read_text())
-        if int(s.get("updates", -1)) < cfg.total_updates:
+        if int(s.get("updates", -1)) < cfg.updates_for(cell.algorithm):
             continue  # a summary from a smaller budget: the cell is not finished at this one
         curve = [(int(r["update"]), float(r["eval/real_return"]), float(r["eval/sim_return"]))
                  for r in _read_rows(d / "progress.csv")]
@@ -78,6 +78,9 @@ def aggregate(cfg: GridConfig, cells: list[dict]) -> list[dict]:
         rows.append({"task": task, "gap": gap, "dataset": ds, "algorithm": algo, "n_seeds": len(cs),
                      "real_mean": real.mean(), "real_std": real.std(), "sim_mean": sim.mean(), "sim_std": sim.std(),
                      "best_real_mean": float(np.mean([c["best_real"] for c in cs])),
+                     # how much the final number swings: each seed's last five evaluations, averaged
+                     "last5_real_mean": float(np.mean([np.mean([r for _, r, _ in c["curve"][-5:]] or [c["real"]])
+                                                       for c in cs])),
                      "updates": min(c["updates"] for c in cs),
                      "real_per_seed": " ".join(f"{v:.0f}" for v in real), "sim_per_seed": " ".join(f"{v:.0f}" for v in sim),
                      "behaviour_return": meta.get("behaviour_return_mean", math.nan),
@@ -211,6 +214,13 @@ def backup_line(cfg: GridConfig) -> str:
     return "Critic backup (soft: the target includes -alpha log pi): " + ", ".join(parts) + "."
 
 
+def budget_text(cfg: GridConfig) -> str:
+    """'Budget 60000 updates per cell (cql: 30000)': the grid's budget and any per-algorithm one."""
+    own = {a: cfg.updates_for(a) for a in cfg.algorithms if cfg.updates_for(a) != cfg.total_updates}
+    extra = " (" + ", ".join(f"{a}: {n}" for a, n in own.items()) + ")" if own else ""
+    return f"Budget {cfg.total_updates} updates per cell{extra}"
+
+
 def write_report(cfg: GridConfig) -> dict:
     """Write results.csv, results.md, learning_curves.png, sim_vs_real.png into cfg.results_dir."""
     out = Path(cfg.results_dir)
@@ -222,8 +232,7 @@ def write_report(cfg: GridConfig) -> dict:
     total = len(list(cfg.cells()))
     (out / "results.md").write_text(
         f"# {cfg.name}\n\nFinal return on the real profile, mean ± std over seeds {cfg.seeds} "
-        f"(in brackets: the same policies evaluated in the simulator). Budget {cfg.total_updates} updates "
-        f"per cell; {len(cells)} of {total} cells finished. 'data / tuned ctrl': mean episode return of the "
+        f"(in brackets: the same policies evaluated in the simulator). {budget_text(cfg)}; {len(cells)} of {total} cells finished. 'data / tuned ctrl': mean episode return of the "
         f"offline data's behaviour policy and of the tuned controller on the real profile (for a file dataset with a sidecar JSON: of its expert policy).\n\n{table}"
         f"\n{backup_line(cfg)}\n")
     plot_learning_curves(cfg, cells, out / "learning_curves.png")

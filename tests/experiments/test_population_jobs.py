@@ -64,8 +64,32 @@ def test_progress_reads_updates_inside_cells(tmp_path):
     run_dir = Path(jobs[0].cells[0].run_dir)
     run_dir.mkdir(parents=True)
     assert cell_updates(run_dir) == 0
-    progress = Progress(jobs, cfg.total_updates)
+    progress = Progress(jobs)
     (run_dir / "progress.csv").write_text("update,epoch\n0,0\n10,1\n30,3\n")
     assert cell_updates(run_dir) == 30
     line = progress.line(cells_done=0)
     assert "30 of 200 cell-updates (15.0%)" in line and "0 of 2 cells done" in line and "ETA" in line
+
+
+def test_an_algorithm_with_its_own_budget_trains_and_finishes_at_it(tmp_path):
+    """algorithm_updates gives one algorithm's cells their own budget: its jobs train to it, its
+    cells count as done at it, the progress line and the report use it."""
+    import json as _json
+
+    from learner.experiments.report import budget_text, collect
+
+    cfg = grid(tmp_path, algorithm_updates={"sac": 40})
+    jobs, _ = make_jobs(cfg, fake_datasets(cfg))
+    budgets = {j.train["algorithm"]: j.train["total_updates"] for j in jobs}
+    assert budgets == {"h2o": 100, "sac": 40}
+    assert "0 of 840 cell-updates" in Progress(jobs).line(cells_done=0)  # 6 x 100 + 6 x 40
+    assert budget_text(cfg) == "Budget 100 updates per cell (sac: 40)"
+    for cell in cfg.cells():  # every cell stopped at 40 updates: only sac's are finished
+        d = cell.run_dir(tmp_path)
+        d.mkdir(parents=True)
+        (d / "summary.json").write_text(_json.dumps({"updates": 40, "final_real_return": 1.0,
+                                                     "final_sim_return": 2.0, "best_real_return": 3.0}))
+    jobs, done = make_jobs(cfg, fake_datasets(cfg))
+    assert {k.split("/")[3] for k in done} == {"sac"} and len(done) == 6
+    assert {j.train["algorithm"] for j in jobs} == {"h2o"}
+    assert {c["algorithm"] for c in collect(cfg)} == {"sac"}

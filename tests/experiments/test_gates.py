@@ -75,3 +75,11 @@ def test_a_tiny_budget_fails_the_gates_and_the_grid_does_not_run(tmp_path, capsy
     assert sorted(per_seed) == ["bc", "cql", "h2o", "sac"] and all(len(v) == 1 for v in per_seed.values())
     assert not (tmp_path / "runs" / "stand_still").exists()  # the grid's own cells never started
     assert gates.main([str(toml), "--seeds", "0"]) == 1  # the gates alone: finished cells are reused
+
+
+def test_gates_train_each_algorithm_to_the_grids_own_budget(tmp_path):
+    base = _base(tmp_path)
+    base.algorithm_updates = {"cql": 10}
+    grids = gates.gate_grids(base)
+    assert grids["markov"].updates_for("cql") == 10 and grids["markov"].updates_for("h2o") == 20
+    assert grids["sim"].updates_for("sac") == 20

@@ -29,8 +29,14 @@ def test_user_overrides_beat_task_defaults_which_beat_dataclass_defaults():
 
 
 def test_algorithms_the_scale_did_not_help_keep_the_paper_scale():
-    assert "reward_scale" not in algorithm_config("h2o", "stand_still", hidden="8-8", seed=0)
+    for name in ("h2o", "darc", "darc_plus"):
+        assert "reward_scale" not in algorithm_config(name, "stand_still", hidden="8-8", seed=0)
     assert algorithms.make("h2o", 4, 1, algorithm_config("h2o", "stand_still", hidden="8-8", seed=0)).cfg.reward_scale == 1.0
+
+
+def test_sac_gets_the_scale_it_needs_with_the_normalised_observation():
+    assert algorithm_config("sac", "stand_still:action_history=2", hidden="8-8", seed=0)["reward_scale"] == pytest.approx(1 / 30)
+    assert "reward_scale" not in algorithm_config("sac", "gym:HalfCheetah-v5", hidden="8-8", seed=0)
 
 
 def test_gym_tasks_keep_the_paper_defaults():

@@ -170,9 +170,10 @@ class TwinQ(nn.Module):
     the action only, and no weight gradients are computed for the critics (saves a backward).
     """
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...] = (256, 256), n_critics: int = 2):
+    def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...] = (256, 256), n_critics: int = 2,
+                 layer_norm: bool = False):
         super().__init__()
-        self.n_critics = n_critics
+        self.n_critics, self.layer_norm = n_critics, layer_norm
         dims = (obs_dim + act_dim, *hidden, 1)
         self.layers = nn.ModuleList(StackedLinear(n_critics, a, b) for a, b in zip(dims[:-1], dims[1:]))
         last = self.layers[-1]
@@ -186,9 +187,23 @@ class TwinQ(nn.Module):
 
     def forward(self, obs: torch.Tensor, act: torch.Tensor, detach_params: bool = False) -> torch.Tensor:
         x = torch.cat([(obs - self.obs_mean) / self.obs_std, act], dim=-1)
-        for layer in self.layers[:-1]:
-            x = layer(x, detach_params).relu_()
-        return self.layers[-1](x, detach_params).squeeze(-1)
+        return _critic_chain(self.layers, x, detach_params, self.layer_norm).squeeze(-1)
+
+
+def _critic_chain(layers: nn.ModuleList, x: torch.Tensor, detach_params: bool, layer_norm: bool) -> torch.Tensor:
+    """Linear -> [LayerNorm] -> ReLU for each hidden layer, then the output layer.
+
+    LayerNorm (critic_layer_norm) normalises each hidden pre-activation over its units, without a
+    learnable gain or bias: it bounds how far Q can extrapolate to actions and states the data
+    never had (Ball et al. 2023, RLPD), and having no parameters keeps a population's members
+    independent for free. The reference H2O/SAC critics have none (default off).
+    """
+    for layer in layers[:-1]:
+        x = layer(x, detach_params)
+        if layer_norm:
+            x = F.layer_norm(x, x.shape[-1:])
+        x = x.relu_()
+    return layers[-1](x, detach_params)
 
 
 class Discriminator(nn.Module):
@@ -304,7 +319,7 @@ class PopulationQ(nn.Module):
     def __init__(self, members: list[TwinQ]):
         super().__init__()
         q0 = members[0]
-        self.population, self.n_critics = len(members), q0.n_critics
+        self.population, self.n_critics, self.layer_norm = len(members), q0.n_critics, q0.layer_norm
         lead = (self.population, self.n_critics)
         self.layers = nn.ModuleList(StackedLinear(lead, l.weight.shape[1], l.weight.shape[2], init=False)
                                     for l in q0.layers)
@@ -320,9 +335,7 @@ class PopulationQ(nn.Module):
         p, b = obs.shape[0], obs.shape[1]
         x = torch.cat([(obs - self.obs_mean) / self.obs_std, act], dim=-1)
         x = x.unsqueeze(1).expand(p, self.n_critics, b, x.shape[-1]).reshape(p * self.n_critics, b, -1)
-        for layer in self.layers[:-1]:
-            x = layer(x, detach_params).relu_()
-        return self.layers[-1](x, detach_params).view(p, self.n_critics, b)
+        return _critic_chain(self.layers, x, detach_params, self.layer_norm).view(p, self.n_critics, b)
 
 
 class PopulationDiscriminator(nn.Module):

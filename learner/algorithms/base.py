@@ -52,6 +52,9 @@ class SACCoreConfig:
     # networks
     hidden: str = "256-256"  # policy and critic hidden sizes, '-'-separated
     n_critics: int = 2  # twin Q (min over the critics)
+    # LayerNorm (no gain/bias) after each hidden layer of the critics, before the ReLU (RLPD).
+    # Not in the paper's reference; off by default (docs/learner.md, docs/results.md).
+    critic_layer_norm: bool = False
     # Bellman update
     gamma: float = 0.99  # discount
     tau: float = 5e-3  # Polyak rate of the target critics, every update
@@ -399,7 +402,8 @@ class OffPolicyAlgorithm(Learner):
         hidden = parse_hidden(self.cfg.hidden)
         # per member, policy then critics under its seed (the order a single learner always used)
         nets = self.per_member(lambda: (TanhGaussianPolicy(obs_dim, act_dim, hidden),
-                                        TwinQ(obs_dim, act_dim, hidden, self.cfg.n_critics)))
+                                        TwinQ(obs_dim, act_dim, hidden, self.cfg.n_critics,
+                                              self.cfg.critic_layer_norm)))
         self.policy = PopulationPolicy([n[0] for n in nets]).to(self.device)
         self.critic = PopulationQ([n[1] for n in nets]).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)  # hard copy at init

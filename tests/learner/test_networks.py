@@ -60,22 +60,41 @@ def test_policy_normalises_observations_inside():
     assert torch.allclose(p.distribution_params(obs * 2 + torch.tensor([1.0, 2.0, 3.0]))[0], out, atol=1e-6)
 
 
-def test_twin_q_equals_separate_mlps():
+def _separate_mlps(q: TwinQ, obs: torch.Tensor, act: torch.Tensor, layer_norm: bool) -> list[torch.Tensor]:
+    """Each critic of `q` evaluated on its own, layer by layer (torch's LayerNorm where asked)."""
+    outs = []
+    for i in range(q.n_critics):
+        h = torch.cat([obs, act], 1)
+        for j, layer in enumerate(q.layers):
+            h = h @ layer.weight[i] + layer.bias[i, 0]
+            if j < len(q.layers) - 1:
+                h = F.relu(torch.nn.LayerNorm(h.shape[-1], elementwise_affine=False)(h) if layer_norm else h)
+        outs.append(h.squeeze(-1))
+    return outs
+
+
+@pytest.mark.parametrize("layer_norm", [False, True])
+def test_twin_q_equals_separate_mlps(layer_norm):
     torch.manual_seed(3)
-    q = TwinQ(4, 2, (16, 16), n_critics=2)
-    obs, act = torch.randn(10, 4), torch.randn(10, 2)
+    q = TwinQ(4, 2, (16, 8), n_critics=2, layer_norm=layer_norm)
+    obs, act = torch.randn(10, 4) * 5.0, torch.randn(10, 2)
     with torch.no_grad():
         q.layers[-1].weight.normal_()  # undo the tiny init so the check is not trivially ~0
     out = q(obs, act)
     assert out.shape == (2, 10)
-    x = torch.cat([obs, act], 1)
-    for i in range(2):
-        h = x
-        for j, layer in enumerate(q.layers):
-            h = h @ layer.weight[i] + layer.bias[i, 0]
-            if j < len(q.layers) - 1:
-                h = F.relu(h)
-        assert torch.allclose(out[i], h.squeeze(-1), atol=1e-5)
+    for i, ref in enumerate(_separate_mlps(q, obs, act, layer_norm)):
+        assert torch.allclose(out[i], ref, atol=1e-5)
+
+
+def test_twin_q_layer_norm_changes_the_output():
+    torch.manual_seed(4)
+    q = TwinQ(4, 2, (16, 8), n_critics=2, layer_norm=True)
+    obs, act = torch.randn(10, 4) * 5.0, torch.randn(10, 2)
+    with torch.no_grad():
+        q.layers[-1].weight.normal_()
+    plain = TwinQ(4, 2, (16, 8), n_critics=2)
+    plain.load_state_dict(q.state_dict())
+    assert not torch.allclose(plain(obs, act), q(obs, act), atol=1e-3)
 
 
 def test_twin_q_detach_params_routes_gradient_to_action_only():

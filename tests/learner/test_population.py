@@ -29,7 +29,12 @@ def member_cfgs(name: str, **extra) -> list[dict]:
 
 CASES = [(name, {}) for name in sorted(REGISTRY)] + [
     (name, {"disc_inputs": "normalized"}) for name in sorted(REGISTRY)
-    if "disc_inputs" in REGISTRY[name].config_cls.__dataclass_fields__]
+    if "disc_inputs" in REGISTRY[name].config_cls.__dataclass_fields__] + [
+    (name, {"critic_layer_norm": True}) for name in ("sac", "cql", "h2o")]
+
+
+def case_id(name: str, extra: dict) -> str:
+    return f"{name}-" + ("layernorm" if extra.get("critic_layer_norm") else extra.get("disc_inputs", "raw"))
 
 
 def member_batches(i: int) -> list[dict]:
@@ -59,7 +64,7 @@ def close(a: torch.Tensor, b: torch.Tensor) -> bool:
     return torch.allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("name, extra", CASES, ids=[f"{n}-{e.get('disc_inputs', 'raw')}" for n, e in CASES])
+@pytest.mark.parametrize("name, extra", CASES, ids=[case_id(n, e) for n, e in CASES])
 def test_member_k_equals_a_single_learner(name, extra):
     cfgs = member_cfgs(name, **extra)
     pop = make_population(name, OBS_DIM, ACT_DIM, cfgs)

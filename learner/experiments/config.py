@@ -160,10 +160,19 @@ def parse_assignments(items: list[str]) -> dict[str, Any]:
 
 def load(path: str | Path, overrides: dict[str, Any] | None = None) -> GridConfig:
     """Read a grid TOML; `overrides` replace [grid] keys (the CLI's --seeds, --total-updates, ...),
-    except overrides["train"], which updates the [train] table."""
+    except overrides["train"], which updates the [train] table, and overrides["gaps"] /
+    overrides["datasets"], lists of names that keep only those [[gaps]] / [[datasets]] entries."""
     with open(path, "rb") as fh:
         values = tomllib.load(fh)
     overrides = dict(overrides or {})
     values.setdefault("train", {}).update(overrides.pop("train", None) or {})
+    for table in ("gaps", "datasets"):  # names: keep only those entries (run a grid a few rows at a time)
+        keep = overrides.pop(table, None)
+        if keep:
+            known = [entry.get("name") for entry in values.get(table, [])]
+            unknown = sorted(set(keep) - set(known))
+            if unknown:
+                raise GridConfigError(f"--{table} names {unknown} not in the config; choices: {known}")
+            values[table] = [entry for entry in values.get(table, []) if entry.get("name") in keep]
     values.setdefault("grid", {}).update({k: v for k, v in overrides.items() if v is not None})
     return from_dict(values)

@@ -7,7 +7,10 @@ run folder, checkpoint and summary), split into at most `population` members per
 least as many jobs as there are workers. `population = 1` gives the old one-cell-per-process pool.
 
 Resume rules (so an interrupted grid is restarted with the same command):
-- a cell whose summary.json reports the full budget is done and skipped;
+- a cell whose summary.json reports the full budget is done and skipped, whether in its run folder
+  or in the results folder's archive (learner/experiments/archive.py: each finished cell's summary
+  and progress are copied there as its job ends, so a grid run over several sittings resumes from
+  the committed results even when the run folders are gone);
 - any other cell runs with train.py's `resume = true`: it continues from its checkpoint.pt when
   one exists (train.py resumes exactly), else starts fresh. Cells are grouped by the update count
   their checkpoint holds (checkpoint.json), so a job never mixes resume points. Raising the budget
@@ -38,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
 
+from learner.experiments.archive import archive_cell, source_for
 from learner.experiments.config import GridConfig
 from learner.experiments.datasets import ensure_dataset
 from protocol.logs import file_handler
@@ -70,16 +74,6 @@ class PopulationJob:
         return first if len(self.cells) == 1 else f"{first} +{len(self.cells) - 1} cell(s)"
 
 
-def cell_done(run_dir: Path, total_updates: int) -> bool:
-    summary = run_dir / "summary.json"
-    if not summary.exists():
-        return False
-    try:
-        return int(json.loads(summary.read_text()).get("updates", -1)) >= total_updates
-    except (ValueError, OSError):
-        return False
-
-
 def prepare_datasets(cfg: GridConfig) -> dict[tuple[str, str, str], tuple[Path, dict]]:
     """Collect (or find) every dataset once, in the parent, before any cell starts."""
     out: dict[tuple[str, str, str], tuple[Path, dict]] = {}
@@ -108,7 +102,7 @@ def make_jobs(cfg: GridConfig, datasets: dict) -> tuple[list[PopulationJob], lis
     done = []
     for cell in cfg.cells():
         run_dir = cell.run_dir(Path(cfg.out_dir))
-        if cell_done(run_dir, cfg.updates_for(cell.algorithm)):
+        if source_for(cfg, cell) is not None:  # finished here, or archived beside the results table
             done.append(cell.key)
             continue
         path, _meta = datasets[(cell.task, cell.gap.name, cell.dataset.name)]
@@ -251,6 +245,7 @@ class Progress:
 def _collect(pool: JobPool, jobs: list[PopulationJob], result: dict, cfg: GridConfig) -> None:
     """Submit every job; log each cell as its job finishes, and progress with an ETA meanwhile."""
     futures: dict[Future, PopulationJob] = {pool.submit(run_job, job): job for job in jobs}
+    cells = {c.key: c for c in cfg.cells()}
     progress = Progress(jobs)
     total = len(progress.dirs)
     pending, finished = set(futures), 0
@@ -266,6 +261,7 @@ def _collect(pool: JobPool, jobs: list[PopulationJob], result: dict, cfg: GridCo
             if out["ok"]:
                 for key, s in zip(out["keys"], out["summaries"]):
                     finished += 1
+                    archive_cell(cfg, cells[key])
                     result["ran"].append(key)
                     log.info("[%d/%d] %s: real %.0f, sim %.0f (%.0f s, population of %d, %s)", finished, total,
                              key, s["final_real_return"], s["final_sim_return"], out["seconds"], len(out["keys"]),

@@ -1,4 +1,5 @@
-"""Results table (markdown + CSV, the paper's layout) and plots from the cells' run folders.
+"""Results table (markdown + CSV, the paper's layout) and plots from the cells' run folders (or
+their archived copies in <results_dir>/cells/, learner/experiments/archive.py).
 
 Layout (H2O paper, Table 1): one row per (task, gap, dataset), one column per algorithm, entry =
 final real-profile return, mean ± std over seeds. Because simulation-based evaluation can mislead,
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from learner.experiments.archive import archive_cell, source_for
 from learner.experiments.config import GridConfig
 
 CSV_FIELDS = ("task", "gap", "dataset", "algorithm", "n_seeds", "real_mean", "real_std", "sim_mean", "sim_std",
@@ -36,12 +38,10 @@ def collect(cfg: GridConfig) -> list[dict]:
     """One dict per cell finished at its algorithm's budget: summary figures plus its evaluation curve."""
     out = []
     for cell in cfg.cells():
-        d = cell.run_dir(Path(cfg.out_dir))
-        if not (d / "summary.json").exists():
-            continue
+        d = source_for(cfg, cell)  # its run folder, else its archived copy (learner/experiments/archive.py)
+        if d is None:
+            continue  # not run, or a summary from a smaller budget: not finished at this one
         s = json.loads((d / "summary.json").read_text())
-        if int(s.get("updates", -1)) < cfg.updates_for(cell.algorithm):
-            continue  # a summary from a smaller budget: the cell is not finished at this one
         curve = [(int(r["update"]), float(r["eval/real_return"]), float(r["eval/sim_return"]))
                  for r in _read_rows(d / "progress.csv")]
         out.append({"task": cell.task, "gap": cell.gap.name, "dataset": cell.dataset.name, "algorithm": cell.algorithm,
@@ -225,6 +225,8 @@ def write_report(cfg: GridConfig) -> dict:
     """Write results.csv, results.md, learning_curves.png, sim_vs_real.png into cfg.results_dir."""
     out = Path(cfg.results_dir)
     out.mkdir(parents=True, exist_ok=True)
+    for cell in cfg.cells():  # cells finished before the driver archived them, or by another command
+        archive_cell(cfg, cell)
     cells = collect(cfg)
     rows = aggregate(cfg, cells)
     write_csv(rows, out / "results.csv")

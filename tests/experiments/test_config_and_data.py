@@ -30,6 +30,27 @@ def test_shipped_configs_load_with_the_documented_sizes() -> None:
     assert all(g.sim_profile == "nominal" and g.real_profile == g.name for g in full.gaps)
 
 
+def test_full_60k_grid_gives_every_sim_user_the_robots_latency_and_a_randomised_com() -> None:
+    full = grid_config.load(REPO / "configs/experiments/wheel_legged_full60k.toml")
+    assert len(list(full.cells())) == 360 and full.updates_for("cql") == 30_000 and full.updates_for("h2o") == 60_000
+    sims = {g.name: g.sim_profile for g in full.gaps}
+    assert sims == {"mild": "configs/experiments/profiles/nominal_com_dr.toml",
+                    "moderate": "configs/experiments/profiles/nominal_latency1_com_dr.toml",
+                    "severe": "configs/experiments/profiles/nominal_latency2_com_dr.toml"}
+    assert all((REPO / p).exists() for p in sims.values())
+
+
+def test_gap_and_dataset_filters_keep_the_named_rows(tmp_path: Path) -> None:
+    toml = tmp_path / "g.toml"
+    toml.write_text('[grid]\nalgorithms = ["h2o"]\nseeds = [0]\n[[gaps]]\nname = "mild"\n[[gaps]]\nname = "severe"\n'
+                    '[[datasets]]\nname = "medium"\n[[datasets]]\nname = "medium_replay"\nkind = "medium_replay"\n')
+    cfg = grid_config.load(toml, {"gaps": ["severe"], "datasets": ["medium_replay"]})
+    assert [c.key for c in cfg.cells()] == ["stand_still/severe/medium_replay/h2o/seed0"]
+    assert len(list(grid_config.load(toml, {"gaps": None}).cells())) == 4  # no filter: every row
+    with pytest.raises(grid_config.GridConfigError, match=r"--gaps names \['modrate'\] not in the config"):
+        grid_config.load(toml, {"gaps": ["modrate"]})
+
+
 def test_gap_real_profile_defaults_to_its_name_and_cells_are_ordered_seed_major() -> None:
     cfg = grid_config.from_dict({**MINIMAL, "grid": {"algorithms": ["h2o", "sac"], "seeds": [0, 1]}})
     assert cfg.gaps[0].real_profile == "moderate"

@@ -1,14 +1,15 @@
 """CI smoke test: a 2x2 grid (2 algorithms x 2 seeds) end to end with a tiny budget.
 
 Real MuJoCo envs, a real process pool (spawn), real files. Checks the table and plots appear,
-that re-running skips finished cells, and that raising the budget resumes each cell from its
-checkpoint instead of starting again.
+that re-running skips finished cells (also from their archived copies when the run folders are
+gone), and that raising the budget resumes each cell from its checkpoint instead of starting again.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,21 @@ def test_grid_runs_reports_skips_and_resumes(tmp_path: Path, capsys) -> None:
     second = _run([str(cfg)], capsys)
     assert second == {"done_before": 4, "ran": 0, "failed": [], "pending": 0}
     assert (_cell(out, "h2o", 0) / "summary.json").stat().st_mtime_ns == before
+
+    # Every finished cell is archived beside the table; with the run folders gone (a fresh clone of
+    # the committed results) the same command trains nothing and the table still has every cell.
+    archived = results / "cells" / "stand_still" / "moderate" / "medium" / "h2o_seed1"
+    assert (archived / "summary.json").read_text() == (_cell(out, "h2o", 1) / "summary.json").read_text()
+    assert (archived / "progress.csv").read_text() == (_cell(out, "h2o", 1) / "progress.csv").read_text()
+    moved = tmp_path / "runs_elsewhere"
+    out.rename(moved)
+    assert _run([str(cfg)], capsys) == {"done_before": 4, "ran": 0, "failed": [], "pending": 0}
+    assert "4 of 4 cells finished" in (results / "results.md").read_text()
+    with open(results / "results.csv", newline="") as fh:
+        assert {r["algorithm"]: r["real_per_seed"] for r in csv.DictReader(fh)} == {
+            a: r["real_per_seed"] for a, r in rows.items()}
+    shutil.rmtree(out)
+    moved.rename(out)
 
     # A larger budget continues each cell from its checkpoint: the first 20 updates' rows are kept.
     with open(_cell(out, "sac", 1) / "progress.csv", newline="") as fh:

@@ -221,23 +221,38 @@ def cell_updates(run_dir: Path) -> int:
         return 0
 
 
+# Cost of one update relative to H2O's, per algorithm (5-seed population jobs at 64-64 on the 2-core
+# VM, docs/results.md "The latency grid at 60k updates": BC 2-3 min, SAC 10-16, DARC+ 18-26,
+# DARC 23-25, H2O 28-32 min per 60k updates, CQL ~70 min per 30k). Only the ETA uses it: a grid
+# whose cheap BC cells finish first would otherwise promise a fraction of its real time.
+UPDATE_COST = {"bc": 0.1, "sac": 0.45, "darc_plus": 0.75, "darc": 0.8, "h2o": 1.0, "cql": 4.5}
+
+
 class Progress:
-    """Updates done inside the running cells, the grid's fraction done and an estimated time to finish."""
+    """Updates done inside the running cells, the grid's fraction done and an estimated time to finish
+    (from the work done so far, each update weighted by its algorithm's UPDATE_COST)."""
 
     def __init__(self, jobs: list[PopulationJob]):
-        self.dirs = [Path(c.run_dir) for j in jobs for c in j.cells]
+        self.cells = [(Path(c.run_dir), UPDATE_COST.get(j.train["algorithm"], 1.0)) for j in jobs for c in j.cells]
+        self.dirs = [d for d, _ in self.cells]
         self.total = sum(int(j.train["total_updates"]) * len(j.cells) for j in jobs)
+        self.total_work = sum(int(j.train["total_updates"]) * len(j.cells) * UPDATE_COST.get(j.train["algorithm"], 1.0)
+                              for j in jobs)
         self.t0 = time.perf_counter()
-        self.start = self.done_updates()
+        self.start, self.start_work = self.done_updates(), self.done_work()
 
     def done_updates(self) -> int:
         return sum(cell_updates(d) for d in self.dirs)
 
+    def done_work(self) -> float:
+        return sum(cell_updates(d) * cost for d, cost in self.cells)
+
     def line(self, cells_done: int) -> str:
-        now, elapsed = self.done_updates(), time.perf_counter() - self.t0
+        now, work, elapsed = self.done_updates(), self.done_work(), time.perf_counter() - self.t0
         rate = (now - self.start) / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - now) / rate if rate > 0 else float("inf")
-        eta_text = "unknown" if not math.isfinite(eta) else time.strftime("%H:%M:%S", time.gmtime(eta))
+        work_rate = (work - self.start_work) / elapsed if elapsed > 0 else 0.0
+        eta = (self.total_work - work) / work_rate if work_rate > 0 else float("inf")
+        eta_text = "unknown" if not math.isfinite(eta) else f"{int(eta // 3600)}:{time.strftime('%M:%S', time.gmtime(eta))}"
         return (f"{now:,} of {self.total:,} cell-updates ({100.0 * now / max(self.total, 1):.1f}%), "
                 f"{cells_done} of {len(self.dirs)} cells done, {rate:.0f} cell-updates/s, ETA {eta_text}")
 

@@ -71,6 +71,25 @@ def test_progress_reads_updates_inside_cells(tmp_path):
     assert "30 of 200 cell-updates (15.0%)" in line and "0 of 2 cells done" in line and "ETA" in line
 
 
+def test_eta_weighs_each_update_by_its_algorithms_cost(tmp_path):
+    """Cheap BC cells finishing first must not make the ETA promise a fraction of the real time:
+    with BC done (0.1 per update) and H2O (1.0) not started, 1/11 of the work is done."""
+    cfg = grid(tmp_path, algorithms=["bc", "h2o"], seeds=[0])
+    jobs, _ = make_jobs(cfg, fake_datasets(cfg))
+    progress = Progress(jobs)
+    assert progress.total_work == 2 * 100 * 0.1 + 2 * 100 * 1.0
+    for job in jobs:
+        if job.train["algorithm"] == "bc":
+            for c in job.cells:
+                Path(c.run_dir).mkdir(parents=True)
+                (Path(c.run_dir) / "progress.csv").write_text("update,epoch\n100,1\n")
+    assert progress.done_work() == 20.0 and progress.done_updates() == 200
+    progress.t0 -= 60.0  # that took a minute: the rest (200 of 220 work units) takes ten more
+    eta = progress.line(cells_done=2).split("ETA ")[1]
+    h, m, sec = (int(x) for x in eta.split(":"))
+    assert 9.9 * 60 <= h * 3600 + m * 60 + sec <= 10.1 * 60, eta
+
+
 def test_an_algorithm_with_its_own_budget_trains_and_finishes_at_it(tmp_path):
     """algorithm_updates gives one algorithm's cells their own budget: its jobs train to it, its
     cells count as done at it, the progress line and the report use it."""

@@ -3,8 +3,9 @@
     python -m learner.demo            # 10 minutes; --minutes 4 for a shorter look
 
 What it does: generates CURVE keys for this run; collects an offline "real" dataset on the hidden
-profile if none is there (sim_models collect CLI); starts `learner/serve.py` (H2O against the
-nominal MuJoCo model) and `onboard/run.py` driving a virtual robot with the hidden profile; lets
+profile if none is there (sim_models collect CLI); measures the robot's actuation latency in that
+data and puts it into the learner's simulator (learner/latency.py); starts `learner/serve.py` (H2O
+against the nominal MuJoCo model with that latency) and `onboard/run.py` driving a virtual robot with the hidden profile; lets
 them run; the robot tries every new version on itself and promotes or rolls it back; at the end
 the robot is pinned to the best version measured on it (the learner's deployable policy); then
 stops both cleanly (also on Ctrl-C) and writes a report (learner/demo_report.py: trials, the
@@ -55,6 +56,10 @@ class DemoConfig:
     behaviour: str = _f("medium", "behaviour policy of the collected dataset")
     run_dir: str = _f("", "output folder; empty: runs/demo-<date>-<time>")
     serve_config: str = _f("configs/serve_demo.toml", "the learner's TOML config")
+    sim_latency: str = _f("auto", "the actuation latency (control steps) in the learner's simulator: 'auto' "
+                                  "measures it from the offline real data (learner.latency) and sets it on the "
+                                  "learner config's sim_profile; an integer sets it; 'config' keeps the "
+                                  "config's")
     algorithm: str = _f("", "override the learner's algorithm (h2o, sac, cql, darc, darc_plus)")
     lockstep: bool = _f(True, "virtual robot steps once per command (no real-time pacing: a busy "
                               "laptop cannot make the robot miss deadlines)")
@@ -69,6 +74,8 @@ class DemoConfig:
     def validate(self) -> "DemoConfig":
         if self.minutes <= 0:
             raise ConfigError("minutes: must be > 0")
+        if self.sim_latency not in ("auto", "config") and not (self.sim_latency.isdigit() and int(self.sim_latency) <= 8):
+            raise ConfigError(f"sim_latency: 'auto', 'config' or 0-8 control steps, got {self.sim_latency!r}")
         from task_contract.history import TaskOptionsError, task_id
 
         try:  # one canonical task id for the dataset, the learner and the robot
@@ -104,6 +111,46 @@ def ensure_dataset(cfg: DemoConfig) -> Path:
                     "--steps", str(cfg.dataset_steps), "--out", str(path)],
                    cwd=ROOT, check=True)
     return path
+
+
+def simulator_profile(cfg: DemoConfig, dataset: Path, run_dir: Path) -> tuple[str, str]:
+    """(a --sim-profile for the learner, "" for the config's own; what the report says of it).
+
+    The one property of the robot a team puts into its simulator without guessing is the
+    actuation latency, and the robot's own data shows it (learner/latency.py): with 'auto' the
+    demo measures it from the offline data and sets it on the learner config's simulator, as a
+    team would after recording its robot. An ambiguous measurement keeps the config's."""
+    import tomllib
+    from dataclasses import replace
+
+    from learner.latency import LatencyDataError, estimate_file
+    from sim_models.profiles import load_profile
+
+    with open(ROOT / cfg.serve_config if not Path(cfg.serve_config).is_absolute() else cfg.serve_config, "rb") as fh:
+        base = str(tomllib.load(fh).get("sim_profile", "nominal"))
+    if cfg.sim_latency == "config":
+        return "", f"`{base}` (the learner config's)"
+    if cfg.sim_latency == "auto":
+        try:
+            est = estimate_file(dataset)
+        except LatencyDataError as exc:
+            log.warning("simulator latency: cannot measure it from %s (%s); keeping %s", dataset, exc, base)
+            return "", f"`{base}` (the latency could not be measured: {exc})"
+        if not est.clear:
+            log.warning("simulator latency: %s; keeping %s", est.verdict(), base)
+            return "", f"`{base}` (the offline data's latency is {est.verdict()})"
+        steps, how = est.steps, f"measured from the offline data, {est.verdict()}"
+    else:
+        steps, how = int(cfg.sim_latency), "set by --sim-latency"
+    profile = load_profile(base if Path(base).suffix != ".toml" or Path(base).is_absolute() else ROOT / base)
+    if profile.latency_steps == steps:
+        log.info("simulator: %s, its latency_steps = %d (%s)", base, steps, how)
+        return "", f"`{base}`, its latency_steps = {steps} ({how})"
+    profile = replace(profile, name=f"{profile.name}_latency{steps}", latency_steps=steps)
+    path = run_dir / "sim_profile.toml"
+    path.write_text(f"# The learner's simulator: {base} with latency_steps = {steps} ({how})\n" + profile.to_toml())
+    log.info("simulator: %s with latency_steps = %d (%s)", base, steps, how)
+    return str(path), f"`{base}` with latency_steps = {steps} ({how})"
 
 
 class Children:
@@ -214,6 +261,7 @@ def run(cfg: DemoConfig) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     keys = ensure_demo_keys(run_dir / "keys", ["robot0"])  # generated now, never committed
     dataset = ensure_dataset(cfg)
+    sim_profile, sim_text = simulator_profile(cfg, dataset, run_dir)
     port = cfg.port or _free_port()
     endpoint = f"tcp://127.0.0.1:{port}"
     control = f"ipc://{(run_dir / 'control.sock').resolve()}"  # the robot's operator channel
@@ -238,6 +286,8 @@ def run(cfg: DemoConfig) -> Path:
                      "--datasets", str(dataset)]
         if cfg.algorithm:
             serve_cmd += ["--algorithm", cfg.algorithm]
+        if sim_profile:
+            serve_cmd += ["--sim-profile", sim_profile]
         serve = children.start("learner", serve_cmd, run_dir / "learner.log")
         _wait_for(run_dir / "learner.log", "serving on", serve, 120, stop)
         robot_cmd = [sys.executable, str(ROOT / "onboard" / "run.py"),
@@ -292,7 +342,7 @@ def run(cfg: DemoConfig) -> Path:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
         children.stop_all()
-    report = write_report(run_dir, cfg, started, interrupted, ending)
+    report = write_report(run_dir, cfg, started, interrupted, ending, simulator=sim_text)
     if failure is not None:  # the report is written anyway: it shows how far the run got
         raise RuntimeError(f"{failure} (partial report: {report})")
     return report

@@ -154,8 +154,10 @@ def trials_section(data: RunData) -> list[str]:
     return lines
 
 
-def write_report(run_dir: Path, cfg, started: float, interrupted: bool, ending: dict | None = None) -> Path:
-    """report.md with figures in run_dir/plots; returns its path."""
+def write_report(run_dir: Path, cfg, started: float, interrupted: bool, ending: dict | None = None,
+                 simulator: str = "") -> Path:
+    """report.md with figures in run_dir/plots; returns its path. `simulator`: what the learner's
+    simulator was and where its latency came from."""
     data = RunData.load(run_dir, ending)
     figures = plot_demo(run_dir, data, started, cfg.lockstep)
     metrics, robot = data.metrics, data.robot
@@ -167,7 +169,8 @@ def write_report(run_dir: Path, cfg, started: float, interrupted: bool, ending: 
     lines = [
         f"# Demo run {run_dir.name}", "",
         f"- task `{cfg.task}`, hidden robot profile `{cfg.profile}`, learner config "
-        f"`{cfg.serve_config}`{', algorithm ' + cfg.algorithm if cfg.algorithm else ''}",
+        f"`{cfg.serve_config}`{', algorithm ' + cfg.algorithm if cfg.algorithm else ''}"
+        f"{'; simulator ' + simulator if simulator else ''}",
         f"- ran {(time.time() - started) / 60:.1f} min{' (interrupted)' if interrupted else ''}, "
         f"{'lock-step' if cfg.lockstep else 'real-time'} virtual robot",
         f"- learner: {last.get('updates', 0)} updates ({last.get('updates_per_s', 0):.1f}/s at the "

@@ -20,6 +20,7 @@ PROGRAMS = [
     (["learner/serve.py"], ["--algo", "h2o"]),
     (["-m", "learner.demo"], ["--minu", "1"]),
     (["-m", "learner.fleet"], ["--robo", "2"]),
+    (["-m", "learner.latency", "x.hdf5"], ["--max", "2"]),
     (["-m", "learner.experiments"], ["--skip", "x.toml"]),
     (["-m", "learner.service.keys", "create"], ["--na", "x"]),
     (["-m", "firmware_bridge.virtual_robot"], ["--prof", "nominal"]),

@@ -99,3 +99,40 @@ def test_demo_simulator_carries_the_robots_bus_latency(monkeypatch):
     sim, hidden = load_profile(cfg.sim_profile), load_profile("moderate")
     assert sim.latency_steps == hidden.latency_steps == 1
     assert sim.base_mass_scale == 1.0 and sim.com_offset_m == (0.0, 0.0, 0.0)  # the body stays nominal
+
+
+def test_demo_sets_its_simulators_latency_from_the_offline_data(tmp_path, monkeypatch):
+    """'auto': the latency measured in the robot's offline data goes into the learner config's
+    simulator; the same latency as the config's writes nothing, a different one a profile beside
+    the run, 'config' keeps the config's and noise-free data (ambiguous) falls back to it."""
+    from learner.demo import DemoConfig, simulator_profile
+    from learner.service.config import ConfigError
+    from sim_models.collect import CollectConfig, collect
+    from sim_models.datasets import save_d4rl
+    from sim_models.profiles import load_profile
+
+    monkeypatch.chdir(ROOT)
+    task = "stand_still:action_history=2"
+
+    def data(profile: str, **kw) -> Path:
+        arrays, meta = collect(CollectConfig(task=task, profile=profile, steps=2000, **kw))
+        return save_d4rl(tmp_path / f"{Path(profile).stem}_{len(kw)}.hdf5", arrays, meta)
+
+    cfg = DemoConfig(task=task, task_options="").validate()
+    path, text = simulator_profile(cfg, data("moderate"), tmp_path)
+    assert path == "" and text.startswith("`configs/experiments/profiles/nominal_latency1.toml`, its latency_steps "
+                                          "= 1 (measured from the offline data, latency 1 control step(s)")
+    assert not (tmp_path / "sim_profile.toml").exists()
+
+    path, text = simulator_profile(cfg, data("severe"), tmp_path)
+    profile = load_profile(path)
+    assert path == str(tmp_path / "sim_profile.toml") and "latency_steps = 2 (measured" in text
+    assert profile.latency_steps == 2 and profile.base_mass_scale == 1.0 and profile.com_offset_m == (0.0, 0.0, 0.0)
+
+    assert simulator_profile(DemoConfig(task=task, sim_latency="config"), data("severe"), tmp_path)[0] == ""
+    path, _ = simulator_profile(DemoConfig(task=task, sim_latency="0"), data("severe"), tmp_path)
+    assert load_profile(path).latency_steps == 0
+    path, text = simulator_profile(cfg, data("severe", behaviour="expert", noise=0.0), tmp_path)
+    assert path == "" and "ambiguous" in text
+    with pytest.raises(ConfigError, match="sim_latency"):
+        DemoConfig(sim_latency="two").validate()

@@ -1,0 +1,211 @@
+"""How many control steps late the robot's commands act, measured from its own recorded data.
+
+Why: the one thing about the real robot a team can put into its simulator without guessing is its
+actuation (bus) latency, and it matters most: on the latency profiles every method trained in a
+latency-free simulator failed, and with the measured latency in the simulator H2O holds the robot
+(docs/results.md). This module measures it from transitions the robot recorded anyway (an
+offline dataset, the learner's real buffer), with no special test on the hardware.
+
+How: with latency L, the command that acts during step t is a[t-L]. Near its operating point the
+robot's state change is close to linear, so for each candidate lag k the model
+
+    s[t+1] - s[t] = W_k [s[t], 1, a[t-k]]
+
+is fitted by least squares, and k's score is the share of the state change's variance (each
+state dimension standardised, so a large velocity does not drown a small angle) that a[t-k]
+explains beyond the state-only model. The true lag explains most of it; its neighbours explain a
+little (the behaviour's actions are correlated in time through the state). The exploration noise
+in the recorded actions is what tells the lags apart: a deterministic policy makes a[t-k] a
+function of the state and every score small, and the estimate says it is ambiguous rather than
+guess.
+
+`s` is the task's raw observation: the history entries the task contract appends (the last
+actions) are dropped, since their next value is the action itself. The first `max_lag` rows of
+each episode are left out (the actions before an episode are unknown).
+
+    python -m learner.latency data/demo_stand_still+action_history=2+max_pitch=0.25_moderate.hdf5
+    python -m learner.latency DATA.hdf5 --write-profile configs/my_robot_sim.toml
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from protocol.config_cli import ArgumentParser
+
+log = logging.getLogger(__name__)
+
+MIN_SHARE = 0.3  # the best lag must explain at least this share of the state change ...
+MIN_RATIO = 3.0  # ... and this many times the next best lag's share, or the estimate is ambiguous
+
+
+class LatencyDataError(ValueError):
+    """Data the latency cannot be measured from (too few rows, wrong shapes, no state dims)."""
+
+
+@dataclass
+class LatencyEstimate:
+    steps: int  # the best lag (control steps); meaningful when `clear`
+    shares: list  # per lag 0..max_lag: share of the state change's variance a[t-lag] explains
+    clear: bool  # the best lag stands out (MIN_SHARE, MIN_RATIO)
+    rows: int  # transitions used
+    state_dims: int
+
+    def verdict(self) -> str:
+        ranked = sorted(range(len(self.shares)), key=lambda k: self.shares[k], reverse=True)
+        second = ranked[1] if len(ranked) > 1 else ranked[0]
+        if self.clear:
+            return (f"latency {self.steps} control step(s): a[t-{self.steps}] explains {self.shares[self.steps]:.0%} of "
+                    f"the state change, the next best lag ({second}) {self.shares[second]:.0%}")
+        return (f"ambiguous: the best lag {self.steps} explains {self.shares[self.steps]:.0%}, lag {second} "
+                f"{self.shares[second]:.0%} (need >= {MIN_SHARE:.0%} and {MIN_RATIO:.0f}x the next); record "
+                "with exploration noise on the actions, or more of it")
+
+
+def episode_slices(observations: np.ndarray, next_observations: np.ndarray, ends: np.ndarray) -> list[slice]:
+    """Runs of consecutive rows of one episode: split at terminals / timeouts and wherever a row's
+    next observation is not the following row's observation (a reset the flags do not show)."""
+    cut = np.asarray(ends, dtype=bool).copy()
+    if len(observations) > 1:
+        cut[:-1] |= np.any(np.abs(next_observations[:-1] - observations[1:]) > 1e-6, axis=1)
+    out, start = [], 0
+    for i in np.flatnonzero(cut).tolist() + [len(observations) - 1]:
+        if i >= start:
+            out.append(slice(start, i + 1))
+        start = i + 1
+    return out
+
+
+def estimate(observations: np.ndarray, actions: np.ndarray, next_observations: np.ndarray, ends: np.ndarray,
+             state_dims: int | None = None, max_lag: int = 4) -> LatencyEstimate:
+    """The lag (0..max_lag control steps) whose action best explains the state change; see the
+    module docstring. `state_dims`: the raw observation's leading entries (default: all)."""
+    obs, act, nxt = (np.asarray(x, dtype=np.float64) for x in (observations, actions, next_observations))
+    if act.ndim == 1:
+        act = act[:, None]
+    d = obs.shape[1] if state_dims is None else int(state_dims)
+    if obs.ndim != 2 or nxt.shape != obs.shape or len(act) != len(obs) or len(ends) != len(obs):
+        raise LatencyDataError(f"shapes do not match: observations {obs.shape}, actions {act.shape}, "
+                               f"next_observations {nxt.shape}, ends {np.shape(ends)}")
+    if not 1 <= d <= obs.shape[1] or max_lag < 1:
+        raise LatencyDataError(f"need 1 <= state_dims <= {obs.shape[1]} (got {d}) and max_lag >= 1 (got {max_lag})")
+    states, deltas, lagged = [], [], [[] for _ in range(max_lag + 1)]
+    for sl in episode_slices(obs, nxt, ends):
+        n = sl.stop - sl.start
+        if n <= max_lag:
+            continue
+        a = act[sl]
+        states.append(obs[sl][max_lag:, :d])
+        deltas.append(nxt[sl][max_lag:, :d] - obs[sl][max_lag:, :d])
+        for k in range(max_lag + 1):
+            lagged[k].append(a[max_lag - k:n - k])
+    rows = sum(len(s) for s in states)
+    min_rows = 20 * (d + act.shape[1] + 1)
+    if rows < min_rows:
+        raise LatencyDataError(f"{rows} usable rows (episodes longer than {max_lag} steps); need at least {min_rows}")
+    s, y = np.vstack(states), np.vstack(deltas)
+    y = (y - y.mean(axis=0)) / np.maximum(y.std(axis=0), 1e-12)  # every state dimension counts alike
+    base = np.hstack([s, np.ones((rows, 1))])
+
+    def residual(x: np.ndarray) -> float:
+        coef, *_ = np.linalg.lstsq(x, y, rcond=None)
+        return float(np.mean((y - x @ coef) ** 2))
+
+    r0 = residual(base)
+    shares = [max(0.0, (r0 - residual(np.hstack([base, np.vstack(lagged[k])]))) / max(r0, 1e-12))
+              for k in range(max_lag + 1)]
+    ranked = sorted(range(max_lag + 1), key=lambda k: shares[k], reverse=True)
+    best, second = ranked[0], ranked[1]
+    clear = shares[best] >= MIN_SHARE and shares[best] >= MIN_RATIO * shares[second]
+    return LatencyEstimate(best, shares, clear, rows, d)
+
+
+def raw_state_dims(task: str, obs_dim: int) -> int:
+    """The raw observation's size for a task id with options (its history entries left out)."""
+    from task_contract.history import ObsLayout
+
+    try:
+        layout = ObsLayout.of(task)
+    except (KeyError, ValueError) as exc:
+        raise LatencyDataError(f"the data's task {task!r} is not one of ours ({exc}); pass --state-dims") from None
+    if layout.dim != obs_dim:
+        raise LatencyDataError(f"task {task!r} has a {layout.dim}-D observation, the data {obs_dim}-D")
+    return layout.raw_dim
+
+
+def estimate_file(path: str | Path, state_dims: int | None = None, max_lag: int = 4) -> LatencyEstimate:
+    """From a D4RL-style HDF5 or `minari:<id>` (ours carry the task id, so the history entries are
+    found by themselves)."""
+    from sim_models.datasets import load_dataset
+
+    data, meta = load_dataset(path)
+    ends = np.logical_or(data["terminals"], data.get("timeouts", np.zeros_like(data["terminals"])))
+    if state_dims is None and meta.get("task"):
+        state_dims = raw_state_dims(str(meta["task"]), data["observations"].shape[1])
+    return estimate(data["observations"], data["actions"], data["next_observations"], ends, state_dims, max_lag)
+
+
+def profile_text(est: LatencyEstimate, source: str, name: str = "") -> str:
+    """A simulator profile: the nominal body with the measured latency (sim_models/profiles.py)."""
+    name = name or f"nominal_latency{est.steps}_measured"
+    return (f"# The nominal simulator with the actuation latency measured from the robot's own data\n"
+            f"# (python -m learner.latency {source}): {est.verdict()}.\n"
+            f'name = "{name}"\nlatency_steps = {est.steps}\n')
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = ArgumentParser(
+        prog="python -m learner.latency",
+        description="Measure the robot's actuation latency (control steps between a command and its effect) from "
+                    "recorded transitions, to put into the simulator (sim profile latency_steps). Needs "
+                    "exploration noise in the recorded actions; says so when the data cannot tell. Exit 0: every "
+                    "estimate clear, 1: one is ambiguous, 2: bad input.",
+        example="python -m learner.latency data/robot.hdf5 --write-profile configs/my_robot_sim.toml")
+    p.add_argument("datasets", nargs="+",
+                   help="D4RL-style HDF5 files of real transitions, or minari:<id> (one estimate each)")
+    p.add_argument("--max-lag", type=int, default=4, help="largest latency considered, in control steps")
+    p.add_argument("--state-dims", type=int,
+                   help="leading observation entries that are the robot's state (default: from the file's task "
+                        "id, else all)")
+    p.add_argument("--write-profile", metavar="TOML",
+                   help="write a simulator profile (nominal body + the measured latency) for the first file; "
+                        "refused when the estimate is ambiguous")
+    p.add_argument("--json", action="store_true", help="print one JSON object per file instead of the table")
+    args = p.parse_args(argv)
+    from sim_models.datasets import DatasetError
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    ests = []
+    for path in args.datasets:
+        try:
+            est = estimate_file(path, args.state_dims, args.max_lag)
+        except (OSError, KeyError, LatencyDataError, DatasetError) as exc:
+            print(f"error: {path}: {exc}", file=sys.stderr)
+            return 2
+        ests.append(est)
+        if args.json:
+            print(json.dumps({"dataset": str(path), **asdict(est), "verdict": est.verdict()}))
+        else:
+            print(f"{path}: {est.rows} transitions, {est.state_dims} state dims")
+            print("  lag  share of the state change explained")
+            for k, share in enumerate(est.shares):
+                print(f"  {k:>3}  {share:6.1%}{'  <- best' if k == est.steps else ''}")
+            print(f"  {est.verdict()}")
+    if args.write_profile:
+        est = ests[0]
+        if not est.clear:
+            print(f"error: not writing {args.write_profile}: the estimate is ambiguous", file=sys.stderr)
+            return 1
+        Path(args.write_profile).write_text(profile_text(est, args.datasets[0]))
+        print(f"wrote {args.write_profile}")
+    return 0 if all(e.clear for e in ests) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

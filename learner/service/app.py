@@ -87,10 +87,24 @@ class Service:
                 log.warning("store: %d stored rows exceed the ingest bounds; not trained on",
                             refused)
 
+        self.latency = None
+        if cfg.train:  # the robots' measured latency against the simulator's (learner/latency.py)
+            from learner.latency import LatencyWatch
+            from sim_models.profiles import load_profile
+            from task_contract.history import ObsLayout
+
+            try:
+                self.latency = LatencyWatch(ObsLayout.of(cfg.task).raw_dim,
+                                            load_profile(cfg.sim_profile).latency_steps)
+            except (KeyError, ValueError) as exc:  # a task or profile without a latency to compare
+                log.info("no latency check of the robots' data: %s", exc)
+
         def sink(robot: str, stream: str, cols) -> None:
             if self.trainer is not None:
                 self.feed.put(cols)
             self.returns.add(robot, stream, cols)
+            if self.latency is not None:
+                self.latency.add(f"{robot}/{stream}", cols)
 
         self.ingest = Ingest(self.store, self.info.obs_dim, self.info.act_dim, sink=sink,
                              bounds=self.bounds)
@@ -107,7 +121,7 @@ class Service:
                                     self.publisher, self.ingest,
                                     evidence=RobotEvidence(run))  # robots' trials, deployable policy
         self.status = StatusBoard(run, self.server, self.trainer, self.returns, cfg.status_every_s,
-                                  tensorboard=cfg.tensorboard)
+                                  tensorboard=cfg.tensorboard, latency=self.latency)
         self._threads: list[threading.Thread] = []
         self._trainer_stop = threading.Event()
 

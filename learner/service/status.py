@@ -166,8 +166,9 @@ class StatusBoard:
     (and TensorBoard scalars with `tensorboard`)."""
 
     def __init__(self, run_dir: Path, server, trainer, returns: RobotReturns, period_s: float,
-                 tensorboard: bool = False) -> None:
+                 tensorboard: bool = False, latency=None) -> None:
         self.server, self.trainer, self.returns = server, trainer, returns
+        self.latency = latency  # learner.latency.LatencyWatch: the robots' latency against the simulator's
         self.period_s = period_s
         self.path = run_dir / "metrics.jsonl"
         self.charts = TensorBoardCharts.open(run_dir, len(read_jsonl(self.path))) if tensorboard else None
@@ -192,6 +193,9 @@ class StatusBoard:
                                                           "handshake_failed")},
                "nonfinite_updates": tr.get("nonfinite_updates", 0),
                "robots": {}}
+        if self.latency is not None:
+            self.latency.check()
+            row.update(self.latency.status())
         for rid, r in srv["robots"].items():
             stats = r.get("stats", {})
             row["robots"][rid] = {"link": r["link"], "policy_version": r["policy_version"],
@@ -271,6 +275,9 @@ PROBLEMS = (("store_errors", "store write errors (disk full?)"), ("rows_lost", "
 def _problems(row: dict) -> str:
     """' | PROBLEMS: ...' naming every non-zero failure counter (see docs/service.md)."""
     found = [f"{row[k]} {label}" for k, label in PROBLEMS if row.get(k)]
+    robot, sim = row.get("robot_latency_steps"), row.get("sim_latency_steps")
+    if robot is not None and sim is not None and robot != sim:
+        found.append(f"robot data shows {robot} step(s) of latency, the simulator has {sim}")
     return f" | PROBLEMS: {', '.join(found)}" if found else ""
 
 

@@ -100,3 +100,31 @@ def test_bad_input_is_a_clear_error(tmp_path, capsys):
         estimate(o, a, n, e, state_dims=9)
     assert main([str(tmp_path / "missing.hdf5")]) == 2
     assert "missing.hdf5" in capsys.readouterr().err
+
+
+def test_the_service_watch_flags_a_simulator_without_the_robots_latency(caplog):
+    """Streamed rows (the robot's columns, in chunks as they arrive) of a robot with one step of
+    latency, against a latency-free simulator: measured, warned once, shown in the status line."""
+    import logging
+
+    from learner.latency import LatencyWatch
+    from learner.service.status import _problems
+
+    data, _ = collect(CollectConfig(task="stand_still:action_history=2", profile="moderate", steps=3000))
+    n = len(data["rewards"])
+    cols = {"obs": data["observations"], "act": data["actions"], "next_obs": data["next_observations"],
+            "rew": data["rewards"], "terminated": data["terminals"], "truncated": data["timeouts"],
+            "flags": np.zeros(n, np.uint8)}
+    cols["flags"][1000:1010] = 1  # a stretch outside the task's episodes (a catch): left out
+    watch = LatencyWatch(state_dims=4, sim_latency=0, window_rows=2500, every_rows=1000)
+    assert watch.check() is None and watch.status() == {"robot_latency_steps": None, "sim_latency_steps": 0}
+    with caplog.at_level(logging.WARNING, logger="learner.latency"):
+        for start in range(0, n, 250):
+            watch.add("robot0/s1", {k: v[start:start + 250] for k, v in cols.items()})
+            watch.check()
+    assert watch._rows <= 2500 + 250  # the window keeps the latest rows only
+    assert watch.status() == {"robot_latency_steps": 1, "sim_latency_steps": 0}
+    warnings = [r.getMessage() for r in caplog.records if "actuation latency" in r.getMessage()]
+    assert len(warnings) == 1 and "set latency_steps = 1" in warnings[0]
+    assert "robot data shows 1 step(s) of latency, the simulator has 0" in _problems(watch.status())
+    assert _problems({"robot_latency_steps": 1, "sim_latency_steps": 1}) == ""

@@ -89,10 +89,13 @@ def estimate(observations: np.ndarray, actions: np.ndarray, next_observations: n
     obs, act, nxt = (np.asarray(x, dtype=np.float64) for x in (observations, actions, next_observations))
     if act.ndim == 1:
         act = act[:, None]
-    d = obs.shape[1] if state_dims is None else int(state_dims)
     if obs.ndim != 2 or nxt.shape != obs.shape or len(act) != len(obs) or len(ends) != len(obs):
         raise LatencyDataError(f"shapes do not match: observations {obs.shape}, actions {act.shape}, "
                                f"next_observations {nxt.shape}, ends {np.shape(ends)}")
+    bad = int((~np.isfinite(obs).all(1) | ~np.isfinite(nxt).all(1) | ~np.isfinite(act).all(1)).sum())
+    if bad:
+        raise LatencyDataError(f"{bad} rows hold NaN or inf")
+    d = obs.shape[1] if state_dims is None else int(state_dims)
     if not 1 <= d <= obs.shape[1] or max_lag < 1:
         raise LatencyDataError(f"need 1 <= state_dims <= {obs.shape[1]} (got {d}) and max_lag >= 1 (got {max_lag})")
     states, deltas, lagged = [], [], [[] for _ in range(max_lag + 1)]

@@ -96,6 +96,12 @@ def test_bad_input_is_a_clear_error(tmp_path, capsys):
         estimate(o, a[:-1], n, e)
     with pytest.raises(LatencyDataError, match="usable rows"):
         estimate(o[:50], a[:50], n[:50], e[:50])
+    o_nan = o.copy()
+    o_nan[7, 1] = np.nan
+    with pytest.raises(LatencyDataError, match="1 rows hold NaN or inf"):
+        estimate(o_nan, a, n, e)
+    with pytest.raises(LatencyDataError, match="shapes do not match"):
+        estimate(o[:, 0], a, n, e)
     with pytest.raises(LatencyDataError, match="state_dims"):
         estimate(o, a, n, e, state_dims=9)
     assert main([str(tmp_path / "missing.hdf5")]) == 2

@@ -64,6 +64,11 @@ class SACCoreConfig:
     # SimpleSAC's default). False = the "hard" backup H2O's and CQL's reference runs use. Each
     # algorithm's config sets its own default; docs/learner.md has the table.
     backup_entropy: bool = False
+    # The task's largest per-step reward (raw units; None = no bound). When set, every TD target is
+    # clamped to at most (reward_scale * reward_max + reward_bias) / (1 - gamma): no discounted
+    # return can exceed it, so a larger target is pure overestimation, and bootstrapping would
+    # feed it back. Not in the paper's reference (docs/learner.md, "Bounded targets").
+    reward_max: float | None = None
     # optimisers (Adam)
     policy_lr: float = 3e-4
     q_lr: float = 3e-4
@@ -425,7 +430,8 @@ class OffPolicyAlgorithm(Learner):
         return self.policy(obs, self.noise.normal((*obs.shape[:-1], self.act_dim)))
 
     def td_target(self, batch: Batch, extra_reward: torch.Tensor | None = None) -> torch.Tensor:
-        """y = r' + gamma * (1 - done) * min_i Q_i'(s', a'~pi(s')) [- alpha log pi if backup_entropy], [P, B]."""
+        """y = r' + gamma * (1 - done) * min_i Q_i'(s', a'~pi(s')) [- alpha log pi if backup_entropy], [P, B],
+        at most r'_max / (1 - gamma) when cfg.reward_max is set."""
         with torch.no_grad():
             next_act, next_logp = self.sample_policy(batch.next_obs)
             next_q = self.critic_target(batch.next_obs, next_act).amin(1)
@@ -434,7 +440,11 @@ class OffPolicyAlgorithm(Learner):
             rew = self.cfg.reward_scale * batch.rew + self.cfg.reward_bias
             if extra_reward is not None:
                 rew = rew + extra_reward
-            return torch.addcmul(rew, 1.0 - batch.done, next_q, value=self.cfg.gamma)
+            y = torch.addcmul(rew, 1.0 - batch.done, next_q, value=self.cfg.gamma)
+            if self.cfg.reward_max is not None:  # no return exceeds r_max / (1 - gamma)
+                y = y.clamp(max=(self.cfg.reward_scale * self.cfg.reward_max + self.cfg.reward_bias)
+                            / (1.0 - self.cfg.gamma))
+            return y
 
     def actor_and_alpha_losses(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """Per member [P]: L_pi = mean(alpha log pi - min_i Q_i(s, a_new)); L_alpha = -mean(log_alpha (log pi + H)).

@@ -150,6 +150,19 @@ def test_td_target_no_entropy_backup():
     assert y.grad_fn is None
 
 
+def test_td_target_bounded_by_the_largest_return():
+    """reward_max: a target above (scale * r_max + bias) / (1 - gamma) is clamped to it, one below
+    it is untouched (rows with done keep r' alone)."""
+    algo = tiny_h2o(gamma=0.9, reward_scale=2.0, reward_bias=1.0, reward_max=4.0)  # bound 90
+    b = one(64, 0)
+    b.rew.fill_(4.0)
+    set_constant_q(algo.critic_target, (200.0, 300.0))
+    y = algo.td_target(b)
+    assert torch.allclose(y, torch.where(b.done > 0, torch.full_like(y, 9.0), torch.full_like(y, 90.0)))
+    set_constant_q(algo.critic_target, (50.0, 60.0))
+    assert torch.allclose(algo.td_target(b), 9.0 + 0.9 * (1.0 - b.done) * 50.0, atol=1e-5)
+
+
 def test_auto_alpha_loss_and_direction():
     algo = tiny_h2o(alpha_lr=0.1)
     obs = one(64, 0).obs

@@ -154,6 +154,26 @@ def estimate_file(path: str | Path, state_dims: int | None = None, max_lag: int 
     return estimate(data["observations"], data["actions"], data["next_observations"], ends, state_dims, max_lag)
 
 
+def check_simulator(data: dict, task: str, sim_profile: str, source: str = "the real data") -> LatencyEstimate | None:
+    """Warn when the real data's measured latency differs from the simulator's `latency_steps`
+    (learner.train calls it on its dataset: the same check the service runs on streamed rows).
+    None when it cannot tell (a gym task, too little data, an ambiguous estimate)."""
+    from sim_models.profiles import ProfileError, load_profile
+
+    try:
+        sim = load_profile(sim_profile).latency_steps
+        ends = np.logical_or(data["terminals"], data.get("timeouts", np.zeros_like(data["terminals"])))
+        est = estimate(data["observations"], data["actions"], data["next_observations"], ends,
+                       raw_state_dims(task, np.shape(data["observations"])[1]))
+    except (LatencyDataError, ProfileError, KeyError, ValueError):
+        return None
+    if est.clear and est.steps != sim:
+        log.warning("%s shows an actuation latency of %d control step(s), the simulator %s has %d: set "
+                    "latency_steps = %d in its profile (docs/sim_models.md); %s", source, est.steps, sim_profile,
+                    sim, est.steps, est.verdict())
+    return est
+
+
 def profile_text(est: LatencyEstimate, source: str, name: str = "") -> str:
     """A simulator profile: the nominal body with the measured latency (sim_models/profiles.py)."""
     name = name or f"nominal_latency{est.steps}_measured"

@@ -213,6 +213,10 @@ class Member:
         self.dir = spec.dir
         self.dir.mkdir(parents=True, exist_ok=True)
         data = load_dataset(spec.dataset) if spec.dataset else collect_dataset(self.cfg, self.seed)
+        if spec.dataset and not cfg.task.startswith(GYM_PREFIX):
+            from learner.latency import check_simulator  # a simulator without the data's latency: warn
+
+            check_simulator(data, cfg.task, spec.sim_profile, f"dataset {spec.dataset}")
         n_real = len(data["observations"])
         self.real = TransitionBuffer(obs_dim, act_dim, n_real + 1, device, seed=self.seed * 2 + 1)
         self.real.load_fixed(data)

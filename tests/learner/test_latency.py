@@ -134,3 +134,19 @@ def test_the_service_watch_flags_a_simulator_without_the_robots_latency(caplog):
     assert len(warnings) == 1 and "set latency_steps = 1" in warnings[0]
     assert "robot data shows 1 step(s) of latency, the simulator has 0" in _problems(watch.status())
     assert _problems({"robot_latency_steps": 1, "sim_latency_steps": 1}) == ""
+
+
+def test_train_warns_when_its_simulator_lacks_the_datas_latency(tmp_path, caplog):
+    import logging
+
+    from learner.latency import check_simulator
+
+    data, _ = collect(CollectConfig(task="stand_still:action_history=2", profile="moderate", steps=2000))
+    with caplog.at_level(logging.WARNING, logger="learner.latency"):
+        assert check_simulator(data, "stand_still:action_history=2", "nominal", "d.hdf5").steps == 1
+        assert check_simulator(data, "stand_still:action_history=2",
+                               str(REPO / "configs/experiments/profiles/nominal_latency1.toml")).steps == 1
+        assert check_simulator(data, "gym:HalfCheetah-v4", "nominal") is None  # not ours: no check
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1 and warned[0].startswith("d.hdf5 shows an actuation latency of 1 control step(s), "
+                                                     "the simulator nominal has 0")

@@ -291,10 +291,16 @@ class Run:
         self.sim = PopulationSampler([m.sim for m in self.members])
         self.epoch = 0
         self.update_seconds = 0.0
+        # wall time of the whole run (sim rollouts and evaluations included), kept across resumes
+        self.wall_base, self.wall_t0 = 0.0, time.perf_counter()
 
     @property
     def population(self) -> int:
         return len(self.members)
+
+    def wall_seconds(self) -> float:
+        """Wall time this population has trained so far, over every sitting (checkpoints keep it)."""
+        return self.wall_base + time.perf_counter() - self.wall_t0
 
     # -- state --
     def save_checkpoint(self) -> None:
@@ -302,6 +308,7 @@ class Run:
         for k, m in enumerate(self.members):
             state = {"algo": self.algo.member_state_dict(k), "real": m.real.state_dict(), "sim": m.sim.state_dict(),
                      "epoch": self.epoch, "env_steps": m.env_steps, "update_seconds": self.update_seconds,
+                     "wall_seconds": self.wall_seconds(),
                      "rows": m.rows, "config": asdict(m.cfg), "seed": m.seed, "population_seeds": self.seeds}
             buf = io.BytesIO()
             torch.save(state, buf)
@@ -328,6 +335,7 @@ class Run:
         for m, s in zip(self.members, states):
             m.restore(s)
         self.epoch, self.update_seconds = int(states[0]["epoch"]), float(states[0]["update_seconds"])
+        self.wall_base, self.wall_t0 = float(states[0].get("wall_seconds", 0.0)), time.perf_counter()
         if list(states[0].get("population_seeds", self.seeds)) != self.seeds:
             log.info("resuming seeds %s that were trained with %s: the continuation is valid but not the "
                      "uninterrupted run's numbers", self.seeds, states[0].get("population_seeds"))
@@ -371,6 +379,7 @@ class Run:
     def train(self) -> list[dict]:
         """Train to cfg.total_updates (resuming if asked); one summary per member."""
         c = self.cfg
+        self.wall_t0 = time.perf_counter()
         self.try_resume()
         if c.tensorboard:
             for m in self.members:
@@ -439,6 +448,7 @@ class Run:
             "best_real_return": max(r["eval/real_return"] for r in evals),
             "initial_real_return": evals[0]["eval/real_return"],
             "updates_per_s": self.algo.step / max(self.update_seconds, 1e-9),
+            "wall_s": self.wall_seconds(),  # the whole population's, shared by its members
             "population": self.population,
         }
         write_atomic(m.dir / "summary.json", (strict_json.dumps(summary, indent=2) + "\n").encode())

@@ -24,7 +24,7 @@ from learner.experiments.archive import archive_cell, source_for
 from learner.experiments.config import GridConfig
 
 CSV_FIELDS = ("task", "gap", "dataset", "algorithm", "n_seeds", "real_mean", "real_std", "sim_mean", "sim_std",
-              "best_real_mean", "last5_real_mean", "updates", "real_per_seed", "sim_per_seed", "behaviour_return", "tuned_return")
+              "best_real_mean", "last5_real_mean", "updates", "wall_min", "real_per_seed", "sim_per_seed", "behaviour_return", "tuned_return")
 
 
 def _read_rows(csv_path: Path) -> list[dict]:
@@ -46,7 +46,8 @@ def collect(cfg: GridConfig) -> list[dict]:
                  for r in _read_rows(d / "progress.csv")]
         out.append({"task": cell.task, "gap": cell.gap.name, "dataset": cell.dataset.name, "algorithm": cell.algorithm,
                     "seed": cell.seed, "real": float(s["final_real_return"]), "sim": float(s["final_sim_return"]),
-                    "best_real": float(s["best_real_return"]), "updates": int(s["updates"]), "curve": curve})
+                    "best_real": float(s["best_real_return"]), "updates": int(s["updates"]),
+                    "wall_s": float(s.get("wall_s", math.nan)), "curve": curve})
     return out
 
 
@@ -82,6 +83,8 @@ def aggregate(cfg: GridConfig, cells: list[dict]) -> list[dict]:
                      "last5_real_mean": float(np.mean([np.mean([r for _, r, _ in c["curve"][-5:]] or [c["real"]])
                                                        for c in cs])),
                      "updates": min(c["updates"] for c in cs),
+                     # the population job's wall time (its cells share it; NaN for runs from before it was kept)
+                     "wall_min": float(np.mean([c["wall_s"] for c in cs])) / 60.0,
                      "real_per_seed": " ".join(f"{v:.0f}" for v in real), "sim_per_seed": " ".join(f"{v:.0f}" for v in sim),
                      "behaviour_return": meta.get("behaviour_return_mean", math.nan),
                      "tuned_return": meta.get("tuned_return", math.nan)})
@@ -214,6 +217,24 @@ def backup_line(cfg: GridConfig) -> str:
     return "Critic backup (soft: the target includes -alpha log pi): " + ", ".join(parts) + "."
 
 
+def time_text(cfg: GridConfig, rows: list[dict]) -> str:
+    """Wall minutes of each row's population jobs (one per method; its seeds train together), as
+    measured on whatever machine ran them; rows from before the time was kept are left out."""
+    lines = []
+    for task in cfg.tasks:
+        for gap in cfg.gaps:
+            for ds in cfg.datasets:
+                got = [(r["algorithm"], r["wall_min"]) for a in cfg.algorithms for r in rows
+                       if (r["task"], r["gap"], r["dataset"], r["algorithm"]) == (task, gap.name, ds.name, a)
+                       and math.isfinite(r["wall_min"])]
+                if got:
+                    lines.append(f"- {task} / {gap.name} / {ds.name}: " + ", ".join(f"{a} {m:.0f}" for a, m in got)
+                                 + f" (sum {sum(m for _, m in got):.0f})")
+    if not lines:
+        return ""
+    return "Wall time of each population job, minutes (the seeds of a row train together):\n" + "\n".join(lines) + "\n"
+
+
 def budget_text(cfg: GridConfig) -> str:
     """'Budget 60000 updates per cell (cql: 30000)': the grid's budget and any per-algorithm one."""
     own = {a: cfg.updates_for(a) for a in cfg.algorithms if cfg.updates_for(a) != cfg.total_updates}
@@ -236,7 +257,7 @@ def write_report(cfg: GridConfig) -> dict:
         f"# {cfg.name}\n\nFinal return on the real profile, mean ± std over seeds {cfg.seeds} "
         f"(in brackets: the same policies evaluated in the simulator). {budget_text(cfg)}; {len(cells)} of {total} cells finished. 'data / tuned ctrl': mean episode return of the "
         f"offline data's behaviour policy and of the tuned controller on the real profile (for a file dataset with a sidecar JSON: of its expert policy).\n\n{table}"
-        f"\n{backup_line(cfg)}\n")
+        f"\n{backup_line(cfg)}\n\n{time_text(cfg, rows)}")
     plot_learning_curves(cfg, cells, out / "learning_curves.png")
     plot_sim_vs_real(cfg, cells, out / "sim_vs_real.png")
     return {"cells": len(cells), "of": total, "table": table}

@@ -41,6 +41,7 @@ def test_grid_runs_reports_skips_and_resumes(tmp_path: Path, capsys) -> None:
         for seed in (0, 1):
             summary = json.loads((_cell(out, algo, seed) / "summary.json").read_text())
             assert summary["updates"] == 20 and summary["real_transitions"] == 400
+            assert summary["wall_s"] > 0  # the population job's wall time, reported per row
     with open(results / "results.csv", newline="") as fh:
         rows = {r["algorithm"]: r for r in csv.DictReader(fh)}
     assert set(rows) == {"h2o", "sac"}
@@ -48,6 +49,8 @@ def test_grid_runs_reports_skips_and_resumes(tmp_path: Path, capsys) -> None:
     table = (results / "results.md").read_text()
     assert "| task | gap | dataset | data / tuned ctrl | h2o | sac |" in table
     assert "4 of 4 cells finished" in table
+    assert "Wall time of each population job, minutes" in table and "- stand_still / moderate / medium: h2o " in table
+    assert all(r["wall_min"] not in ("", "nan") for r in rows.values())  # a few seconds: 0.0 min
     assert "Critic backup (soft: the target includes -alpha log pi): h2o hard, sac soft." in table
     for png in ("learning_curves.png", "sim_vs_real.png"):
         assert (results / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -76,10 +79,14 @@ def test_grid_runs_reports_skips_and_resumes(tmp_path: Path, capsys) -> None:
     # A larger budget continues each cell from its checkpoint: the first 20 updates' rows are kept.
     with open(_cell(out, "sac", 1) / "progress.csv", newline="") as fh:
         old_rows = list(csv.DictReader(fh))
+    import torch
+
+    ckpt_wall = torch.load(_cell(out, "sac", 1) / "checkpoint.pt", weights_only=True)["wall_seconds"]
     third = _run([str(cfg), "--total-updates", "30", "--algorithms", "sac", "--seeds", "1", "--workers", "1"], capsys)
     assert third == {"done_before": 0, "ran": 1, "failed": []}
     with open(_cell(out, "sac", 1) / "progress.csv", newline="") as fh:
         new_rows = list(csv.DictReader(fh))
     assert [r["update"] for r in new_rows] == [r["update"] for r in old_rows] + ["30"]
     assert [r["eval/real_return"] for r in new_rows[: len(old_rows)]] == [r["eval/real_return"] for r in old_rows]
-    assert json.loads((_cell(out, "sac", 1) / "summary.json").read_text())["updates"] == 30
+    resumed = json.loads((_cell(out, "sac", 1) / "summary.json").read_text())
+    assert resumed["updates"] == 30 and resumed["wall_s"] > ckpt_wall > 0  # the first sitting's time is kept

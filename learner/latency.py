@@ -7,17 +7,19 @@ latency-free simulator failed, and with the measured latency in the simulator H2
 offline dataset, the learner's real buffer), with no special test on the hardware.
 
 How: with latency L, the command that acts during step t is a[t-L]. Near its operating point the
-robot's state change is close to linear, so for each candidate lag k the model
+robot's state change is close to linear, so the model
 
-    s[t+1] - s[t] = W_k [s[t], 1, a[t-k]]
+    s[t+1] - s[t] = W [s[t], 1, a[t], a[t-1], ..., a[t-max_lag]]
 
-is fitted by least squares, and k's score is the share of the state change's variance (each
+is fitted by least squares, and lag k's score is the share of the state change's variance (each
 state dimension standardised, so a large velocity does not drown a small angle) that a[t-k]
-explains beyond the state-only model. The true lag explains most of it; its neighbours explain a
-little (the behaviour's actions are correlated in time through the state). The exploration noise
-in the recorded actions is what tells the lags apart: a deterministic policy makes a[t-k] a
-function of the state and every score small, and the estimate says it is ambiguous rather than
-guess.
+explains *beyond the state and every other lag* (the rise in residual when a[t-k] is left out).
+The true lag keeps most of it; its neighbours, which the behaviour correlates with it through the
+state, keep little once the true lag is in the model (on a policy's own closed-loop stream the
+single-lag fit gave the true lag 58 % and its neighbour 28 %; this score 28 % against 7 %). The
+exploration noise in the recorded actions is what tells the lags apart: with a deterministic
+policy a[t-k] is a function of the state and the other lags, every score is small, and the
+estimate says it is ambiguous rather than guess.
 
 `s` is the task's raw observation: the history entries the task contract appends (the last
 actions) are dropped, since their next value is the action itself. The first `max_lag` rows of
@@ -41,7 +43,7 @@ from protocol.config_cli import ArgumentParser
 
 log = logging.getLogger(__name__)
 
-MIN_SHARE = 0.3  # the best lag must explain at least this share of the state change ...
+MIN_SHARE = 0.1  # the best lag must explain at least this share of the state change on its own ...
 MIN_RATIO = 3.0  # ... and this many times the next best lag's share, or the estimate is ambiguous
 
 
@@ -52,7 +54,7 @@ class LatencyDataError(ValueError):
 @dataclass
 class LatencyEstimate:
     steps: int  # the best lag (control steps); meaningful when `clear`
-    shares: list  # per lag 0..max_lag: share of the state change's variance a[t-lag] explains
+    shares: list  # per lag 0..max_lag: share of the state change's variance only a[t-lag] explains
     clear: bool  # the best lag stands out (MIN_SHARE, MIN_RATIO)
     rows: int  # transitions used
     state_dims: int
@@ -61,8 +63,8 @@ class LatencyEstimate:
         ranked = sorted(range(len(self.shares)), key=lambda k: self.shares[k], reverse=True)
         second = ranked[1] if len(ranked) > 1 else ranked[0]
         if self.clear:
-            return (f"latency {self.steps} control step(s): a[t-{self.steps}] explains {self.shares[self.steps]:.0%} of "
-                    f"the state change, the next best lag ({second}) {self.shares[second]:.0%}")
+            return (f"latency {self.steps} control step(s): a[t-{self.steps}] alone explains {self.shares[self.steps]:.0%} "
+                    f"of the state change, the next best lag ({second}) {self.shares[second]:.0%}")
         return (f"ambiguous: the best lag {self.steps} explains {self.shares[self.steps]:.0%}, lag {second} "
                 f"{self.shares[second]:.0%} (need >= {MIN_SHARE:.0%} and {MIN_RATIO:.0f}x the next); record "
                 "with exploration noise on the actions, or more of it")
@@ -121,7 +123,9 @@ def estimate(observations: np.ndarray, actions: np.ndarray, next_observations: n
         return float(np.mean((y - x @ coef) ** 2))
 
     r0 = residual(base)
-    shares = [max(0.0, (r0 - residual(np.hstack([base, np.vstack(lagged[k])]))) / max(r0, 1e-12))
+    lags = [np.vstack(x) for x in lagged]
+    full = residual(np.hstack([base, *lags]))
+    shares = [max(0.0, residual(np.hstack([base, *(lags[:k] + lags[k + 1:])])) - full) / max(r0, 1e-12)
               for k in range(max_lag + 1)]
     ranked = sorted(range(max_lag + 1), key=lambda k: shares[k], reverse=True)
     best, second = ranked[0], ranked[1]

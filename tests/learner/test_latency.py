@@ -45,6 +45,14 @@ def test_the_lag_of_a_linear_system_is_found(lag):
     assert est.shares[lag] > 0.5 and est.rows == 3000 - 15 * 4
 
 
+def test_a_little_exploration_noise_on_a_feedback_policy_is_enough():
+    """Closed loop: the feedback makes neighbouring lags correlate; each lag is scored on what it
+    explains beyond the others, so noise of 0.05 still names the lag (0.02 is too little)."""
+    est = estimate(*_linear_robot(2, noise=0.05))
+    assert est.clear and est.steps == 2 and max(est.shares[:2] + est.shares[3:]) < 0.01, est
+    assert not estimate(*_linear_robot(2, noise=0.02)).clear
+
+
 def test_actions_without_exploration_noise_are_called_ambiguous():
     est = estimate(*_linear_robot(1, noise=0.0))
     assert not est.clear and "ambiguous" in est.verdict() and "exploration noise" in est.verdict()

@@ -26,7 +26,7 @@ actions) are dropped, since their next value is the action itself. The first `ma
 each episode are left out (the actions before an episode are unknown).
 
     python -m learner.latency data/demo_stand_still+action_history=2+max_pitch=0.25_moderate.hdf5
-    python -m learner.latency DATA.hdf5 --write-profile configs/my_robot_sim.toml
+    python -m learner.latency DATA.hdf5 --write-profile my_robot_sim.toml
 """
 
 from __future__ import annotations
@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
                     "recorded transitions, to put into the simulator (sim profile latency_steps). Needs "
                     "exploration noise in the recorded actions; says so when the data cannot tell. Exit 0: every "
                     "estimate clear, 1: one is ambiguous, 2: bad input.",
-        example="python -m learner.latency data/robot.hdf5 --write-profile configs/my_robot_sim.toml")
+        example="python -m learner.latency data/robot.hdf5 --write-profile my_robot_sim.toml")
     p.add_argument("datasets", nargs="+",
                    help="D4RL-style HDF5 files of real transitions, or minari:<id> (one estimate each)")
     p.add_argument("--max-lag", type=int, default=4, help="largest latency considered, in control steps")

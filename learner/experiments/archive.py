@@ -12,11 +12,10 @@ writes the table from every finished cell.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 from learner.experiments.config import Cell, GridConfig
+from protocol.atomic_file import write_atomic
 
 FILES = ("summary.json", "progress.csv")
 
@@ -35,18 +34,15 @@ def finished_updates(folder: Path) -> int:
 
 
 def archive_cell(cfg: GridConfig, cell: Cell) -> bool:
-    """Copy a cell finished at its budget into the archive (atomically per file); True if copied.
+    """Copy a cell finished at its budget into the archive (each file atomically); True if copied.
     An archived copy at the same budget is left as it is."""
     src, dst = cell.run_dir(Path(cfg.out_dir)), archive_dir(cfg, cell)
     budget = cfg.updates_for(cell.algorithm)
     if finished_updates(src) < budget or finished_updates(dst) == finished_updates(src):
         return False
-    dst.mkdir(parents=True, exist_ok=True)
     for name in FILES[::-1]:  # summary.json last: an archive with a summary is complete
         if (src / name).exists():
-            tmp = dst / f".{name}.tmp"
-            shutil.copyfile(src / name, tmp)
-            os.replace(tmp, dst / name)
+            write_atomic(dst / name, (src / name).read_bytes())
     return True
 
 

@@ -152,9 +152,14 @@ def estimate_file(path: str | Path, state_dims: int | None = None, max_lag: int 
     from sim_models.datasets import load_dataset
 
     data, meta = load_dataset(path)
-    ends = np.logical_or(data["terminals"], data.get("timeouts", np.zeros_like(data["terminals"])))
     if state_dims is None and meta.get("task"):
         state_dims = raw_state_dims(str(meta["task"]), data["observations"].shape[1])
+    return estimate_d4rl(data, state_dims, max_lag)
+
+
+def estimate_d4rl(data: dict, state_dims: int | None = None, max_lag: int = 4) -> LatencyEstimate:
+    """`estimate` on D4RL-style arrays (an episode ends at a terminal or a timeout)."""
+    ends = np.logical_or(data["terminals"], data.get("timeouts", np.zeros_like(data["terminals"])))
     return estimate(data["observations"], data["actions"], data["next_observations"], ends, state_dims, max_lag)
 
 
@@ -166,9 +171,7 @@ def check_simulator(data: dict, task: str, sim_profile: str, source: str = "the 
 
     try:
         sim = load_profile(sim_profile).latency_steps
-        ends = np.logical_or(data["terminals"], data.get("timeouts", np.zeros_like(data["terminals"])))
-        est = estimate(data["observations"], data["actions"], data["next_observations"], ends,
-                       raw_state_dims(task, np.shape(data["observations"])[1]))
+        est = estimate_d4rl(data, raw_state_dims(task, np.shape(data["observations"])[1]))
     except (LatencyDataError, ProfileError, KeyError, ValueError):
         return None
     if est.clear and est.steps != sim:

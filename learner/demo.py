@@ -126,7 +126,10 @@ def simulator_profile(cfg: DemoConfig, dataset: Path, run_dir: Path) -> tuple[st
     from learner.latency import LatencyDataError, estimate_file
     from sim_models.profiles import load_profile
 
-    with open(ROOT / cfg.serve_config if not Path(cfg.serve_config).is_absolute() else cfg.serve_config, "rb") as fh:
+    def in_repo(path: str) -> Path:  # config paths are relative to the repository root
+        return Path(path) if Path(path).is_absolute() else ROOT / path
+
+    with open(in_repo(cfg.serve_config), "rb") as fh:
         base = str(tomllib.load(fh).get("sim_profile", "nominal"))
     if cfg.sim_latency == "config":
         return "", f"`{base}` (the learner config's)"
@@ -142,7 +145,7 @@ def simulator_profile(cfg: DemoConfig, dataset: Path, run_dir: Path) -> tuple[st
         steps, how = est.steps, f"measured from the offline data, {est.verdict()}"
     else:
         steps, how = int(cfg.sim_latency), "set by --sim-latency"
-    profile = load_profile(base if Path(base).suffix != ".toml" or Path(base).is_absolute() else ROOT / base)
+    profile = load_profile(in_repo(base) if Path(base).suffix == ".toml" else base)  # a path, or a name
     if profile.latency_steps == steps:
         log.info("simulator: %s, its latency_steps = %d (%s)", base, steps, how)
         return "", f"`{base}`, its latency_steps = {steps} ({how})"

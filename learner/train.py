@@ -32,6 +32,7 @@ import csv
 import dataclasses
 import io
 import logging
+import os
 import sys
 import time
 import tomllib
@@ -224,15 +225,20 @@ class Member:
                                     device, seed=self.seed * 2 + 2)
         self.env_steps = 0
         self.ckpt_path = self.dir / "checkpoint.pt"
+        # the one before, kept while a population save is under way (Run.save_checkpoint)
+        self.prev_ckpt_path = self.dir / "checkpoint.prev.pt"
         self.csv_path = self.dir / "progress.csv"
         self.rows: list[dict] = []
         self.tb = None
 
     def load_checkpoint(self, device: torch.device) -> dict | None:
         """The member's checkpoint (a safe weights_only load), or None when there is none."""
-        if not self.ckpt_path.exists():
-            return None
-        return torch.load(self.ckpt_path, map_location=device, weights_only=True)
+        return self.load_checkpoints(device)[0] if self.ckpt_path.exists() else None
+
+    def load_checkpoints(self, device: torch.device) -> list[dict]:
+        """The latest checkpoint and, if a population save was cut short, the one before it."""
+        return [torch.load(p, map_location=device, weights_only=True)
+                for p in (self.ckpt_path, self.prev_ckpt_path) if p.exists()]
 
     def restore(self, state: dict) -> None:
         self.real.load_state_dict(state["real"])
@@ -304,7 +310,11 @@ class Run:
 
     # -- state --
     def save_checkpoint(self) -> None:
-        """Each member's own checkpoint (its slice of the population and its buffers), atomic."""
+        """Each member's own checkpoint (its slice of the population and its buffers), in two phases
+        so that a process killed part-way never leaves a population without a common point: each
+        member's previous checkpoint is set aside (checkpoint.prev.pt) before its new one is written
+        atomically, and the set-aside ones are removed only once every member holds the new one.
+        try_resume then finds the latest point all members hold."""
         for k, m in enumerate(self.members):
             state = {"algo": self.algo.member_state_dict(k), "real": m.real.state_dict(), "sim": m.sim.state_dict(),
                      "epoch": self.epoch, "env_steps": m.env_steps, "update_seconds": self.update_seconds,
@@ -312,25 +322,55 @@ class Run:
                      "rows": m.rows, "config": asdict(m.cfg), "seed": m.seed, "population_seeds": self.seeds}
             buf = io.BytesIO()
             torch.save(state, buf)
+            if m.ckpt_path.exists():
+                os.replace(m.ckpt_path, m.prev_ckpt_path)  # set aside, not rewritten
             write_atomic(m.ckpt_path, buf.getvalue())
             # what the grid driver reads to group cells by resume point, without loading the checkpoint
             write_atomic(m.dir / CHECKPOINT_INFO, strict_json.dumps({"updates": self.algo.step, "epoch": self.epoch,
                                                               "population_seeds": self.seeds}).encode())
+        for m in self.members:  # every member holds the new point: the previous ones can go
+            m.prev_ckpt_path.unlink(missing_ok=True)
+
+    def resume_states(self) -> list[dict] | None:
+        """One checkpoint per member, all from the same point: the latest point every member holds
+        (after a save cut short, some members' previous checkpoint), or None to start afresh.
+
+        Members that share no point raise InconsistentResumeError, except after a first save cut
+        short (every checkpoint written by this very population, none set aside): that starts afresh.
+        """
+        held = [m.load_checkpoints(self.device) for m in self.members]
+        if not any(held):
+            return None
+
+        def point(state: dict) -> tuple[int, int]:
+            return int(state["epoch"]), int(state["algo"]["step"])
+
+        common = set.intersection(*({point(s) for s in states} for states in held))
+        if common:
+            best = max(common)
+            chosen = [next(s for s in states if point(s) == best) for states in held]
+            if any(point(states[0]) != best for states in held):
+                log.warning("the last checkpoint was cut short part-way through the population; resuming every "
+                            "member from the last point all of them hold (%d updates)", best[1])
+            return chosen
+        torn_first_save = all(len(states) <= 1 for states in held) and all(
+            list(states[0].get("population_seeds", [])) == self.seeds for states in held if states)
+        if torn_first_save:
+            log.warning("the first checkpoint was cut short part-way through the population: starting afresh")
+            return None
+        raise InconsistentResumeError(
+            f"members' checkpoints disagree ({[m.dir.name for m in self.members]}: "
+            f"{[[point(s)[1] for s in states] for states in held]} updates); resume them in "
+            "populations of their own (e.g. --separate-seeds) or remove the stale checkpoint.pt files")
 
     def try_resume(self) -> bool:
         """Continue from the members' checkpoints when cfg.resume: all of them from the same update
         (exact continuation when the population is the one that wrote them), or none."""
         if not self.cfg.resume:
             return False
-        states = [m.load_checkpoint(self.device) for m in self.members]
-        if all(s is None for s in states):
+        states = self.resume_states()
+        if states is None:
             return False
-        points = {None if s is None else (int(s["epoch"]), int(s["algo"]["step"])) for s in states}
-        if len(points) != 1:
-            raise InconsistentResumeError(
-                f"members' checkpoints disagree ({[m.dir.name for m in self.members]}: "
-                f"{[None if s is None else int(s['algo']['step']) for s in states]} updates); resume them in "
-                "populations of their own (e.g. --separate-seeds) or remove the stale checkpoint.pt files")
         self.algo.load_state_dict(algorithms.stack_member_states([s["algo"] for s in states]))
         for m, s in zip(self.members, states):
             m.restore(s)

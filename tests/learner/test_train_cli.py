@@ -153,3 +153,48 @@ def test_run_folder_names_a_profile_file_by_its_stem():
     assert cfg.run_name == "stand_still:action_history2_h2o_moderate_markov"
     assert "/" not in cfg.run_name
     assert TrainConfig(real_profile="moderate").run_name == "stand_still_h2o_moderate"
+
+
+class _Killed(RuntimeError):
+    """Stands for the process dying part-way through a population's checkpoint."""
+
+
+@pytest.mark.parametrize("cut_at_save", [1, 2])
+def test_a_checkpoint_cut_short_between_members_resumes_from_their_common_point(tmp_path, monkeypatch, cut_at_save):
+    """A population writes its members' checkpoints one after another; a process killed after seed
+    0's new checkpoint but before seed 1's must still resume (from the last point both hold, or
+    afresh when the first save was the one cut short) and reach the uninterrupted run's numbers."""
+    import learner.train as train
+
+    def config(run_dir: Path) -> TrainConfig:
+        return load_config([*BASE, "--seeds", "0", "1", "--total-updates", "300", "--resume", "--run-dir",
+                            str(run_dir)])
+
+    straight = train.Run(config(tmp_path / "a"), [0, 1]).train()
+
+    real_write, saves = train.write_atomic, []
+
+    def dying_write(path, data, *args, **kwargs):
+        if Path(path).name == "checkpoint.pt":
+            saves.append(Path(path).parent.name)
+            if len(saves) == 2 * cut_at_save:  # seed 1's checkpoint of save number `cut_at_save`
+                raise _Killed(path)
+        return real_write(path, data, *args, **kwargs)
+
+    monkeypatch.setattr(train, "write_atomic", dying_write)
+    with pytest.raises(_Killed):
+        train.Run(config(tmp_path / "b"), [0, 1]).train()
+    monkeypatch.setattr(train, "write_atomic", real_write)
+    held = sorted((p.parent.name[-5:], p.name) for p in (tmp_path / "b").glob("*/checkpoint*.pt"))
+    if cut_at_save == 1:  # only seed 0 holds a checkpoint: the run starts afresh
+        assert held == [("seed0", "checkpoint.pt")]
+    else:  # seed 0 holds 200 and (set aside) 100; seed 1 holds only 100, set aside before the cut
+        assert held == [("seed0", "checkpoint.prev.pt"), ("seed0", "checkpoint.pt"), ("seed1", "checkpoint.prev.pt")]
+
+    resumed = train.Run(config(tmp_path / "b"), [0, 1]).train()
+    drop = {"perf/updates_per_s"}
+    for a, b in zip(straight, resumed):
+        rows_a, rows_b = rows(Path(a["run_dir"])), rows(Path(b["run_dir"]))
+        assert [{k: v for k, v in r.items() if k not in drop} for r in rows_b] == \
+               [{k: v for k, v in r.items() if k not in drop} for r in rows_a]
+    assert not list((tmp_path / "b").glob("*/checkpoint.prev.pt"))  # set-aside copies gone after a full save

@@ -43,6 +43,7 @@ def test_a_failing_writer_leaves_the_old_file_and_no_temp_file(tmp_path):
 NOT_WRITES = {
     "learner/service/store.py": "a damaged segment's clean copy swapped in after the original is linked aside",
     "learner/service/trainer.py": "a rejected checkpoint moved aside (no new content)",
+    "learner/train.py": "a member's previous checkpoint set aside while the population saves (no new content)",
     "firmware_bridge/virtual_robot/pty_port.py": "a symlink to the pty swapped in",
 }
 RENAMES = re.compile(r"\bos\.(replace|rename)\(|\.rename\(|\.replace\([^)\"']*(tmp|temp)|mkstemp\(|NamedTemporaryFile\(")

@@ -269,6 +269,7 @@ class PolicySupervisor:
     def _forget(self, version: int, why: str, now: float) -> None:
         self._cache.pop(version, None)
         self._trusted = [v for v in self._trusted if v != version]
+        self.trials.demote(version)
         t = self.trials.trial
         if t is not None and t.candidate == version:
             self._apply(self.trials.end(ROLLED_BACK, f"quarantined: {why}", now), drive=False)
@@ -332,6 +333,7 @@ class PolicySupervisor:
         before = [v for v in self._trusted if v != bad and v in self._cache]
         target = before[-1] if before else NO_VERSION
         self._trusted = [v for v in self._trusted if v != bad]
+        self.trials.demote(bad)
         self.trials.adopt(target)
         self._drive(target)
         self._forget_previous()

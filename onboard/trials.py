@@ -23,7 +23,12 @@ The rule (docs/onboard.md, "On-robot trials"):
               (non-inferiority shown),
     roll back when H0 "candidate mean >= incumbent mean - d" is rejected at `alpha`
               (shown worse by more than the margin),
-  and otherwise go on. At `max_episodes` or `max_s` seconds without non-inferiority shown, the
+  and otherwise go on. With `ratchet` (on by default), the same pair of tests also runs against
+  the best version this robot has promoted (highest mean return over its episodes here) when that
+  is not the incumbent: a candidate must be not worse than both to be promoted, and worse than
+  either rolls it back. Without it, each promotion may land up to d below the last, and a chain of
+  them drifts ever further below the best version the robot had.
+  At `max_episodes` or `max_s` seconds without non-inferiority shown, the
   candidate is rolled back: a version is promoted only if the robot's episodes show it is not
   worse, never for lack of evidence. `max_falls` falls (DAMPING from POLICY) end a trial at once
   (0: falls count only through the returns; the virtual robot, where a fall costs a respawn).
@@ -64,6 +69,9 @@ class TrialConfig:
     reference_episodes: int = help_field(50, "the incumbent's last episodes kept as its reference")
     alpha: float = help_field(0.2, "significance of each one-sided Welch t-test (per look)")
     tolerance: float = help_field(0.1, "margin d as a fraction of |incumbent mean return|")
+    ratchet: bool = help_field(True,
+                               "also test the candidate against the best version this robot has promoted (not "
+                               "only the incumbent): promotions cannot drift more than the margin below it")
     max_falls: int = help_field(1,
                                 "this many falls (DAMPING from POLICY) during the trial: rolled back at once; 0: "
                                 "falls alone never do")
@@ -300,6 +308,7 @@ class TrialManager:
         self.cfg = cfg or TrialConfig()
         self.stats: dict[int, VersionStats] = {}
         self.incumbent = NO_VERSION  # the version the robot trusts (rollback target)
+        self.promoted: set[int] = set()  # every version a trial promoted or the operator pinned
         self.trial: Trial | None = None
         self.verdicts: list[Verdict] = []
 
@@ -343,6 +352,12 @@ class TrialManager:
         """The operator made `version` the trusted one (pin): no trial, it is the incumbent."""
         self.trial = None
         self.incumbent = version
+        self.promoted.add(version)
+
+    def demote(self, version: int) -> None:
+        """`version` is no longer trusted (an operator's rollback, a quarantine): it stops being a
+        reference for the ratchet."""
+        self.promoted.discard(version)
 
     def episode(self, ep: Episode) -> None:
         self.version(ep.version).add(ep)
@@ -383,17 +398,41 @@ class TrialManager:
             return self.end(PROMOTED, f"{n} episodes, mean return {np.mean(t.returns):.0f}; no "
                                       f"measured incumbent ({_name(t.incumbent)}, "
                                       f"{len(t.reference)} episodes) to compare with", now_s)
-        margin = cfg.tolerance * abs(float(np.mean(t.reference)))
-        w = welch_one_sided(t.returns, t.reference, margin)
-        said = (f"mean return {w.mean_c:.0f} ({n} ep) vs {w.mean_i:.0f} ({len(t.reference)} ep), "
-                f"margin {margin:.0f}: p(not worse) {w.p_not_worse:.3f}, p(worse) {w.p_worse:.3f}")
-        if w.p_not_worse <= cfg.alpha:
-            return self.end(PROMOTED, f"not worse: {said}", now_s, w)
-        if w.p_worse <= cfg.alpha:
-            return self.end(ROLLED_BACK, f"worse: {said}", now_s, w)
+        tests = [self._test(t.returns, t.reference, t.incumbent)]
+        best = self.best_promoted(besides=t)
+        if best is not None:
+            tests.append(self._test(t.returns, list(self.stats[best].returns), best, "best promoted "))
+        said = "; ".join(text for _w, text in tests)
+        worse = [w for w, _text in tests if w.p_worse <= cfg.alpha]
+        if worse:
+            return self.end(ROLLED_BACK, f"worse: {said}", now_s, worse[-1])
+        if all(w.p_not_worse <= cfg.alpha for w, _text in tests):
+            return self.end(PROMOTED, f"not worse: {said}", now_s, max(tests, key=lambda x: x[0].p_not_worse)[0])
         if over:
-            return self.end(ROLLED_BACK, f"not shown not worse by the trial's end: {said}", now_s, w)
+            return self.end(ROLLED_BACK, f"not shown not worse by the trial's end: {said}", now_s,
+                            max(tests, key=lambda x: x[0].p_not_worse)[0])
         return None
+
+    def best_promoted(self, besides: Trial) -> int | None:
+        """The ratchet's second reference: the promoted version with the highest mean return over at
+        least `min_episodes` episodes here, if better than the incumbent; None when off or none is."""
+        if not self.cfg.ratchet:
+            return None
+        best = self.best_measured(among=self.promoted - {besides.candidate})
+        inc = self.stats.get(besides.incumbent)
+        if best in (NO_VERSION, besides.incumbent) or (
+                inc is not None and len(besides.reference) >= self.cfg.min_episodes
+                and self.stats[best].mean_return <= float(np.mean(besides.reference))):
+            return None
+        return best
+
+    def _test(self, returns: list[float], reference: list[float], version: int, label: str = "") -> tuple:
+        """(Welch result, its log text) of the candidate's returns against `version`'s."""
+        margin = self.cfg.tolerance * abs(float(np.mean(reference)))
+        w = welch_one_sided(returns, reference, margin)
+        return w, (f"mean return {w.mean_c:.0f} ({len(returns)} ep) vs {label}{_name(version)}'s {w.mean_i:.0f} "
+                   f"({len(reference)} ep), margin {margin:.0f}: p(not worse) {w.p_not_worse:.3f}, "
+                   f"p(worse) {w.p_worse:.3f}")
 
     def end(self, outcome: str, reason: str, now_s: float, w: WelchResult | None = None) -> Verdict | None:
         """End the running trial with `outcome` (also an operator's rollback)."""
@@ -403,6 +442,7 @@ class TrialManager:
         self.trial = None
         if outcome == PROMOTED:
             self.incumbent = t.candidate
+            self.promoted.add(t.candidate)
         v = Verdict(t.candidate, t.incumbent, outcome, reason, list(t.returns), list(t.lengths),
                     t.catches, t.falls, list(t.reference), list(t.reference_lengths),
                     now_s - t.started_s, w.p_not_worse if w else math.nan, w.p_worse if w else math.nan)

@@ -102,6 +102,34 @@ def test_a_worse_candidate_is_rolled_back_and_a_better_one_promoted():
     assert v.outcome == PROMOTED and v.p_not_worse <= 0.2 and m.incumbent == 3
 
 
+@pytest.mark.parametrize("ratchet", [True, False])
+def test_the_ratchet_stops_promotions_drifting_below_the_best_promoted_version(ratchet):
+    """v2 is within the margin of v1, v3 within the margin of v2 but clearly below v1's: without the
+    ratchet v3 is promoted (the robot drifts ~12 % below its best), with it v3 is rolled back."""
+    import dataclasses
+
+    m = TrialManager(dataclasses.replace(CFG, ratchet=ratchet))
+    m.adopt(1)
+    eps(m, 1, [1000, 1010, 990, 1005, 995] * 4)
+    m.start(2, 0.0)
+    eps(m, 2, [950, 955, 945, 950])
+    assert m.poll(1.0).outcome == PROMOTED and m.incumbent == 2
+    eps(m, 2, [950, 945, 955, 950] * 3)  # v2 drives on
+    m.start(3, 2.0)
+    eps(m, 3, [880, 882, 878, 880])  # > 950 - 95 (v2's margin), < 1000 - 100 (v1's)
+    v = m.poll(3.0)
+    if ratchet:
+        assert v.outcome == ROLLED_BACK and m.incumbent == 2 and "best promoted v1" in v.reason
+        assert v.reference[:4] == [950, 955, 945, 950]  # the report's reference is still the incumbent's
+    else:
+        assert v.outcome == PROMOTED and m.incumbent == 3
+    # a version the operator rolled back is no reference any more: v4 is only tested against v2
+    m.demote(1)
+    m.start(4, 4.0)
+    eps(m, 4, [880, 882, 878, 880])
+    assert m.poll(5.0).outcome == PROMOTED
+
+
 def test_no_evidence_of_not_worse_by_the_trial_end_rolls_back():
     m = TrialManager(CFG)
     m.adopt(1)

@@ -38,7 +38,7 @@ import time
 import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import tomli_w
@@ -388,15 +388,20 @@ class Run:
         per step for all members and episodes)."""
         e = self.cfg.eval_episodes
 
-        def policy(obs: np.ndarray) -> np.ndarray:
-            return self.algo.act_population(obs.reshape(self.population, e, -1), deterministic=True).reshape(len(obs), -1)
+        def policy(online: bool = False) -> Callable[[np.ndarray], np.ndarray]:
+            return lambda obs: self.algo.act_population(obs.reshape(self.population, e, -1), deterministic=True,
+                                                        online=online).reshape(len(obs), -1)
 
         seeds = [s + EVAL_SEED_OFFSET for s in self.seeds]
-        real = population_evaluate(self.real_eval_envs, policy, e, seeds)
-        sim = population_evaluate(self.sim_eval_envs, policy, e, seeds)
-        return [{"eval/real_return": r["return_mean"], "eval/real_return_std": r["return_std"],
-                 "eval/real_length": r["length_mean"], "eval/sim_return": s["return_mean"],
-                 "eval/sim_return_std": s["return_std"], "eval/sim_length": s["length_mean"]} for r, s in zip(real, sim)]
+        real = population_evaluate(self.real_eval_envs, policy(), e, seeds)
+        sim = population_evaluate(self.sim_eval_envs, policy(), e, seeds)
+        out = [{"eval/real_return": r["return_mean"], "eval/real_return_std": r["return_std"],
+                "eval/real_length": r["length_mean"], "eval/sim_return": s["return_mean"],
+                "eval/sim_return_std": s["return_std"], "eval/sim_length": s["length_mean"]} for r, s in zip(real, sim)]
+        if self.algo.deployed_policy is not self.algo.policy:  # averaged policy: the online one beside it
+            for row, r in zip(out, population_evaluate(self.real_eval_envs, policy(online=True), e, seeds)):
+                row["eval/real_return_online"] = r["return_mean"]
+        return out
 
     def collect_sim(self) -> list[Transitions]:
         """sim_steps_per_epoch steps per member with its current stochastic policy, into its sim

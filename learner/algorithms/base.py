@@ -69,6 +69,11 @@ class SACCoreConfig:
     # return can exceed it, so a larger target is pure overestimation, and bootstrapping would
     # feed it back. Not in the paper's reference (docs/learner.md, "Bounded targets").
     reward_max: float | None = None
+    # Polyak rate of a running average of the policy's weights, every update (0 = off). When set,
+    # the average is the policy that is evaluated and exported (what the robot drives); the losses
+    # and the sim rollouts use the online policy. Not in the paper's reference (docs/learner.md,
+    # "Averaged policy").
+    policy_ema: float = 0.0
     # optimisers (Adam)
     policy_lr: float = 3e-4
     q_lr: float = 3e-4
@@ -286,7 +291,7 @@ class Learner:
             return t.reshape(-1, 1, self.obs_dim).expand(self.population, 1, self.obs_dim)
 
         m, s = shaped(mean), shaped(std).clamp(min=1e-6)
-        for name in ("policy", "critic", "critic_target"):
+        for name in ("policy", "policy_avg", "critic", "critic_target"):
             net = self._modules.get(name)
             if net is not None:
                 net.obs_mean.copy_(m)
@@ -339,12 +344,22 @@ class Learner:
         return dict(zip(stats.keys(), vals))
 
     # ---- acting and export -----------------------------------------------------------------------
+    @property
+    def deployed_policy(self) -> PopulationPolicy:
+        """The policy that is evaluated and exported: the weight average when cfg.policy_ema is
+        set (OffPolicyAlgorithm), else the online policy."""
+        return self._modules.get("policy_avg", self.policy)
+
     @torch.no_grad()
-    def act_population(self, obs: np.ndarray | torch.Tensor, deterministic: bool = False) -> np.ndarray:
-        """Actions [P, N, act_dim] in [-1, 1] for observations [P, N, obs_dim]: one policy call."""
+    def act_population(self, obs: np.ndarray | torch.Tensor, deterministic: bool = False,
+                       online: bool = False) -> np.ndarray:
+        """Actions [P, N, act_dim] in [-1, 1] for observations [P, N, obs_dim]: one policy call.
+        Stochastic actions (exploration) come from the online policy; deterministic ones from the
+        deployed policy, or the online one with `online=True`."""
         x = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=self.device)
-        eps = None if deterministic else self.noise.normal((*x.shape[:-1], self.act_dim))
-        return self.policy(x, eps)[0].cpu().numpy()
+        if deterministic:
+            return (self.policy if online else self.deployed_policy)(x, None)[0].cpu().numpy()
+        return self.policy(x, self.noise.normal((*x.shape[:-1], self.act_dim)))[0].cpu().numpy()
 
     def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
         """Action(s) in [-1, 1] of a single learner for one obs [obs_dim] or a batch [B, obs_dim]."""
@@ -353,8 +368,8 @@ class Learner:
         return a[0] if x.ndim == 1 else a
 
     def policy_for_export(self, member: int = 0) -> TanhGaussianPolicy:
-        """A CPU copy of member k's policy only (what goes to the robot), in eval mode."""
-        return self.policy.member(member).cpu().eval()
+        """A CPU copy of member k's deployed policy only (what goes to the robot), in eval mode."""
+        return self.deployed_policy.member(member).cpu().eval()
 
     # ---- checkpoints -----------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -385,7 +400,8 @@ class Learner:
         if int(sd.get("population", 1)) != self.population:
             raise ValueError(f"checkpoint holds {sd.get('population', 1)} member(s), this learner {self.population}")
         for name, m in self._modules.items():
-            own, mine = sd[name], m.state_dict()
+            # a checkpoint from before the averaged policy was switched on: the average starts there
+            own, mine = sd[name] if name in sd or name != "policy_avg" else sd["policy"], m.state_dict()
             missing = set(mine) - set(own)
             if missing and missing <= _NORM_BUFFERS:  # from before the critics' normalisation: identity
                 own = {**own, **{k: (torch.zeros_like if k == "obs_mean" else torch.ones_like)(mine[k])
@@ -421,6 +437,12 @@ class OffPolicyAlgorithm(Learner):
         self._target_params = list(self.critic_target.parameters())
         self._online_params = list(self.critic.parameters())
         self._modules.update({"policy": self.policy, "critic": self.critic, "critic_target": self.critic_target})
+        if not 0.0 <= self.cfg.policy_ema <= 1.0:
+            raise ValueError(f"policy_ema must be in [0, 1] (0 = off), got {self.cfg.policy_ema}")
+        if self.cfg.policy_ema > 0:  # the deployed policy: a running average of the online one's weights
+            self.policy_avg = copy.deepcopy(self.policy).requires_grad_(False)
+            self._modules["policy_avg"] = self.policy_avg
+            self._avg_params, self._policy_params = list(self.policy_avg.parameters()), list(self.policy.parameters())
         self._optims.update({"policy_opt": self.policy_opt, "critic_opt": self.critic_opt,
                              "alpha_opt": self.alpha_opt})
 
@@ -482,8 +504,11 @@ class OffPolicyAlgorithm(Learner):
 
     @torch.no_grad()
     def polyak(self) -> None:
-        """target <- target + tau * (online - target), all tensors in one foreach call."""
+        """target <- target + tau * (online - target), all tensors in one foreach call; the same
+        for the averaged policy at cfg.policy_ema."""
         torch._foreach_lerp_(self._target_params, self._online_params, self.cfg.tau)
+        if self.cfg.policy_ema > 0:
+            torch._foreach_lerp_(self._avg_params, self._policy_params, self.cfg.policy_ema)
 
     @staticmethod
     def critic_stats(stats: dict, per_critic: dict[str, torch.Tensor]) -> None:

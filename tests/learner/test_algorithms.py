@@ -154,3 +154,37 @@ def test_missing_batch_is_a_clear_error(name, batches):
         algo.update(None if "real" in algo.critic_sources else batches[0],
                     None if "sim" in algo.critic_sources else batches[1])
     assert algo.step == 0
+
+
+def test_averaged_policy_is_the_running_average_and_what_is_deployed(batches):
+    """policy_ema: avg <- avg + rate * (online - avg) after every update; the average acts
+    deterministically and is exported, the online policy explores; checkpoints keep it."""
+    import numpy as np
+
+    rate = 0.25
+    a, plain = tiny("h2o", seed=2, policy_ema=rate), tiny("h2o", seed=2)
+    expected = params(a.policy)
+    for _ in range(3):
+        assert a.update(*batches) == plain.update(*batches)  # the average does not touch learning
+        expected = [e + rate * (p.detach() - e) for e, p in zip(expected, a.policy.parameters())]
+    assert all(torch.allclose(e, p) for e, p in zip(expected, a.policy_avg.parameters()))
+    assert changed(expected, a.policy)  # online and average differ after a few updates
+
+    obs = np.random.default_rng(0).standard_normal((1, 4, OBS_DIM)).astype(np.float32)
+    with torch.no_grad():
+        avg_act = a.policy_avg(torch.as_tensor(obs), None)[0].numpy()
+        online_act = a.policy(torch.as_tensor(obs), None)[0].numpy()
+    assert np.allclose(a.act_population(obs, deterministic=True), avg_act)
+    assert np.allclose(a.act_population(obs, deterministic=True, online=True), online_act)
+    assert not np.allclose(avg_act, online_act)
+    exported = a.policy_for_export()
+    assert all(torch.equal(x, y) for x, y in zip(exported.parameters(), a.policy_avg.member(0).parameters()))
+
+    b = tiny("h2o", seed=5, policy_ema=rate)
+    b.load_state_dict(a.state_dict())
+    assert all(torch.equal(x, y) for x, y in zip(a.policy_avg.parameters(), b.policy_avg.parameters()))
+    c = tiny("h2o", seed=5, policy_ema=rate)
+    c.load_state_dict(plain.state_dict())  # a checkpoint from before the average: it starts at the policy
+    assert all(torch.equal(x, y) for x, y in zip(c.policy.parameters(), c.policy_avg.parameters()))
+    with pytest.raises(ValueError, match="policy_ema"):
+        tiny("sac", policy_ema=1.5)

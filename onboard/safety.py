@@ -25,9 +25,12 @@ Keeping a learning robot alive (all off by default, on in configs/onboard_virtua
   and the robot upright (someone picked it up; the virtual robot's respawn) for that long,
   DAMPING -> STAND, and then POLICY by the rules above.
 - link recovery (`link_recover_s` > 0): after DAMPING caused by a stale or missing state (a noisy
-  or unplugged serial link), once the state has been fresh without a break, and the robot
-  upright, for that long, DAMPING -> PASSIVE (then STAND by `auto_stand`). A link that is still
-  bad keeps breaking the run of fresh states, so the robot stays in DAMPING.
+  or unplugged serial link), once the state has been fresh without a break for that long and
+  the robot is upright (for `recover_after_s`, as after a fall), DAMPING -> PASSIVE (then STAND
+  by `auto_stand`). A link that is still bad keeps breaking the run of fresh states, so the robot
+  stays in DAMPING. The link's evidence does not wait on the posture: a robot that lies down in
+  DAMPING (the virtual robot, stood back up by its respawn and falling again within 0.3 s) would
+  otherwise never show 0.5 s fresh *and* upright, and stayed latched.
 Other DAMPING causes stay latched; an operator "reset" leaves any of them (DAMPING -> PASSIVE).
 
 Arming (`require_arm`, on in the real robot's config): the motors are enabled (PASSIVE -> STAND,
@@ -100,7 +103,7 @@ class SafetyConfig:
                                        "> 0: STAND -> POLICY only after this long steady (upright) under the "
                                        "controller")
     link_recover_s: float = help_field(0.0,
-                                       "> 0: DAMPING from a stale state -> PASSIVE once fresh and upright this long "
+                                       "> 0: DAMPING from a stale state -> PASSIVE once fresh this long and upright "
                                        "(0: latched)")
     require_arm: bool = help_field(False,
                                    "motors are enabled only after an operator \"arm\" (the real robot); an ESTOP "
@@ -154,6 +157,7 @@ class SafetyFSM:
         self._fell = False  # the current DAMPING was caused by tilt (recoverable, see recover_after_s)
         self._link_fault = False  # the current DAMPING was caused by a stale state (see link_recover_s)
         self._upright_since: float | None = None  # since when the state is fresh and upright
+        self._fresh_since: float | None = None  # since when every state is fresh (the link's health)
         self.armed = not cfg.require_arm  # may the motors be enabled (operator arm / disarm)
 
     def update(self, x: SafetyInputs) -> Mode:
@@ -166,12 +170,16 @@ class SafetyFSM:
         if m is Mode.ESTOP:
             return m
         stale = x.state_age_s * 1e3 > cfg.stale_state_ms
-        upright_s = self._track_upright(not stale and x.tilt_rad <= cfg.upright_rad, x.now_s)
+        upright = not stale and x.tilt_rad <= cfg.upright_rad
+        upright_s = self._track_upright(upright, x.now_s)
+        self._fresh_since = None if stale else (x.now_s if self._fresh_since is None else self._fresh_since)
+        fresh_s = 0.0 if self._fresh_since is None else x.now_s - self._fresh_since
         if m is Mode.DAMPING:
             if self._fell and self.armed and cfg.recover_after_s > 0 and upright_s >= cfg.recover_after_s:
                 self._go(Mode.STAND, f"upright {upright_s:.2f} s after a fall: recovered", x.now_s)
-            elif self._link_fault and cfg.link_recover_s > 0 and upright_s >= cfg.link_recover_s:
-                self._go(Mode.PASSIVE, f"state fresh {upright_s:.2f} s after a link fault: link healthy", x.now_s)
+            elif (self._link_fault and cfg.link_recover_s > 0 and fresh_s >= cfg.link_recover_s and upright
+                  and upright_s >= cfg.recover_after_s):
+                self._go(Mode.PASSIVE, f"state fresh {fresh_s:.2f} s after a link fault: link healthy", x.now_s)
             elif cfg.damping_recover_s > 0 and x.now_s - self.since_s >= cfg.damping_recover_s:
                 self._go(Mode.PASSIVE, f"damping held {cfg.damping_recover_s} s", x.now_s)
             return self.mode

@@ -178,6 +178,26 @@ def test_link_fault_damping_is_left_once_the_link_is_healthy_again():
     assert f.update(inputs(now_s=2.51)) is Mode.STAND  # auto_stand, upright
 
 
+def test_link_recovery_does_not_wait_for_a_robot_that_lies_down_in_damping():
+    """A fleet test under load: a serial write stall put a virtual robot in DAMPING, where it lies
+    down; its respawn stood it up every ~0.3 s and it fell again, so "fresh AND upright for 0.5 s"
+    never held and the robot stayed latched for the rest of the run. The link's run of fresh
+    states counts whatever the posture; the robot leaves when upright (recover_after_s)."""
+    f = fsm_in(Mode.STAND, link_recover_s=0.5, recover_after_s=0.1)
+    assert f.update(inputs(now_s=1.0, state_age_s=0.2)) is Mode.DAMPING  # write stall
+    t = 1.01
+    while t < 1.6:  # the link is healthy from 1.01; the robot lies down
+        assert f.update(inputs(now_s=t, tilt_rad=1.57)) is Mode.DAMPING
+        t += 0.05
+    assert f.update(inputs(now_s=1.65, tilt_rad=0.0)) is Mode.DAMPING  # respawned: upright 0 s so far
+    assert f.update(inputs(now_s=1.80, tilt_rad=0.0)) is Mode.PASSIVE  # upright 0.15 s, link fresh 0.8 s
+    assert "link healthy" in f.history[-1]["reason"]
+    f = fsm_in(Mode.STAND, link_recover_s=0.5, recover_after_s=0.1)
+    assert f.update(inputs(now_s=1.0, state_age_s=0.2)) is Mode.DAMPING
+    assert f.update(inputs(now_s=1.1, tilt_rad=0.0)) is Mode.DAMPING
+    assert f.update(inputs(now_s=1.3, tilt_rad=0.0)) is Mode.DAMPING  # upright, but the link only 0.2 s fresh
+
+
 def test_link_recovery_does_not_leave_other_damping_causes_and_is_off_by_default():
     f = fsm_in(Mode.STAND, link_recover_s=0.1)
     assert f.update(inputs(now_s=1.0, tilt_rad=0.9)) is Mode.DAMPING  # a fall, not the link

@@ -34,6 +34,10 @@ Departures from the reference (each deliberate):
     changes (learner/algorithms/classifiers.py), and the s' perturbation for u uses the std of the
     real state changes instead of the states: a state-sized perturbation is ~100x the one-step
     change on the robot and would put every s'_k far outside both classifiers' data.
+ 9. Optional (`penalty_clip`, default the reference's 1000): the clip on the penalty's difference
+    term. Where it binds the penalty has no gradient, i.e. H2O's regulariser is off. At the
+    robot's raw reward scale (Q up to ~1,200-3,000) it binds for whole epochs late in training
+    (charts/penalty_clipped_fraction); docs/learner.md, "The penalty clip".
 """
 
 from __future__ import annotations
@@ -52,7 +56,6 @@ IS_WEIGHT_MAX = 1.0
 U_FLOOR = 1e-45  # reference clamp(min=1e-45) on u (a float32 denormal; handled in float64 here)
 LOG_U_FLOOR = math.log(U_FLOOR)
 U_MAX = 10.0  # reference clamp(max=10) on u
-PENALTY_CLIP = 1000.0  # reference clips the penalty's difference term to +-1000
 
 
 @dataclass
@@ -63,6 +66,9 @@ class H2OConfig(ClassifierConfig, SACCoreConfig):
     penalty_temperature: float = 1.0  # temperature of the omega-weighted logsumexp
     n_next_state_samples: int = 10  # perturbed s' per sim (s,a) for u (reference sampling_n_next_states)
     s_prime_std_ratio: float = 1.0  # s'_k = s' + N(0, (ratio * sigma)^2)
+    # the penalty's difference term is clipped to +-penalty_clip (reference: 1000; inf = no clip,
+    # departure 9): where it binds, the penalty's gradient is zero
+    penalty_clip: float = 1000.0
 
 
 class H2O(OffPolicyAlgorithm):
@@ -102,7 +108,7 @@ class H2O(OffPolicyAlgorithm):
         q_real, q_sim = q[..., :n_real], q[..., n_real:]
         real_bellman = (q_real - y[:, None, :n_real]).square().mean(-1)  # [P, n_critics]
         sim_bellman = (w[:, None] * (q_sim - y[:, None, n_real:]).square()).mean(-1)
-        penalty = self.penalty(q_real, q_sim, log_omega)  # 5
+        penalty, clipped = self.penalty(q_real, q_sim, log_omega)  # 5
         per_critic = real_bellman + sim_bellman + penalty
         policy_loss, alpha_loss, actor_stats = self.actor_and_alpha_losses(both.obs)  # 6
         self.optimise(per_critic.sum(1), policy_loss, alpha_loss)  # 7: alpha, pi, Q steps + Polyak
@@ -123,6 +129,7 @@ class H2O(OffPolicyAlgorithm):
             "charts/omega_min": omega.amin(1),
             "charts/omega_max": omega.amax(1),
             "charts/omega_effective_n": 1.0 / omega.square().sum(1),
+            "charts/penalty_clipped_fraction": clipped,
         })
         return stats
 
@@ -148,11 +155,14 @@ class H2O(OffPolicyAlgorithm):
         u = log_sim_over_real.mean(1).clamp(max=U_MAX)
         return log_omega_from_u(u), u
 
-    def penalty(self, q_real: torch.Tensor, q_sim: torch.Tensor, log_omega: torch.Tensor) -> torch.Tensor:
-        """beta * clip(T logsumexp_sim(Q_i/T + log omega) - mean_real Q_i, +-1000), [P, n_critics]."""
-        temp = self.cfg.penalty_temperature
+    def penalty(self, q_real: torch.Tensor, q_sim: torch.Tensor,
+                log_omega: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(beta * clip(T logsumexp_sim(Q_i/T + log omega) - mean_real Q_i, +-penalty_clip)
+        [P, n_critics], the fraction of critics whose term the clip bound [P])."""
+        temp, clip = self.cfg.penalty_temperature, self.cfg.penalty_clip
         soft_max_sim = temp * torch.logsumexp(q_sim / temp + log_omega[:, None], dim=-1)
-        return self.cfg.beta * (soft_max_sim - q_real.mean(-1)).clamp(-PENALTY_CLIP, PENALTY_CLIP)
+        diff = soft_max_sim - q_real.mean(-1)
+        return self.cfg.beta * diff.clamp(-clip, clip), (diff.detach().abs() >= clip).float().mean(-1)
 
 
 def log_omega_from_u(u: torch.Tensor) -> torch.Tensor:

@@ -132,12 +132,31 @@ def test_penalty_value_hand_computed():
     q_real = torch.tensor([[[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]]])  # [P=1, critics, rows]
     q_sim = torch.tensor([[[0.0, math.log(3.0)], [0.0, 0.0]]])
     log_omega = torch.log(torch.tensor([[0.5, 0.5]]))
-    pen = algo.penalty(q_real, q_sim, log_omega)[0]
+    pen, clipped = algo.penalty(q_real, q_sim, log_omega)
+    pen = pen[0]
+    assert clipped.tolist() == [0.0]
     # critic 1: log(0.5 e^0 + 0.5 e^ln3) - mean(1,2,3) = log 2 - 2 ; critic 2: log 1 - 0 = 0
     assert pen[0].item() == pytest.approx(0.01 * (math.log(2.0) - 2.0), abs=1e-7)
     assert pen[1].item() == pytest.approx(0.0, abs=1e-7)
-    big = algo.penalty(q_real, torch.full((1, 2, 2), 1e5), log_omega)
+    big, clipped = algo.penalty(q_real, torch.full((1, 2, 2), 1e5), log_omega)
     assert torch.allclose(big, torch.full((1, 2), 0.01 * 1000.0))  # difference clipped to +-1000
+    assert clipped.tolist() == [1.0]  # both critics' terms bound: no penalty gradient
+
+
+def test_penalty_clip_is_an_option_and_a_bound_clip_stops_the_gradient():
+    """penalty_clip (departure 9): the reference's 1000 binds at the robot's raw reward scale, and
+    where it binds the critics get no penalty gradient; inf lifts it."""
+    log_omega = torch.log(torch.tensor([[0.5, 0.5]]))
+    for clip, grad_expected in ((1000.0, False), (math.inf, True)):
+        algo = tiny_h2o(beta=0.01, penalty_clip=clip)
+        q_real = torch.zeros((1, 2, 3))
+        q_sim = torch.full((1, 2, 2), 1500.0, requires_grad=True)  # 1,500 above the real rows
+        pen, clipped = algo.penalty(q_real, q_sim, log_omega)
+        pen.sum().backward()
+        assert bool(q_sim.grad.abs().sum() > 0) is grad_expected
+        assert clipped.tolist() == [0.0 if grad_expected else 1.0]
+        if grad_expected:
+            assert torch.allclose(pen, torch.full((1, 2), 0.01 * 1500.0))
 
 
 def test_td_target_no_entropy_backup():

@@ -404,13 +404,13 @@ class TrialManager:
             tests.append(self._test(t.returns, list(self.stats[best].returns), best, "best promoted "))
         said = "; ".join(text for _w, text in tests)
         worse = [w for w, _text in tests if w.p_worse <= cfg.alpha]
+        weakest = max((w for w, _text in tests), key=lambda w: w.p_not_worse)  # the test that decides promotion
         if worse:
             return self.end(ROLLED_BACK, f"worse: {said}", now_s, worse[-1])
-        if all(w.p_not_worse <= cfg.alpha for w, _text in tests):
-            return self.end(PROMOTED, f"not worse: {said}", now_s, max(tests, key=lambda x: x[0].p_not_worse)[0])
+        if weakest.p_not_worse <= cfg.alpha:
+            return self.end(PROMOTED, f"not worse: {said}", now_s, weakest)
         if over:
-            return self.end(ROLLED_BACK, f"not shown not worse by the trial's end: {said}", now_s,
-                            max(tests, key=lambda x: x[0].p_not_worse)[0])
+            return self.end(ROLLED_BACK, f"not shown not worse by the trial's end: {said}", now_s, weakest)
         return None
 
     def best_promoted(self, besides: Trial) -> int | None:
@@ -419,10 +419,7 @@ class TrialManager:
         if not self.cfg.ratchet:
             return None
         best = self.best_measured(among=self.promoted - {besides.candidate})
-        inc = self.stats.get(besides.incumbent)
-        if best in (NO_VERSION, besides.incumbent) or (
-                inc is not None and len(besides.reference) >= self.cfg.min_episodes
-                and self.stats[best].mean_return <= float(np.mean(besides.reference))):
+        if best in (NO_VERSION, besides.incumbent) or self.stats[best].mean_return <= float(np.mean(besides.reference)):
             return None
         return best
 

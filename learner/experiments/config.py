@@ -61,6 +61,9 @@ class GridConfig:
     # CQL's update costs several times another method's, and a grid on a small machine may have to
     # give it less (the report prints each algorithm's budget)
     algorithm_updates: dict = field(default_factory=dict)
+    # per-algorithm learner settings over [train] algo for that algorithm's cells, e.g.
+    # {h2o = {penalty_clip = 1000.0}}: keeps a grid on one setting when a default changes mid-way
+    algorithm_settings: dict = field(default_factory=dict)
     out_dir: str = "runs/experiments/grid"  # run folders, datasets (large, not committed)
     results_dir: str = "results/grid"  # table + plots (small, committed)
     workers: int = 2  # processes, each a population job (torch threads = 1 each)
@@ -92,6 +95,14 @@ class GridConfig:
                                       f"{sorted(algorithms.REGISTRY)}")
             if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
                 raise GridConfigError(f"algorithm_updates.{a} must be a positive integer, got {n!r}")
+        for a, values in self.algorithm_settings.items():
+            if a not in algorithms.REGISTRY:
+                raise GridConfigError(f"algorithm_settings names unknown algorithm {a!r}; choices: "
+                                      f"{sorted(algorithms.REGISTRY)}")
+            fields = {f.name for f in dataclasses.fields(algorithms.config_class(a))}
+            unknown = sorted(set(values) - fields) if isinstance(values, dict) else ["(not a table)"]
+            if unknown:
+                raise GridConfigError(f"algorithm_settings.{a}: {unknown} are not {a} settings")
         if self.population < 0 or self.progress_every_s <= 0:
             raise GridConfigError("population must be >= 0 and progress_every_s positive")
         if self.ray_max_retries < 0:
@@ -106,6 +117,10 @@ class GridConfig:
             d.validate()
         for g in self.gaps:
             g.real_profile = g.real_profile or g.name
+
+    def algo_overrides(self, algorithm: str) -> dict:
+        """The learner settings one algorithm's cells get: [train] algo, then its algorithm_settings."""
+        return {**self.train.get("algo", {}), **self.algorithm_settings.get(algorithm, {})}
 
     def updates_for(self, algorithm: str) -> int:
         """The budget of one algorithm's cells: its algorithm_updates entry, else total_updates."""

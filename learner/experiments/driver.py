@@ -112,6 +112,8 @@ def make_jobs(cfg: GridConfig, datasets: dict) -> tuple[list[PopulationJob], lis
     for (task, algorithm, _), cells in groups.items():
         train = {**cfg.train, "algorithm": algorithm, "task": task, "total_updates": cfg.updates_for(algorithm),
                  "resume": True, "threads": 1, "progress": False}
+        if cfg.algo_overrides(algorithm):
+            train["algo"] = cfg.algo_overrides(algorithm)
         size = cfg.population if cfg.population > 0 else len(cells)
         n = math.ceil(len(cells) / size)
         jobs += [PopulationJob(cells[i::n], train) for i in range(n)]  # round-robin: balanced sizes

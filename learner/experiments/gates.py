@@ -59,6 +59,7 @@ def gate_grids(base: GridConfig) -> dict[str, GridConfig]:
     out = Path(base.out_dir) / "gates"
     common = {"tasks": [GATE_TASK], "seeds": list(base.seeds), "total_updates": base.total_updates,
               "algorithm_updates": dict(base.algorithm_updates),
+              "algorithm_settings": dict(base.algorithm_settings),
               "workers": base.workers, "train": dict(base.train), "ray_address": base.ray_address,
               "ray_max_retries": base.ray_max_retries}
     sim = GridConfig(name="gate_sim_learns", algorithms=["sac"], out_dir=str(out), results_dir=str(out),

@@ -212,7 +212,7 @@ def backup_line(cfg: GridConfig) -> str:
             parts.append(f"{algo} {fixed}")
             continue
         values = algorithm_config(algo, cfg.tasks[0], hidden=cfg.train.get("hidden", "256-256"), seed=0,
-                                  overrides=cfg.train.get("algo"))
+                                  overrides=cfg.algo_overrides(algo))
         parts.append(f"{algo} {'soft' if config_from(config_class(algo), values).backup_entropy else 'hard'}")
     return "Critic backup (soft: the target includes -alpha log pi): " + ", ".join(parts) + "."
 

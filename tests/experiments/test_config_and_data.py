@@ -70,6 +70,8 @@ def test_gap_real_profile_defaults_to_its_name_and_cells_are_ordered_seed_major(
     ({"grid": {"algorithm_updates": {"cqll": 10}}}, "algorithm_updates names unknown algorithm 'cqll'"),
     ({"grid": {"algorithm_updates": {"h2o": 0}}}, "algorithm_updates.h2o must be a positive integer"),
     ({"grid": {"algorithm_updates": {"h2o": 1.5}}}, "algorithm_updates.h2o must be a positive integer"),
+    ({"grid": {"algorithm_settings": {"h2oo": {}}}}, "algorithm_settings names unknown algorithm 'h2oo'"),
+    ({"grid": {"algorithm_settings": {"sac": {"penalty_clip": 1.0}}}}, "\\['penalty_clip'\\] are not sac settings"),
 ])
 def test_bad_grid_configs_raise_typed_errors(change: dict, match: str) -> None:
     values = {**MINIMAL, **{k: v for k, v in change.items() if k != "grid"}}

@@ -112,3 +112,14 @@ def test_an_algorithm_with_its_own_budget_trains_and_finishes_at_it(tmp_path):
     assert {k.split("/")[3] for k in done} == {"sac"} and len(done) == 6
     assert {j.train["algorithm"] for j in jobs} == {"h2o"}
     assert {c["algorithm"] for c in collect(cfg)} == {"sac"}
+
+
+def test_an_algorithm_with_its_own_settings_gets_them_over_the_grids(tmp_path):
+    """algorithm_settings: one algorithm's cells get its settings over [train] algo (a grid kept on
+    one setting when a default changes mid-way); the others get [train] algo alone."""
+    cfg = grid(tmp_path, algorithm_settings={"h2o": {"penalty_clip": 1000.0, "tau": 0.02}})
+    cfg.train["algo"] = {"tau": 0.01, "policy_lr": 1e-4}
+    jobs, _ = make_jobs(cfg, fake_datasets(cfg))
+    algo = {j.train["algorithm"]: j.train.get("algo") for j in jobs}
+    assert algo == {"h2o": {"tau": 0.02, "policy_lr": 1e-4, "penalty_clip": 1000.0},
+                    "sac": {"tau": 0.01, "policy_lr": 1e-4}}

@@ -34,10 +34,11 @@ Departures from the reference (each deliberate):
     changes (learner/algorithms/classifiers.py), and the s' perturbation for u uses the std of the
     real state changes instead of the states: a state-sized perturbation is ~100x the one-step
     change on the robot and would put every s'_k far outside both classifiers' data.
- 9. Optional (`penalty_clip`, default the reference's 1000): the clip on the penalty's difference
-    term. Where it binds the penalty has no gradient, i.e. H2O's regulariser is off. At the
-    robot's raw reward scale (Q up to ~1,200-3,000) it binds for whole epochs late in training
-    (charts/penalty_clipped_fraction); docs/learner.md, "The penalty clip".
+ 9. `penalty_clip`: the clip on the penalty's difference term (here the reference's 1000; the
+    robot tasks' default lifts it, learner/task_defaults.py). Where it binds the penalty has no
+    gradient, i.e. H2O's regulariser is off. At the robot's raw reward scale (Q up to
+    ~1,200-3,000) it binds for whole epochs late in training (charts/penalty_clipped_fraction);
+    docs/learner.md, "The penalty clip".
 """
 
 from __future__ import annotations

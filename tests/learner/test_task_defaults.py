@@ -34,6 +34,18 @@ def test_algorithms_the_scale_did_not_help_keep_the_paper_scale():
     assert algorithms.make("h2o", 4, 1, algorithm_config("h2o", "stand_still", hidden="8-8", seed=0)).cfg.reward_scale == 1.0
 
 
+def test_h2o_on_the_robot_tasks_has_no_penalty_clip_and_gym_keeps_the_references():
+    import math
+
+    cfg = algorithm_config("h2o", "move_straight:action_history=2", hidden="8-8", seed=0)
+    assert math.isinf(cfg["penalty_clip"])
+    assert algorithms.make("h2o", 4, 1, algorithm_config("h2o", "gym:HalfCheetah-v5", hidden="8-8",
+                                                         seed=0)).cfg.penalty_clip == 1000.0
+    assert "penalty_clip" not in algorithm_config("darc", "stand_still", hidden="8-8", seed=0)
+    assert algorithm_config("h2o", "stand_still", hidden="8-8", seed=0,
+                            overrides={"penalty_clip": 1000.0})["penalty_clip"] == 1000.0
+
+
 def test_sac_gets_the_scale_it_needs_with_the_normalised_observation():
     assert algorithm_config("sac", "stand_still:action_history=2", hidden="8-8", seed=0)["reward_scale"] == pytest.approx(1 / 30)
     assert "reward_scale" not in algorithm_config("sac", "gym:HalfCheetah-v5", hidden="8-8", seed=0)

@@ -175,12 +175,17 @@ def parse_assignments(items: list[str]) -> dict[str, Any]:
 
 def load(path: str | Path, overrides: dict[str, Any] | None = None) -> GridConfig:
     """Read a grid TOML; `overrides` replace [grid] keys (the CLI's --seeds, --total-updates, ...),
-    except overrides["train"], which updates the [train] table, and overrides["gaps"] /
+    except overrides["train"], which updates the [train] table (its algo keys also beat the file's
+    algorithm_settings), and overrides["gaps"] /
     overrides["datasets"], lists of names that keep only those [[gaps]] / [[datasets]] entries."""
     with open(path, "rb") as fh:
         values = tomllib.load(fh)
     overrides = dict(overrides or {})
-    values.setdefault("train", {}).update(overrides.pop("train", None) or {})
+    train = overrides.pop("train", None) or {}
+    values.setdefault("train", {}).update(train)
+    for settings in values.get("grid", {}).get("algorithm_settings", {}).values():
+        for key in train.get("algo", {}):  # the command line's algo settings beat the file's per-algorithm ones
+            settings.pop(key, None)
     for table in ("gaps", "datasets"):  # names: keep only those entries (run a grid a few rows at a time)
         keep = overrides.pop(table, None)
         if keep:

@@ -123,3 +123,26 @@ def test_an_algorithm_with_its_own_settings_gets_them_over_the_grids(tmp_path):
     algo = {j.train["algorithm"]: j.train.get("algo") for j in jobs}
     assert algo == {"h2o": {"tau": 0.02, "policy_lr": 1e-4, "penalty_clip": 1000.0},
                     "sac": {"tau": 0.01, "policy_lr": 1e-4}}
+
+
+def test_the_command_lines_algo_settings_beat_the_files_per_algorithm_ones(tmp_path):
+    """`--train "algo={penalty_clip=inf}"` on a grid whose file pins h2o's penalty_clip: the
+    command line wins (an ablation run on the grid's own config must get what it asked for)."""
+    import math
+
+    path = tmp_path / "grid.toml"
+    path.write_text(f"""
+[grid]
+algorithms = ["h2o", "sac"]
+out_dir = "{tmp_path}"
+algorithm_settings = {{ h2o = {{ penalty_clip = 1000.0, tau = 0.02 }} }}
+[[gaps]]
+name = "moderate"
+[[datasets]]
+name = "medium"
+kind = "medium"
+steps = 100
+""")
+    cfg = grid_config.load(path, {"train": {"algo": {"penalty_clip": math.inf}}})
+    assert cfg.algo_overrides("h2o") == {"penalty_clip": math.inf, "tau": 0.02}
+    assert grid_config.load(path).algo_overrides("h2o") == {"penalty_clip": 1000.0, "tau": 0.02}

@@ -171,9 +171,8 @@ class SafetyFSM:
             return m
         stale = x.state_age_s * 1e3 > cfg.stale_state_ms
         upright = not stale and x.tilt_rad <= cfg.upright_rad
-        upright_s = self._track_upright(upright, x.now_s)
-        self._fresh_since = None if stale else (x.now_s if self._fresh_since is None else self._fresh_since)
-        fresh_s = 0.0 if self._fresh_since is None else x.now_s - self._fresh_since
+        self._upright_since, upright_s = _run_length(upright, self._upright_since, x.now_s)
+        self._fresh_since, fresh_s = _run_length(not stale, self._fresh_since, x.now_s)
         if m is Mode.DAMPING:
             if self._fell and self.armed and cfg.recover_after_s > 0 and upright_s >= cfg.recover_after_s:
                 self._go(Mode.STAND, f"upright {upright_s:.2f} s after a fall: recovered", x.now_s)
@@ -218,15 +217,6 @@ class SafetyFSM:
             elif not x.learner_connected and cfg.learner_lost == "stand":
                 self._go(Mode.STAND, "learner unreachable", x.now_s)
         return self.mode
-
-    def _track_upright(self, upright: bool, now_s: float) -> float:
-        """How long (s) the state has been fresh and upright without a break; 0 when it is not."""
-        if not upright:
-            self._upright_since = None
-            return 0.0
-        if self._upright_since is None:
-            self._upright_since = now_s
-        return now_s - self._upright_since
 
     def _operator(self, x: SafetyInputs) -> None:
         op = x.operator
@@ -289,3 +279,11 @@ class ActionFilter:
             self.clipped += 1
         self.prev = out
         return out
+
+
+def _run_length(ok: bool, since: float | None, now_s: float) -> tuple[float | None, float]:
+    """(since when `ok` has held without a break, for how long): (None, 0) when it does not hold now."""
+    if not ok:
+        return None, 0.0
+    since = now_s if since is None else since
+    return since, now_s - since

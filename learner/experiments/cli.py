@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import tomllib
 
@@ -11,7 +10,7 @@ from protocol.logs import setup_logging
 from learner.experiments import config as grid_config
 from learner.experiments.cluster import RayUnavailableError
 from learner.experiments.datasets import DatasetSpecError
-from learner.experiments.driver import run_grid
+from learner.experiments.driver import run_grid, stop_workers_on_sigterm
 from learner.experiments.gates import format_table, run_gates
 from learner.experiments.report import write_report
 from protocol import strict_json
@@ -52,10 +51,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging("INFO")
@@ -71,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     result: dict = {}
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill <pid>` stops the workers too, like Ctrl-C
+    stop_workers_on_sigterm()
     if not (args.report_only or args.dry_run or args.skip_gates):
         try:
             gate_results = run_gates(cfg)

@@ -33,6 +33,7 @@ import logging
 import math
 import multiprocessing as mp
 import os
+import signal
 import socket
 import time
 import traceback
@@ -191,6 +192,17 @@ def run_grid(cfg: GridConfig, dry_run: bool = False) -> dict:
         raise
     pool.shutdown()
     return result
+
+
+def _sigterm_as_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def stop_workers_on_sigterm() -> None:
+    """Make `kill <pid>` of a grid or gates command stop its workers too, as Ctrl-C does: run_grid's
+    KeyboardInterrupt path terminates them. Without it the workers outlive the command (spawned,
+    re-parented to init) and keep training, racing the same command run again on the same cells."""
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
 
 
 class JobPool(Protocol):

@@ -147,7 +147,14 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, tomllib.TOMLDecodeError, grid_config.GridConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    results = run_gates(base)
+    from learner.experiments.driver import stop_workers_on_sigterm
+
+    stop_workers_on_sigterm()
+    try:
+        results = run_gates(base)
+    except KeyboardInterrupt:
+        print("interrupted; finished cells are kept, re-run the same command to resume", file=sys.stderr)
+        return 130
     print(format_table(results))
     return 0 if all(r.passed for r in results) else 1
 

@@ -7,6 +7,11 @@ failure (exit code 1) with every seed's return in gates.json: a gate that cannot
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -83,3 +88,57 @@ def test_gates_train_each_algorithm_to_the_grids_own_budget(tmp_path):
     grids = gates.gate_grids(base)
     assert grids["markov"].updates_for("cql") == 10 and grids["markov"].updates_for("h2o") == 20
     assert grids["sim"].updates_for("sac") == 20
+
+
+def _children(pid: int) -> list[int]:
+    """Live processes whose parent is `pid` (read from /proc: the spawned pool workers)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("command", [["learner.experiments.gates"], ["learner.experiments", "--skip-gates"]])
+def test_kill_stops_the_workers_too(tmp_path, command):
+    """`kill <pid>` of a gates or grid command must not leave its workers training unattended (they
+    would race the same command run again on the same cells)."""
+    toml = tmp_path / "grid.toml"
+    toml.write_text(TINY_GRID_TOML.format(out=tmp_path / "runs", results=tmp_path / "results")
+                    .replace("total_updates = 20", "total_updates = 1000000"))
+    root = Path(__file__).resolve().parents[2]
+    workers: list[int] = []
+    proc = subprocess.Popen([sys.executable, "-m", command[0], str(toml), *command[1:]], cwd=root,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and proc.poll() is None:
+            workers = [c for c in _children(proc.pid) if "spawn_main" in (Path("/proc") / str(c) / "cmdline")
+                       .read_bytes().decode(errors="replace")]
+            if workers and any((tmp_path / "runs").rglob("config.toml")):  # training has started
+                break
+            time.sleep(0.2)
+        assert workers and proc.poll() is None, proc.stderr.read() if proc.poll() is not None else "no workers"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 130
+        deadline = time.monotonic() + 30
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(w) for w in workers), "a worker outlived the killed command"
+    finally:
+        for pid in [proc.pid, *workers]:  # a failing run must not leave training processes behind
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        proc.wait()

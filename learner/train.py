@@ -85,7 +85,7 @@ class TrainConfig:
     total_updates: int = _f(100_000, "gradient updates in total")
     updates_per_epoch: int = _f(1000, "updates after each sim rollout phase")
     sim_steps_per_epoch: int = _f(1000, "sim env steps per epoch with the current stochastic policy")
-    sim_buffer_factor: int = _f(10, "sim buffer capacity = factor x dataset size (reference 10)")
+    sim_buffer_factor: int = _f(10, "sim buffer capacity = factor x dataset size (reference 10), at least the run's sim steps")
     max_episode_steps: int = _f(0, "cap on episode length in rollouts and evaluation (0 = the env's own)")
     # batches and networks
     real_batch: int = _f(128, "real rows per update (a critic trained on one source gets real+sim rows of it)")
@@ -183,6 +183,17 @@ def collect_dataset(cfg: TrainConfig, seed: int) -> dict[str, np.ndarray]:
     return got.data
 
 
+def sim_capacity(cfg: TrainConfig, n_real: int) -> int:
+    """Sim buffer capacity: the reference's 10x the dataset, but never less than the run's own sim
+    steps. With D4RL's 0.2-2M-row datasets the reference's FIFO is never overwritten within a run;
+    with a small robot dataset (the SAC gate's 2,000 rows: 20k of its 60k sim steps) it would be,
+    and a FIFO that holds only the last 20 epochs of a balancing policy forgets what falling looks
+    like (SAC in the gate: 82 % of the controller from 24k updates with 20k rows, 94 % with all;
+    docs/learner.md, "Buffers")."""
+    epochs = -(-cfg.total_updates // max(1, cfg.updates_per_epoch))
+    return max(cfg.sim_buffer_factor * n_real, epochs * cfg.sim_steps_per_epoch, 1)
+
+
 # ---- one population run ------------------------------------------------------------------------
 @dataclass
 class MemberSpec:
@@ -221,8 +232,7 @@ class Member:
         n_real = len(data["observations"])
         self.real = TransitionBuffer(obs_dim, act_dim, n_real + 1, device, seed=self.seed * 2 + 1)
         self.real.load_fixed(data)
-        self.sim = TransitionBuffer(obs_dim, act_dim, max(cfg.sim_buffer_factor * n_real, cfg.sim_steps_per_epoch, 1),
-                                    device, seed=self.seed * 2 + 2)
+        self.sim = TransitionBuffer(obs_dim, act_dim, sim_capacity(cfg, n_real), device, seed=self.seed * 2 + 2)
         self.env_steps = 0
         self.ckpt_path = self.dir / "checkpoint.pt"
         # the one before, kept while a population save is under way (Run.save_checkpoint)

@@ -39,6 +39,9 @@ Departures from the reference (each deliberate):
     gradient, i.e. H2O's regulariser is off. At the robot's raw reward scale (Q up to
     ~1,200-3,000) it binds for whole epochs late in training (charts/penalty_clipped_fraction);
     docs/learner.md, "The penalty clip".
+10. The sim buffer (learner/train.py, sim_capacity) is the reference's 10x the dataset but never
+    smaller than the run's sim steps: the reference's D4RL-sized FIFO never wraps within a run, and
+    a small robot dataset's would (docs/learner.md, "Buffers").
 """
 
 from __future__ import annotations

@@ -155,6 +155,19 @@ def test_run_folder_names_a_profile_file_by_its_stem():
     assert TrainConfig(real_profile="moderate").run_name == "stand_still_h2o_moderate"
 
 
+def test_sim_buffer_holds_every_sim_step_of_a_run_on_a_small_dataset(tmp_path):
+    """The reference sizes the sim FIFO at 10x the dataset, which with a small robot dataset is
+    overwritten within a run (a policy that balances then forgets falling); it now holds the run's
+    sim steps at least, and keeps the reference's size where that is larger."""
+    from learner.train import Run, sim_capacity
+
+    small = load_config([*BASE, "--collect-steps", "50", "--total-updates", "1000", "--run-dir", str(tmp_path)])
+    assert sim_capacity(small, 50) == 10 * 100  # 10 epochs x 100 sim steps > 10 x 50 rows
+    assert sim_capacity(small, 5_000) == 50_000  # the reference's 10x the dataset
+    run = Run(small, [0])
+    assert run.members[0].sim.capacity == 1000
+
+
 class _Killed(RuntimeError):
     """Stands for the process dying part-way through a population's checkpoint."""
 

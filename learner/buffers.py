@@ -247,9 +247,16 @@ class TransitionBuffer:
             rows = state["rows"].to(self.device)
             if rows.shape[0] > self.capacity or rows.shape[1] != self.row_dim:
                 raise BufferError(f"saved buffer {tuple(rows.shape)} does not fit {self.capacity}x{self.row_dim}")
+            n_fixed, cursor = int(state["n_fixed"]), int(state["cursor"])
+            if rows.shape[0] < self.capacity and cursor != rows.shape[0]:
+                # A FIFO that had wrapped, resumed into a larger buffer (e.g. a checkpoint written before
+                # the capacity rule changed): put its oldest row first so the next rows append after the
+                # newest instead of overwriting live rows while unwritten slots count as stored.
+                rows = torch.cat([rows[:n_fixed], rows[cursor:], rows[n_fixed:cursor]])
+                cursor = rows.shape[0]
             self._rows.zero_()
             self._rows[: rows.shape[0]] = rows
-            self._size, self._n_fixed, self._cursor = rows.shape[0], int(state["n_fixed"]), int(state["cursor"])
+            self._size, self._n_fixed, self._cursor = rows.shape[0], n_fixed, cursor
             for total in (self._obs_sum, self._obs_sumsq, self._delta_sum, self._delta_sumsq):
                 total.zero_()
             self._account(rows, +1.0)

@@ -31,6 +31,27 @@ def test_fixed_part_is_never_evicted_and_fifo_part_wraps():
     assert sorted(obs.tolist()) == [0, 1, 2, 102, 200, 201, 202]
 
 
+def test_a_wrapped_fifo_resumed_into_a_larger_buffer_keeps_its_rows_in_order():
+    """A checkpoint of a full, wrapped FIFO loaded into a larger capacity (the sim buffer's capacity
+    rule changed between two sittings): new rows append after the newest, none is overwritten and
+    no empty slot counts as stored."""
+    small = TransitionBuffer(2, 1, capacity=7)
+    small.load_fixed(rows(3, 0.0))
+    add(small, rows(3, 100.0))
+    add(small, rows(3, 200.0))  # FIFO slots now 201, 202, 102, 200 with the cursor on 102
+    big = TransitionBuffer(2, 1, capacity=10)
+    big.load_state_dict(small.state_dict())
+    add(big, rows(2, 300.0))
+    obs = big.arrays()["observations"][:, 0]
+    assert len(big) == 9 and obs.tolist() == [0, 1, 2, 102, 200, 201, 202, 300, 301]
+    add(big, rows(2, 400.0))  # full again: the oldest FIFO row (102) goes first
+    assert sorted(big.arrays()["observations"][:, 0].tolist()) == [0, 1, 2, 200, 201, 202, 300, 301, 400, 401]
+    same = TransitionBuffer(2, 1, capacity=7)  # the same capacity: the exact state, cursor and all
+    same.load_state_dict(small.state_dict())
+    add(same, rows(1, 500.0))
+    assert sorted(same.arrays()["observations"][:, 0].tolist()) == [0, 1, 2, 200, 201, 202, 500]
+
+
 def test_real_state_statistics_are_exact_over_stored_rows():
     buf = TransitionBuffer(2, 1, capacity=6)
     buf.load_fixed(rows(2, 0.0))

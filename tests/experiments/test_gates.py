@@ -103,6 +103,14 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+def _cmdline(pid: int) -> str:
+    """The process's command line ("" once it has gone: a child may exit between listing and reading)."""
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def _alive(pid: int) -> bool:
     try:
         state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -125,8 +133,7 @@ def test_kill_stops_the_workers_too(tmp_path, command):
     try:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and proc.poll() is None:
-            workers = [c for c in _children(proc.pid) if "spawn_main" in (Path("/proc") / str(c) / "cmdline")
-                       .read_bytes().decode(errors="replace")]
+            workers = [c for c in _children(proc.pid) if "spawn_main" in _cmdline(c)]
             if workers and any((tmp_path / "runs").rglob("config.toml")):  # training has started
                 break
             time.sleep(0.2)
